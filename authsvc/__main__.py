@@ -1,0 +1,3 @@
+from authsvc.cli import main
+
+main()

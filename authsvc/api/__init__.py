@@ -1,0 +1,1 @@
+"""HTTP only: parse, make one service call, answer."""

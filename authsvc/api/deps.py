@@ -1,0 +1,95 @@
+"""Dependencies: the request's database scope, the clock, the caller's credentials."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.api.state import AppState
+from authsvc.errors import AuthError, InvalidToken
+from authsvc.services.auth import ClientInfo
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.authsvc
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def _write_scope(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed here and only here, before the response is sent.
+
+    An AuthError marked persist_writes (family revocation on refresh reuse) commits what was
+    written before it; every other error rolls the request back whole.
+    """
+    state = get_state(request)
+    async with state.database.sessions() as session:
+        try:
+            yield session
+        except AuthError as exc:
+            if exc.persist_writes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+async def _read_scope(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_state(request).database.read() as session:
+        yield session
+
+
+WriteDB = Annotated[AsyncSession, Depends(_write_scope, scope="function")]
+ReadDB = Annotated[AsyncSession, Depends(_read_scope, scope="function")]
+
+
+def _now(request: Request) -> datetime:
+    return get_state(request).clock.now()
+
+
+Now = Annotated[datetime, Depends(_now)]
+
+
+def _client(request: Request) -> ClientInfo:
+    return ClientInfo(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+Client = Annotated[ClientInfo, Depends(_client)]
+
+
+def parse_bearer(header: str | None) -> str:
+    """RFC 6750 section 2.1: `Bearer <token>`, the scheme case-insensitive; nothing else."""
+    if header is None:
+        raise InvalidToken(missing=True)
+    scheme, _, token = header.partition(" ")
+    token = token.strip(" ")
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise InvalidToken()
+    return token
+
+
+def _bearer(request: Request) -> str:
+    return parse_bearer(request.headers.get("authorization"))
+
+
+def _optional_bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    return None if header is None else parse_bearer(header)
+
+
+Bearer = Annotated[str, Depends(_bearer)]
+OptionalBearer = Annotated[str | None, Depends(_optional_bearer)]

@@ -1,0 +1,74 @@
+"""Request and response bodies of the JSON API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from authsvc.services.auth import TokenPair
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    username: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=4096)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(BaseModel):
+    refresh_token: str | None = Field(None, min_length=1, max_length=512)
+    scope: Literal["local", "others", "global"] = "local"
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> TokenResponse:
+        return cls(
+            access_token=pair.access_token,
+            expires_in=pair.expires_in,
+            refresh_token=pair.refresh_token,
+            refresh_expires_in=pair.refresh_expires_in,
+        )
+
+
+class MeResponse(BaseModel):
+    id: uuid.UUID
+    username: str
+    roles: list[str]
+    session_id: str
+    scope: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+
+
+class JWK(BaseModel):
+    kty: str
+    kid: str
+    use: str
+    alg: str
+    n: str
+    e: str
+
+
+class JWKS(BaseModel):
+    keys: list[JWK]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

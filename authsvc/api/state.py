@@ -1,0 +1,22 @@
+"""What the app holds for its lifetime, built once in create_app and read by dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authsvc.clock import Clock
+from authsvc.config import Settings
+from authsvc.services.auth import AuthService
+from authsvc.services.keys import KeyService
+from authsvc.services.users import UserService
+from authsvc.store.db import Database
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    clock: Clock
+    database: Database
+    keys: KeyService
+    auth: AuthService
+    users: UserService

@@ -1,0 +1,1 @@
+"""Crypto: passwords, signing keys, access and refresh tokens, server secrets."""

@@ -1,0 +1,56 @@
+"""Password hashing through passlib's CryptContext (the libpass fork), argon2id first.
+
+Hashes made under an older scheme or weaker argon2 parameters verify and are flagged for
+upgrade, so they are rehashed at the next successful login.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import anyio
+from passlib.context import CryptContext
+
+from authsvc.config import Settings
+
+
+def normalize_password(password: str) -> str:
+    # NIST SP 800-63B 5.1.1.2 and RFC 8265 OpaqueString: compare passwords in NFC.
+    return unicodedata.normalize("NFC", password)
+
+
+class PasswordHasher:
+    def __init__(self, settings: Settings) -> None:
+        self.context = CryptContext(
+            schemes=["argon2", "pbkdf2_sha256"],
+            deprecated=["pbkdf2_sha256"],
+            argon2__type="ID",
+            argon2__rounds=settings.argon2_time_cost,
+            argon2__memory_cost=settings.argon2_memory_cost,
+            argon2__parallelism=settings.argon2_parallelism,
+        )
+        # Checked for unknown users so that their answer takes as long as a wrong password.
+        self._dummy_hash = self.context.hash("authsvc-dummy-password-for-timing")
+
+    def hash_sync(self, password: str) -> str:
+        return str(self.context.hash(normalize_password(password)))
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self.hash_sync, password)
+
+    async def verify(self, password: str, stored_hash: str | None) -> tuple[bool, str | None]:
+        """(matches, new hash if the stored one should be upgraded). Runs off the event loop."""
+        candidate = normalize_password(password)
+        target = stored_hash if stored_hash is not None else self._dummy_hash
+
+        def check() -> tuple[bool, str | None]:
+            try:
+                ok, new_hash = self.context.verify_and_update(candidate, target)
+            except ValueError:  # an unparseable stored hash never matches
+                return False, None
+            return bool(ok), new_hash
+
+        ok, new_hash = await anyio.to_thread.run_sync(check)
+        if stored_hash is None:
+            return False, None
+        return ok, new_hash

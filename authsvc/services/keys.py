@@ -1,0 +1,144 @@
+"""Signing-key lifecycle: first key, rotation, and keeping each process's key ring current."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.security import keys as crypto
+from authsvc.security.keys import KeyRing, LoadedKey
+from authsvc.security.secrets import ServerSecrets
+from authsvc.store.db import MIGRATION_LOCK_ID
+from authsvc.store.models import SigningKey
+from authsvc.store.repositories import SigningKeyRepository
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    kid: str
+    state: str
+    created_at: datetime
+    activates_at: datetime
+    retires_at: datetime | None
+
+
+class KeyService:
+    def __init__(self, settings: Settings, secrets: ServerSecrets) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        # A key stays published this long after it stops signing: its last token's lifetime
+        # plus the verifiers' leeway.
+        self.unpublish_after = timedelta(
+            seconds=settings.access_token_ttl + settings.token_leeway_seconds
+        )
+        self._ring = KeyRing([], self.unpublish_after)
+        self._parsed: dict[str, LoadedKey] = {}
+        self._fingerprint: object = None
+        self._loaded_at: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._ring
+
+    async def ring_at(self, db: AsyncSession, now: datetime) -> KeyRing:
+        """The key ring, re-read from the database at most every key_reload_interval.
+
+        Other processes rotate keys too; this is how they reach us without a restart.
+        """
+        interval = timedelta(seconds=self.settings.key_reload_interval)
+        if self._loaded_at is None or not (self._loaded_at <= now < self._loaded_at + interval):
+            async with self._lock:
+                if self._loaded_at is None or not (
+                    self._loaded_at <= now < self._loaded_at + interval
+                ):
+                    await self.reload(db, now)
+        return self._ring
+
+    async def reload(self, db: AsyncSession, now: datetime) -> KeyRing:
+        repo = SigningKeyRepository(db)
+        fingerprint = await repo.fingerprint()
+        if fingerprint != self._fingerprint:
+            rows = await repo.all()
+            loaded = []
+            for row in rows:
+                cached = self._parsed.get(row.kid)
+                # Decrypting and parsing a key is slow; do it once per kid, not per reload.
+                private = (
+                    cached.private
+                    if cached is not None
+                    else crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.fernet)
+                )
+                loaded.append(
+                    LoadedKey(
+                        kid=row.kid,
+                        private=private,
+                        public=private.public_key(),
+                        jwk=dict(row.public_jwk),
+                        created_at=row.created_at,
+                        activates_at=row.activates_at,
+                        retires_at=row.retires_at,
+                    )
+                )
+            self._parsed = {k.kid: k for k in loaded}
+            self._ring = KeyRing(loaded, self.unpublish_after)
+            self._fingerprint = fingerprint
+        self._loaded_at = now
+        return self._ring
+
+    async def _serialise(self, db: AsyncSession) -> None:
+        # Several processes starting (or rotating) at once take turns on PostgreSQL; SQLite
+        # write transactions are serialised already.
+        if db.bind.dialect.name == "postgresql":
+            await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+
+    async def ensure_signing_key(self, db: AsyncSession, now: datetime) -> KeyRing:
+        """Make the first key on first start (or if every key has retired)."""
+        await self._serialise(db)
+        ring = await self.reload(db, now)
+        if ring.signing_key(now) is None and not any(
+            k.state(now, self.unpublish_after) == "published" for k in ring.keys
+        ):
+            await self._create(db, now, activates_at=now)
+            ring = await self.reload(db, now)
+        return ring
+
+    async def rotate(self, db: AsyncSession, now: datetime) -> KeyInfo:
+        """Publish a new key now; it signs after publish-ahead, when the current one retires."""
+        await self._serialise(db)
+        activates_at = now + timedelta(seconds=self.settings.publish_ahead)
+        await SigningKeyRepository(db).retire_active(activates_at)
+        row = await self._create(db, now, activates_at=activates_at)
+        await self.reload(db, now)
+        return KeyInfo(row.kid, "published", row.created_at, row.activates_at, row.retires_at)
+
+    async def list(self, db: AsyncSession, now: datetime) -> list[KeyInfo]:
+        ring = await self.reload(db, now)
+        return [
+            KeyInfo(k.kid, k.state(now, self.unpublish_after), k.created_at, k.activates_at,
+                    k.retires_at)
+            for k in sorted(ring.keys, key=lambda k: k.activates_at)
+        ]
+
+    async def prune(self, db: AsyncSession, now: datetime) -> int:
+        return await SigningKeyRepository(db).delete_unpublished(now - self.unpublish_after)
+
+    async def _create(self, db: AsyncSession, now: datetime, activates_at: datetime) -> SigningKey:
+        private = crypto.generate_private_key(self.settings.rsa_key_size)
+        jwk = crypto.public_jwk(private.public_key())
+        row = SigningKey(
+            kid=jwk["kid"],
+            algorithm=crypto.ALGORITHM,
+            public_jwk=jwk,
+            private_key_encrypted=crypto.encrypt_private_key(private, self.secrets.fernet),
+            created_at=now,
+            activates_at=activates_at,
+            retires_at=None,
+        )
+        await SigningKeyRepository(db).add(row)
+        return row

@@ -1,0 +1,48 @@
+"""Housekeeping: drop what can no longer matter, in small batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from authsvc.services.keys import KeyService
+from authsvc.store.db import Database
+from authsvc.store.repositories import (
+    DenylistRepository,
+    RefreshTokenRepository,
+    SessionRepository,
+)
+
+
+@dataclass
+class PruneReport:
+    denylist: int = 0
+    refresh_tokens: int = 0
+    sessions: int = 0
+    signing_keys: int = 0
+
+
+async def prune(
+    database: Database, keys: KeyService, now: datetime, batch: int = 1000
+) -> PruneReport:
+    """Delete expired denylist entries, refresh tokens, sessions and unpublished keys.
+
+    Each batch is its own short transaction so the tables are never locked for long. Sessions
+    go last: a session row (and its used tokens) is what detects reuse until it expires.
+    """
+    report = PruneReport()
+    steps = (
+        ("denylist", lambda db: DenylistRepository(db).delete_expired(now, batch)),
+        ("refresh_tokens", lambda db: RefreshTokenRepository(db).delete_expired(now, batch)),
+        ("sessions", lambda db: SessionRepository(db).delete_expired(now, batch)),
+    )
+    for field, step in steps:
+        while True:
+            async with database.transaction() as db:
+                deleted = await step(db)
+            setattr(report, field, getattr(report, field) + deleted)
+            if deleted < batch:
+                break
+    async with database.transaction() as db:
+        report.signing_keys = await keys.prune(db, now)
+    return report

@@ -1,0 +1,1 @@
+"""Storage: the engine, the SQLAlchemy models and the repositories. All SQL lives here."""

@@ -1,0 +1,226 @@
+"""Repositories: every query authsvc makes. They flush; the caller's scope commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.store.models import DeniedAccessToken, RefreshToken, Session, SigningKey, User
+
+
+class UserRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def by_username(self, username: str) -> User | None:
+        result = await self.db.execute(select(User).where(User.username == username))
+        return result.scalar_one_or_none()
+
+    async def by_id(self, user_id: uuid.UUID) -> User | None:
+        return await self.db.get(User, user_id)
+
+    async def add(self, user: User) -> bool:
+        """Insert; False if the username is taken (checked by the unique constraint)."""
+        try:
+            async with self.db.begin_nested():
+                self.db.add(user)
+                await self.db.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def list(self) -> Sequence[User]:
+        result = await self.db.execute(select(User).order_by(User.username))
+        return result.scalars().all()
+
+
+class SessionRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def add(self, session: Session) -> None:
+        self.db.add(session)
+        await self.db.flush()
+
+    async def get(self, session_id: uuid.UUID) -> Session | None:
+        return await self.db.get(Session, session_id)
+
+    async def touch(self, session_id: uuid.UUID, now: datetime) -> None:
+        await self.db.execute(
+            update(Session).where(Session.id == session_id).values(last_used_at=now)
+        )
+
+    async def revoke(self, session_ids: Sequence[uuid.UUID], now: datetime, reason: str) -> int:
+        if not session_ids:
+            return 0
+        result = await self.db.execute(
+            update(Session)
+            .where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def is_live(self, session_id: uuid.UUID, now: datetime) -> bool:
+        result = await self.db.execute(
+            select(Session.id).where(
+                Session.id == session_id,
+                Session.revoked_at.is_(None),
+                Session.expires_at > now,
+            )
+        )
+        return result.first() is not None
+
+    async def live_ids_for_user(self, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+        result = await self.db.execute(
+            select(Session.id).where(
+                Session.user_id == user_id,
+                Session.revoked_at.is_(None),
+                Session.expires_at > now,
+            )
+        )
+        return list(result.scalars().all())
+
+    async def access_allowed(self, session_id: uuid.UUID, jti: str, now: datetime) -> bool:
+        """One round trip: the session is live, its user active, and the jti not denied."""
+        denied = exists().where(DeniedAccessToken.jti == jti)
+        result = await self.db.execute(
+            select(Session.id)
+            .join(User, User.id == Session.user_id)
+            .where(
+                Session.id == session_id,
+                Session.revoked_at.is_(None),
+                Session.expires_at > now,
+                User.is_active.is_(True),
+                ~denied,
+            )
+        )
+        return result.first() is not None
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        ids = select(Session.id).where(Session.expires_at <= now).limit(limit)
+        result = await self.db.execute(delete(Session).where(Session.id.in_(ids)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class RefreshTokenRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def add(self, token: RefreshToken) -> None:
+        self.db.add(token)
+        await self.db.flush()
+
+    async def by_digest(self, digest: bytes) -> tuple[RefreshToken, Session, User] | None:
+        """The token with its session and user, in one round trip."""
+        result = await self.db.execute(
+            select(RefreshToken, Session, User)
+            .join(Session, Session.id == RefreshToken.session_id)
+            .join(User, User.id == Session.user_id)
+            .where(RefreshToken.digest == digest)
+        )
+        row = result.first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def mark_used(self, token_id: int, now: datetime) -> bool:
+        """Compare-and-set: True for exactly one caller however many race on one token.
+
+        On PostgreSQL the losers block on the row lock until the winner commits, then see
+        used_at set; on SQLite writers are serialised by BEGIN IMMEDIATE.
+        """
+        result = await self.db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def used_at(self, token_id: int) -> datetime | None:
+        result = await self.db.execute(
+            select(RefreshToken.used_at).where(RefreshToken.id == token_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def child_of(self, token_id: int) -> RefreshToken | None:
+        result = await self.db.execute(
+            select(RefreshToken)
+            .where(RefreshToken.parent_id == token_id)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalars().first()
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        # A used token whose child still exists is kept while its session lives: it is what
+        # lets reuse be detected. Expired ones are no longer accepted by anyone.
+        ids = select(RefreshToken.id).where(RefreshToken.expires_at <= now).limit(limit)
+        result = await self.db.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class DenylistRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def add(
+        self, jti: str, session_id: uuid.UUID | None, expires_at: datetime, now: datetime
+    ) -> None:
+        exists_already = await self.db.get(DeniedAccessToken, jti)
+        if exists_already is None:
+            self.db.add(
+                DeniedAccessToken(
+                    jti=jti, session_id=session_id, expires_at=expires_at, created_at=now
+                )
+            )
+            await self.db.flush()
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        ids = (
+            select(DeniedAccessToken.jti).where(DeniedAccessToken.expires_at <= now).limit(limit)
+        )
+        result = await self.db.execute(
+            delete(DeniedAccessToken).where(DeniedAccessToken.jti.in_(ids))
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class SigningKeyRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def all(self) -> Sequence[SigningKey]:
+        result = await self.db.execute(select(SigningKey).order_by(SigningKey.activates_at))
+        return result.scalars().all()
+
+    async def fingerprint(self) -> tuple[int, datetime | None, datetime | None]:
+        """Cheap change detection: count and latest times, compared before a full reload."""
+        result = await self.db.execute(
+            select(
+                func.count(), func.max(SigningKey.created_at), func.max(SigningKey.retires_at)
+            ).select_from(SigningKey)
+        )
+        count, created, retires = result.one()
+        return int(count), created, retires
+
+    async def add(self, key: SigningKey) -> None:
+        self.db.add(key)
+        await self.db.flush()
+
+    async def retire_active(self, at: datetime) -> None:
+        await self.db.execute(
+            update(SigningKey)
+            .where(or_(SigningKey.retires_at.is_(None), SigningKey.retires_at > at))
+            .values(retires_at=at)
+        )
+
+    async def delete_unpublished(self, before: datetime) -> int:
+        result = await self.db.execute(
+            delete(SigningKey).where(
+                and_(SigningKey.retires_at.is_not(None), SigningKey.retires_at <= before)
+            )
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
