@@ -92,7 +92,9 @@ def serve(
     from authsvc.store.db import upgrade
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     try:
         load_secrets(settings)  # create the development KEK once, before workers race for it
     except ConfigError as exc:

@@ -15,7 +15,11 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="AUTHSVC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="AUTHSVC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
     )
 
     env: Literal["development", "production"] = "development"

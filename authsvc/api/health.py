@@ -21,8 +21,9 @@ async def healthz() -> Health:
 async def readyz(state: State, now: Now) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        revision = await state.database.schema_revision()
+        await state.database.ping()
         checks["database"] = "ok"
+        revision = await state.database.schema_revision()
         checks["schema"] = "ok" if revision == head_revision() else f"at {revision}"
         async with state.database.read() as db:
             ring = await state.keys.ring_at(db, now)

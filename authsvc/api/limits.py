@@ -30,25 +30,34 @@ class BodySizeLimit:
                     await render(PayloadTooLarge())(scope, receive, send)
                     return
 
+        # A chunked body has no length up front: count it as it arrives. The framework turns a
+        # failed body read into its own 400, so once over the limit we answer 413 ourselves and
+        # drop whatever the app sends.
         received = 0
-        started = False
+        exceeded = False
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if not exceeded:
+                await send(message)
+            elif not answered:
+                answered = True
+                await render(PayloadTooLarge())(scope, receive, send)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not started:
+            if not answered:
+                answered = True
                 await render(PayloadTooLarge())(scope, receive, send)

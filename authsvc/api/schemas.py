@@ -28,7 +28,7 @@ class LogoutRequest(BaseModel):
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the RFC 6750 scheme, not a secret
     expires_in: int
     refresh_token: str
     refresh_expires_in: int

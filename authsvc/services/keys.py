@@ -94,7 +94,7 @@ class KeyService:
     async def _serialise(self, db: AsyncSession) -> None:
         # Several processes starting (or rotating) at once take turns on PostgreSQL; SQLite
         # write transactions are serialised already.
-        if db.bind.dialect.name == "postgresql":
+        if db.get_bind().dialect.name == "postgresql":
             await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
 
     async def ensure_signing_key(self, db: AsyncSession, now: datetime) -> KeyRing:
@@ -120,8 +120,13 @@ class KeyService:
     async def list(self, db: AsyncSession, now: datetime) -> list[KeyInfo]:
         ring = await self.reload(db, now)
         return [
-            KeyInfo(k.kid, k.state(now, self.unpublish_after), k.created_at, k.activates_at,
-                    k.retires_at)
+            KeyInfo(
+                k.kid,
+                k.state(now, self.unpublish_after),
+                k.created_at,
+                k.activates_at,
+                k.retires_at,
+            )
             for k in sorted(ring.keys, key=lambda k: k.activates_at)
         ]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.services.keys import KeyService
 from authsvc.store.db import Database
@@ -31,7 +34,7 @@ async def prune(
     go last: a session row (and its used tokens) is what detects reuse until it expires.
     """
     report = PruneReport()
-    steps = (
+    steps: tuple[tuple[str, Callable[[AsyncSession], Awaitable[int]]], ...] = (
         ("denylist", lambda db: DenylistRepository(db).delete_expired(now, batch)),
         ("refresh_tokens", lambda db: RefreshTokenRepository(db).delete_expired(now, batch)),
         ("sessions", lambda db: SessionRepository(db).delete_expired(now, batch)),

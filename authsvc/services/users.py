@@ -61,8 +61,10 @@ class UserService:
     def check_password_policy(self, password: str) -> None:
         # NIST SP 800-63B: length only, no composition rules. The upper bound keeps hashing cost
         # bounded; it is far above any honest password.
-        if not self.settings.password_min_length <= len(password) <= (
-            self.settings.password_max_length
+        if (
+            not self.settings.password_min_length
+            <= len(password)
+            <= (self.settings.password_max_length)
         ):
             raise PasswordPolicyError(
                 f"The password must be {self.settings.password_min_length} to "

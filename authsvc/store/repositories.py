@@ -179,9 +179,7 @@ class DenylistRepository:
             await self.db.flush()
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        ids = (
-            select(DeniedAccessToken.jti).where(DeniedAccessToken.expires_at <= now).limit(limit)
-        )
+        ids = select(DeniedAccessToken.jti).where(DeniedAccessToken.expires_at <= now).limit(limit)
         result = await self.db.execute(
             delete(DeniedAccessToken).where(DeniedAccessToken.jti.in_(ids))
         )

@@ -1,0 +1,30 @@
+# The two set-up commands: `make serve` starts the server on the embedded default (SQLite, keys
+# made on first start); `make test` runs the suite on SQLite and on PostgreSQL. Both create the
+# virtual environment in .venv first when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import authsvc, fastapi, jwt, passlib, sqlalchemy"
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/authsvc serve
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check authsvc tests migrations
+	$(BIN)/ruff format --check authsvc tests migrations
+	$(BIN)/mypy authsvc
+
+clean:
+	rm -rf $(VENV) .authsvc .pytest_cache .mypy_cache .ruff_cache

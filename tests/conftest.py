@@ -1,0 +1,151 @@
+"""Fixtures: a migrated database (SQLite and PostgreSQL), settings, a movable clock, the app.
+
+Every test that takes `client` runs once per backend. PostgreSQL gets a private database per
+test session (created here, dropped at the end) so parallel runs never collide; SQLite gets a
+fresh copy of a migrated template file per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from authsvc.api.state import AppState
+from authsvc.app import create_app
+from authsvc.clock import MovableClock
+from authsvc.config import Settings
+from authsvc.store.db import upgrade
+from tests import pg
+
+TEST_KEK = "mHPPqSoT3QCCd3W8mw0Zt1-vXhP_K-yEq2xXUo0nqt0="
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "authsvc.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    admin = pg.admin_url()
+    name = f"authsvc_test_{os.getpid()}_{secrets.token_hex(3)}"
+    pg.create_database(admin, name)
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        pg.drop_database(admin, name)
+
+
+def backends() -> list[Any]:
+    return ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(params=backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "authsvc.db"
+        shutil.copy(template, target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_url")
+    pg.truncate_all(url)
+    return url
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "key_encryption_key": TEST_KEK,
+        "issuer": "https://auth.test",
+        "audience": "api.test",
+        # Cheap hashing keeps the suite fast; the parameters are settings, the code path is real.
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 1024,
+        "argon2_parallelism": 1,
+        "auto_migrate": False,
+        "rate_limit_enabled": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module (or via indirect parametrisation) to change settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
+    return make_settings(database_url, tmp_path / "data", **settings_overrides)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    # Real time at the start, so tokens also verify with libraries that read the wall clock.
+    return MovableClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    state: AppState
+    clock: MovableClock
+
+    async def create_user(
+        self, name: str = "alice", password: str = PASSWORD, roles: list[str] | None = None
+    ) -> str:
+        async with self.state.database.transaction() as db:
+            user = await self.state.users.create(db, name, password, self.clock.now(), roles or [])
+        return str(user.id)
+
+    async def login(self, name: str = "alice", password: str = PASSWORD) -> dict[str, Any]:
+        response = await self.client.post(
+            "/auth/login", json={"username": name, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def refresh(self, token: str) -> httpx.Response:
+        return await self.client.post("/auth/refresh", json={"refresh_token": token})
+
+    async def me(self, access_token: str) -> httpx.Response:
+        return await self.client.get(
+            "/auth/me", headers={"Authorization": f"Bearer {access_token}"}
+        )
+
+
+@pytest.fixture
+async def harness(settings: Settings, clock: MovableClock) -> AsyncIterator[Harness]:
+    app = create_app(settings, clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Harness(client=client, state=app.state.authsvc, clock=clock)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

@@ -1,0 +1,54 @@
+"""PostgreSQL helpers for the test suite (the server at 127.0.0.1:5432, trust auth)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def admin_url() -> str:
+    return os.environ.get("AUTHSVC_TEST_POSTGRES_URL", DEFAULT_ADMIN_URL)
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_database(admin: str, name: str) -> None:
+    asyncio.run(_execute(admin, f'CREATE DATABASE "{name}"'))
+
+
+def drop_database(admin: str, name: str) -> None:
+    asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate(url: str) -> None:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+        if rows:
+            names = ", ".join(f'"{r["tablename"]}"' for r in rows)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+def truncate_all(url: str) -> None:
+    asyncio.run(_truncate(url))
