@@ -99,6 +99,13 @@ def serve(
         load_secrets(settings)  # create the development KEK once, before workers race for it
     except ConfigError as exc:
         raise _fail(f"configuration error: {exc}", 2) from exc
+    if settings.key_encryption_key is None:
+        logging.getLogger("authsvc").warning(
+            "development mode: signing keys are encrypted under the key-encryption key in %s; "
+            "do not use this for real deployments (set AUTHSVC_ENV=production and "
+            "AUTHSVC_KEY_ENCRYPTION_KEY)",
+            settings.data_dir,
+        )
     if settings.should_auto_migrate:
         upgrade(settings.resolved_database_url)
     if workers > 1 and settings.is_sqlite:

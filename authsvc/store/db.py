@@ -129,8 +129,8 @@ class Database:
             yield session
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with self.readonly_sessions() as session:
+            await session.execute(text("SELECT 1"))
 
     async def schema_revision(self) -> str | None:
         async with self.readonly_sessions() as session:
