@@ -1,0 +1,31 @@
+"""GET /healthz and /readyz."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_healthz_is_ok(harness: Harness) -> None:
+    response = await harness.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_readyz_checks_database_schema_and_key(harness: Harness) -> None:
+    response = await harness.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "schema": "ok", "signing_key": "ok"}
+
+
+async def test_readyz_is_red_when_the_schema_is_behind(harness: Harness) -> None:
+    from sqlalchemy import text
+
+    async with harness.state.database.transaction() as db:
+        await db.execute(text("UPDATE alembic_version SET version_num = 'old'"))
+    response = await harness.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["schema"] == "at old"
