@@ -24,8 +24,16 @@ async def test_readyz_checks_database_schema_and_key(harness: Harness) -> None:
 async def test_readyz_is_red_when_the_schema_is_behind(harness: Harness) -> None:
     from sqlalchemy import text
 
-    async with harness.state.database.transaction() as db:
-        await db.execute(text("UPDATE alembic_version SET version_num = 'old'"))
-    response = await harness.client.get("/readyz")
+    from authsvc.store.db import head_revision
+
+    async def set_version(version: str | None) -> None:
+        async with harness.state.database.transaction() as db:
+            await db.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": version})
+
+    await set_version("old")
+    try:
+        response = await harness.client.get("/readyz")
+    finally:
+        await set_version(head_revision())  # the PostgreSQL database is shared by the session
     assert response.status_code == 503
     assert response.json()["checks"]["schema"] == "at old"
