@@ -248,7 +248,8 @@ def prune(batch: Annotated[int, typer.Option(min=1)] = 1000) -> None:
         report = await run_prune(state.database, state.keys, state.clock.now(), batch)
         return (
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
-            f"sessions={report.sessions} signing_keys={report.signing_keys}"
+            f"sessions={report.sessions} signing_keys={report.signing_keys} "
+            f"revocation_events={report.revocation_events}"
         )
 
     typer.echo(_run(work))
