@@ -113,6 +113,10 @@ def parse(token: str) -> Parsed:
         signature = b64url_decode(signature_segment)
     except (binascii.Error, ValueError) as exc:
         raise TokenError("bad base64url") from exc
+    # Only the canonical encoding: otherwise a changed last character (ignored low bits) would
+    # give a second string for one signature, and a second entry in the verified-token cache.
+    if base64.urlsafe_b64encode(signature).rstrip(b"=") != signature_segment.encode("ascii"):
+        raise TokenError("non-canonical base64url signature")
     return Parsed(
         header=header,
         signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),

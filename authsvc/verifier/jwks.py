@@ -84,7 +84,7 @@ class JWKSCache:
         if self._static:
             return True
         async with self._lock:
-            if unless_attempted_since is not None and self.last_attempt >= unless_attempted_since:
+            if unless_attempted_since is not None and self.last_attempt > unless_attempted_since:
                 return True  # another caller fetched while we waited
             assert self.client is not None and self.url is not None
             now = self.clock()
