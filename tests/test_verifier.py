@@ -271,6 +271,19 @@ async def test_jwks_is_cached_for_its_max_age(world: World) -> None:
         assert verifier.jwks.fetches == fetched + 1
 
 
+async def test_the_background_task_refreshes_the_jwks_before_requests_need_it(
+    world: World,
+) -> None:
+    async with world.verifier(poll_interval=0.05) as verifier:
+        fetched = verifier.jwks.fetches
+        world.clock.advance(300)  # the JWKS max-age is up
+        deadline = time.monotonic() + 5
+        while verifier.jwks.fetches == fetched:
+            assert time.monotonic() < deadline, "the JWKS was not refreshed in the background"
+            await asyncio.sleep(0.01)
+        assert not verifier.jwks.stale
+
+
 async def test_unknown_kid_refetches_at_most_once_per_interval(world: World) -> None:
     async with world.verifier(kid_refetch_interval=30) as verifier:
         world.clock.advance(31)

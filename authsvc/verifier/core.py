@@ -125,6 +125,7 @@ class Verifier:
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._feed_down = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -176,10 +177,15 @@ class Verifier:
                 if await self.revocations.poll() > 0:
                     break
         except FeedError as exc:
-            log.warning("%s", exc)
+            # Warn when the feed starts failing, not on every poll of an outage.
+            log.log(logging.DEBUG if self._feed_down else logging.WARNING, "%s", exc)
+            self._feed_down = True
             return False
         finally:
             self.revocations.expire(self.policy.leeway)
+        if self._feed_down:
+            log.warning("revocation feed reachable again")
+        self._feed_down = False
         return True
 
     async def _run(self) -> None:
@@ -187,7 +193,8 @@ class Verifier:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.sync()
-                if self.jwks.stale:  # refresh ahead of requests, so they rarely wait
+                # Refresh the JWKS one interval before it goes stale, so requests never wait.
+                if self.clock() >= self.jwks.fresh_until - self.poll_interval:
                     await self.jwks.refresh()
                 self._drop_expired()
             except Exception:  # the poller must survive anything and keep polling
