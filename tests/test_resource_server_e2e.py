@@ -125,8 +125,8 @@ def test_logout_and_key_rotation_reach_the_resource_server(
         assert inspected.returncode == 0, inspected.stdout
         out = http.post(f"{authsvc}/auth/logout", headers={"Authorization": f"Bearer {access}"})
         assert out.status_code == 204
-        took = _wait_until(lambda: hello(access) == 401, 5, "the logout to reach the server")
-        assert took <= POLL_INTERVAL + 1.5, took
+        took = _wait_until(lambda: hello(access) == 401, 10, "the logout to reach the server")
+        assert took <= POLL_INTERVAL + 2.5, took  # one interval, plus a loaded machine's slack
         inspected = cli(tmp_path, "token", "inspect", access, **auth_env)
         assert inspected.returncode == 1
         assert "FAIL  revocation" in inspected.stdout
