@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from authsvc import __version__
-from authsvc.api import auth, health, well_known
+from authsvc.api import auth, health, revocations, well_known
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(well_known.router)
+    app.include_router(revocations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

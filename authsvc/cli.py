@@ -26,6 +26,8 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage signing keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+token_app = typer.Typer(help="Inspect tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 
 def _settings() -> Settings:
@@ -255,10 +257,43 @@ def prune(batch: Annotated[int, typer.Option(min=1)] = 1000) -> None:
         report = await run_prune(state.database, state.keys, state.clock.now(), batch)
         return (
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
-            f"sessions={report.sessions} signing_keys={report.signing_keys}"
+            f"sessions={report.sessions} signing_keys={report.signing_keys} "
+            f"revocation_events={report.revocation_events}"
         )
 
     typer.echo(_run(work))
+
+
+@token_app.command("inspect")
+def token_inspect(
+    token: Annotated[str, typer.Argument(help="The access token, or - to read it from stdin.")],
+    jwks: Annotated[
+        str | None, typer.Option(help="JWKS URL or file; default: the configured authsvc's.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="authsvc base URL; default: AUTHSVC_ISSUER.")
+    ] = None,
+    revocation: Annotated[
+        bool, typer.Option(help="Check the revocation feed (a GET; the token is not sent).")
+    ] = True,
+) -> None:
+    """Decode an access token and show every check's verdict (exit 0 valid, 1 invalid)."""
+    from authsvc.verifier.inspect import run as inspect
+
+    settings = _settings()
+    if token == "-":  # noqa: S105 - the stdin marker, not a secret
+        token = sys.stdin.readline().strip()
+    code = inspect(
+        token,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        leeway=settings.token_leeway_seconds,
+        authsvc_url=url or settings.issuer,
+        jwks=jwks,
+        check_revocation=revocation,
+        echo=typer.echo,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:

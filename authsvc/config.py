@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     log_level: str = "info"
     rate_limit_enabled: bool = True
+    revocation_poll_after: int = Field(5, ge=0, le=3600)
 
     @field_validator("issuer")
     @classmethod
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
     def publish_ahead(self) -> int:
         """Seconds a new key is published before it signs: caches must see it first."""
         return self.jwks_max_age if self.key_publish_ahead is None else self.key_publish_ahead
+
+    @property
+    def access_token_horizon(self) -> timedelta:
+        """No access token issued now can be accepted after now + this (TTL plus leeway)."""
+        return timedelta(seconds=self.access_token_ttl + self.token_leeway_seconds)
 
     @property
     def resolved_database_url(self) -> str:

@@ -188,7 +188,12 @@ class AuthService:
             and await sessions.is_live(session.id, now)
         ):
             return await self._pair(db, user, session.id, successor, child.expires_at, now)
-        await sessions.revoke([session.id], now, "refresh_token_reused")
+        await sessions.revoke(
+            [session.id],
+            now,
+            "refresh_token_reused",
+            tokens_valid_until=now + self.settings.access_token_horizon,
+        )
         raise RefreshTokenReused()
 
     # -- access tokens -----------------------------------------------------------------------
@@ -268,7 +273,12 @@ class AuthService:
         else:
             live = await sessions.live_ids_for_user(user_id, now)
             targets = [s for s in live if scope == "global" or s != session_id]
-        await sessions.revoke(targets, now, f"logout_{scope}")
+        await sessions.revoke(
+            targets,
+            now,
+            f"logout_{scope}",
+            tokens_valid_until=now + self.settings.access_token_horizon,
+        )
         if claims is not None and scope != "others":
             await DenylistRepository(db).add(
                 claims.jti,

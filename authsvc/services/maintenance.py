@@ -9,12 +9,14 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.services.keys import KeyService
+from authsvc.services.revocations import retention
 from authsvc.store.db import Database
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
     SessionRepository,
 )
+from authsvc.store.revocations import RevocationEventRepository
 
 
 @dataclass
@@ -23,12 +25,13 @@ class PruneReport:
     refresh_tokens: int = 0
     sessions: int = 0
     signing_keys: int = 0
+    revocation_events: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
-    """Delete expired denylist entries, refresh tokens, sessions and unpublished keys.
+    """Delete expired denylist entries, refresh tokens, sessions, feed entries and old keys.
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
     go last: a session row (and its used tokens) is what detects reuse until it expires.
@@ -38,6 +41,12 @@ async def prune(
         ("denylist", lambda db: DenylistRepository(db).delete_expired(now, batch)),
         ("refresh_tokens", lambda db: RefreshTokenRepository(db).delete_expired(now, batch)),
         ("sessions", lambda db: SessionRepository(db).delete_expired(now, batch)),
+        (
+            "revocation_events",
+            lambda db: RevocationEventRepository(db).delete_expired(
+                now - retention(keys.settings), batch
+            ),
+        ),
     )
     for field, step in steps:
         while True:

@@ -115,7 +115,12 @@ class UserService:
         user.updated_at = now
         if not active:
             sessions = SessionRepository(db)
-            await sessions.revoke(await sessions.live_ids_for_user(user.id, now), now, "disabled")
+            await sessions.revoke(
+                await sessions.live_ids_for_user(user.id, now),
+                now,
+                "disabled",
+                tokens_valid_until=now + self.settings.access_token_horizon,
+            )
         await db.flush()
         return user
 
@@ -128,7 +133,10 @@ class UserService:
         user.updated_at = now
         sessions = SessionRepository(db)
         await sessions.revoke(
-            await sessions.live_ids_for_user(user.id, now), now, "password_changed"
+            await sessions.live_ids_for_user(user.id, now),
+            now,
+            "password_changed",
+            tokens_valid_until=now + self.settings.access_token_horizon,
         )
         await db.flush()
         return user

@@ -133,3 +133,25 @@ class SigningKey(Base):
     created_at: Mapped[datetime]
     activates_at: Mapped[datetime]
     retires_at: Mapped[datetime | None]
+
+
+class RevocationEvent(Base):
+    """The revocation feed (GET /auth/revocations): one row per denylisted jti or revoked sid.
+
+    `id` is the feed cursor. SQLite gets AUTOINCREMENT so that an id is never reused after
+    `authsvc prune` deletes the newest rows: a poller's cursor must never skip a new event.
+    """
+
+    __tablename__ = "revocation_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "jti" or "sid"
+    value: Mapped[str] = mapped_column(String(64))
+    # No access token this entry covers can be valid after this time (plus verifier leeway).
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_revocation_events_expires_at", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )

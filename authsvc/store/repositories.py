@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import DeniedAccessToken, RefreshToken, Session, SigningKey, User
+from authsvc.store.revocations import JTI, SID, RevocationEventRepository
 
 
 class UserRepository:
@@ -55,15 +56,31 @@ class SessionRepository:
             update(Session).where(Session.id == session_id).values(last_used_at=now)
         )
 
-    async def revoke(self, session_ids: Sequence[uuid.UUID], now: datetime, reason: str) -> int:
+    async def revoke(
+        self,
+        session_ids: Sequence[uuid.UUID],
+        now: datetime,
+        reason: str,
+        *,
+        tokens_valid_until: datetime,
+    ) -> int:
+        """Revoke live sessions; each newly revoked one goes on the revocation feed, in this
+        transaction, until `tokens_valid_until` (no access token of it is valid after that:
+        now + access TTL + leeway, Settings.access_token_horizon)."""
         if not session_ids:
             return 0
+        feed = RevocationEventRepository(self.db)
+        await feed.lock()
         result = await self.db.execute(
             update(Session)
             .where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason)
+            .returning(Session.id)
+            .execution_options(synchronize_session=False)
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        revoked = [str(sid) for sid in result.scalars().all()]
+        await feed.append(SID, revoked, tokens_valid_until, now)
+        return len(revoked)
 
     async def is_live(self, session_id: uuid.UUID, now: datetime) -> bool:
         result = await self.db.execute(
@@ -169,6 +186,8 @@ class DenylistRepository:
     async def add(
         self, jti: str, session_id: uuid.UUID | None, expires_at: datetime, now: datetime
     ) -> None:
+        feed = RevocationEventRepository(self.db)
+        await feed.lock()
         exists_already = await self.db.get(DeniedAccessToken, jti)
         if exists_already is None:
             self.db.add(
@@ -177,6 +196,8 @@ class DenylistRepository:
                 )
             )
             await self.db.flush()
+            # Same transaction as the denylist row: the feed carries it iff it is denied.
+            await feed.append(JTI, [jti], expires_at, now)
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
         ids = select(DeniedAccessToken.jti).where(DeniedAccessToken.expires_at <= now).limit(limit)

@@ -1,0 +1,62 @@
+"""GET /auth/revocations: the revocation feed resource servers poll (see services.revocations).
+
+Public on purpose: it holds only random ids (128-bit jtis, random session UUIDs) and expiry
+times, which grant nothing; the README explains the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from authsvc.api.deps import Now, ReadDB, State
+from authsvc.api.schemas import ErrorResponse
+from authsvc.services import revocations
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class RevokedJti(BaseModel):
+    jti: str
+    exp: int
+
+
+class RevokedSid(BaseModel):
+    sid: str
+    exp: int
+
+
+class RevocationsResponse(BaseModel):
+    revoked_jtis: list[RevokedJti]
+    revoked_sids: list[RevokedSid]
+    cursor: str
+    poll_after: int
+
+
+# All pollers that are up to date ask with the same cursor, so a shared cache in front may
+# collapse them for a second; longer would delay logouts.
+FEED_CACHE_CONTROL = "public, max-age=1"
+
+
+@router.get(
+    "/revocations",
+    response_model=RevocationsResponse,
+    responses={400: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def feed(
+    state: State,
+    db: ReadDB,
+    now: Now,
+    since: Annotated[str | None, Query(max_length=32)] = None,
+) -> Any:
+    page = await revocations.changes(db, state.settings, since, now)
+    body = RevocationsResponse(
+        revoked_jtis=[RevokedJti(jti=e.value, exp=e.exp) for e in page.jtis],
+        revoked_sids=[RevokedSid(sid=e.value, exp=e.exp) for e in page.sids],
+        cursor=page.cursor,
+        poll_after=page.poll_after,
+    )
+    return JSONResponse(body.model_dump(), headers={"Cache-Control": FEED_CACHE_CONTROL})

@@ -1,0 +1,17 @@
+"""What resource servers import to verify authsvc access tokens: ``pip install authsvc[verifier]``.
+
+Needs only cryptography and httpx (FastAPI for the dependency); never imports the server's
+database code (tests/test_verifier_isolation.py holds it to that).
+
+    verifier = Verifier(issuer="https://auth.example.com", audience="api.example.com")
+    app = FastAPI(lifespan=verifier.lifespan)
+
+    @app.get("/things")
+    async def things(claims: AccessClaims = Depends(verifier.require(scopes=["api"]))): ...
+"""
+
+from authsvc.verifier._jws import AccessClaims, TokenError
+from authsvc.verifier.core import AuthenticationFailed, Verifier
+from authsvc.verifier.middleware import VerifierMiddleware
+
+__all__ = ["AccessClaims", "AuthenticationFailed", "TokenError", "Verifier", "VerifierMiddleware"]

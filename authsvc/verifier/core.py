@@ -1,0 +1,314 @@
+"""The Verifier: JWKS cache + pinned verification + revocation polling + a verified-token cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from authsvc.verifier import _jws
+from authsvc.verifier._jws import AccessClaims, Policy, TokenError
+from authsvc.verifier.jwks import JWKSCache
+from authsvc.verifier.revocations import FeedError, RevocationList
+
+log = logging.getLogger("authsvc.verifier")
+
+
+class AuthenticationFailed(Exception):
+    """What a request gets: 401 (bad or missing token) or 403 (insufficient scope or role).
+
+    The message never says which check failed (the reason is logged at debug level).
+    """
+
+    def __init__(self, status: int, error: str | None, message: str, realm: str, scope: str = ""):
+        self.status = status
+        self.error = error
+        self.message = message
+        # RFC 6750 section 3: no error code when no credentials were sent at all.
+        challenge = f'Bearer realm="{realm}"'
+        if error is not None:
+            challenge += f', error="{error}"'
+        if scope:
+            challenge += f', scope="{scope}"'
+        self.headers = {"WWW-Authenticate": challenge}
+        super().__init__(message)
+
+
+@dataclass
+class Stats:
+    signature_checks: int = 0
+    cache_hits: int = 0
+    refused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    claims: AccessClaims
+    # The earliest of exp + leeway: after it, the entry is useless.
+    valid_until: float
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """RFC 6750 section 2.1: `Bearer <token>`, scheme case-insensitive. None when absent."""
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip(" ")
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise TokenError("malformed Authorization header")
+    return token
+
+
+class Verifier:
+    """Verifies authsvc access tokens locally and enforces logouts from the revocation feed.
+
+    Start it (``async with verifier:`` or ``FastAPI(lifespan=verifier.lifespan)``) so that it
+    fetches the JWKS and polls the feed in the background every ``poll_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        authsvc_url: str | None = None,
+        jwks_url: str | None = None,
+        revocations_url: str | None = None,
+        leeway: float = 5.0,
+        poll_interval: float = 3.0,
+        kid_refetch_interval: float = 30.0,
+        cache_size: int = 10_000,
+        revocations: bool = True,
+        max_feed_staleness: float | None = None,
+        jwks: Mapping[str, Any] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        realm: str | None = None,
+        clock: Callable[[], float] = time.time,
+        required_claims: tuple[str, ...] = _jws.REQUIRED_CLAIMS,
+    ) -> None:
+        base = (authsvc_url or issuer).rstrip("/")
+        self.policy = Policy(
+            issuer=issuer.rstrip("/"),
+            audience=audience,
+            leeway=leeway,
+            required_claims=required_claims,
+        )
+        self.poll_interval = poll_interval
+        self.cache_size = cache_size
+        self.max_feed_staleness = max_feed_staleness
+        self.realm = realm or audience
+        self.clock = clock
+        self.stats = Stats()
+        self._own_client = http_client is None
+        self.client = http_client or httpx.AsyncClient(timeout=min(5.0, max(1.0, poll_interval)))
+        self.jwks = JWKSCache(
+            jwks_url or f"{base}/.well-known/jwks.json",
+            self.client,
+            clock=clock,
+            refetch_interval=kid_refetch_interval,
+            static=jwks,
+        )
+        self.revocations = (
+            RevocationList(revocations_url or f"{base}/auth/revocations", self.client, clock=clock)
+            if revocations
+            else None
+        )
+        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._feed_down = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """First JWKS fetch and feed poll (failures are logged, retried in the background)."""
+        if self._started:
+            return
+        self._started = True
+        if self.jwks.stale:
+            await self.jwks.refresh()
+        if self.revocations is not None:
+            await self.sync()
+            self._task = asyncio.create_task(self._run(), name="authsvc-verifier-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._own_client:
+            await self.client.aclose()
+        self._started = False
+
+    async def __aenter__(self) -> Verifier:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """For ``FastAPI(lifespan=verifier.lifespan)`` or to nest in your own lifespan."""
+        async with self:
+            yield
+
+    async def sync(self) -> bool:
+        """Poll the feed now, until caught up (the background task does this every interval)."""
+        if self.revocations is None:
+            return True
+        try:
+            for _ in range(100):  # at most 100 pages per sync; the next tick continues
+                if await self.revocations.poll() > 0:
+                    break
+        except FeedError as exc:
+            # Warn when the feed starts failing, not on every poll of an outage.
+            log.log(logging.DEBUG if self._feed_down else logging.WARNING, "%s", exc)
+            self._feed_down = True
+            return False
+        finally:
+            self.revocations.expire(self.policy.leeway)
+        if self._feed_down:
+            log.warning("revocation feed reachable again")
+        self._feed_down = False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.sync()
+                # Refresh the JWKS one interval before it goes stale, so requests never wait.
+                if self.clock() >= self.jwks.fresh_until - self.poll_interval:
+                    await self.jwks.refresh()
+                self._drop_expired()
+            except Exception:  # the poller must survive anything and keep polling
+                log.exception("revocation poller error")
+
+    # -- verification ------------------------------------------------------------------------
+
+    async def verify(self, token: str) -> AccessClaims:
+        """Verified, typed claims of a good, unrevoked access token; TokenError otherwise.
+
+        A token verified before (same string, still within exp + leeway, key still published,
+        not revoked since) is answered from a bounded LRU cache keyed by its SHA-256, without
+        the RSA check.
+        """
+        if self.revocations is not None and not self._started:
+            raise RuntimeError("Verifier not started: use `async with verifier` or its lifespan")
+        now = self.clock()
+        self._check_feed_fresh(now)
+        cache_key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            claims = cached.claims
+            if now < cached.valid_until and claims.kid in self.jwks.keys:
+                self._check_not_revoked(claims)
+                self._cache.move_to_end(cache_key)
+                self.stats.cache_hits += 1
+                return claims
+            del self._cache[cache_key]
+        claims = await self._verify_fully(token, now)
+        self._check_not_revoked(claims)
+        self._cache[cache_key] = _Cached(claims, claims.exp + self.policy.leeway)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return claims
+
+    async def _verify_fully(self, token: str, now: float) -> AccessClaims:
+        parsed = _jws.parse(token)
+        problems = _jws.header_problems(parsed.header, self.policy)
+        if problems:
+            raise TokenError("; ".join(problems.values()))
+        kid: str = parsed.header["kid"]
+        key = await self.jwks.key(kid)
+        if key is None:
+            raise TokenError(f"unknown kid {kid!r}")
+        self.stats.signature_checks += 1
+        if not _jws.signature_ok(parsed, key):
+            raise TokenError("bad signature")
+        claims = _jws.payload(parsed)
+        problems = _jws.claim_problems(claims, self.policy, now)
+        if problems:
+            raise TokenError("; ".join(problems.values()))
+        return _jws.typed(claims, kid)
+
+    def _check_not_revoked(self, claims: AccessClaims) -> None:
+        if self.revocations is not None and self.revocations.is_revoked(claims.jti, claims.sid):
+            raise TokenError("revoked")
+
+    def _check_feed_fresh(self, now: float) -> None:
+        # Fail closed only when asked to: by default an authsvc outage does not take every
+        # resource server down with it; logouts then reach us when the feed is back.
+        if self.max_feed_staleness is None or self.revocations is None:
+            return
+        last = self.revocations.last_success
+        if last is None or now - last > self.max_feed_staleness:
+            raise TokenError("revocation feed is stale")
+
+    def _drop_expired(self) -> None:
+        now = self.clock()
+        for key in [k for k, v in self._cache.items() if v.valid_until <= now]:
+            self._cache.pop(key, None)
+
+    # -- authorization (shared by the FastAPI dependency and the ASGI middleware) -------------
+
+    async def authenticate(
+        self,
+        authorization: str | None,
+        scopes: Collection[str] = (),
+        roles: Collection[str] = (),
+    ) -> AccessClaims:
+        """Check an Authorization header: every scope in `scopes`, and one of `roles` if given.
+
+        Raises AuthenticationFailed with the RFC 6750 status and WWW-Authenticate challenge.
+        """
+        try:
+            token = parse_bearer(authorization)
+            if token is None:
+                raise AuthenticationFailed(401, None, "Authentication required.", self.realm)
+            claims = await self.verify(token)
+        except TokenError as exc:
+            self.stats.refused += 1
+            log.debug("access token refused: %s", exc.reason)
+            raise AuthenticationFailed(
+                401,
+                "invalid_token",
+                "The access token is invalid, expired or revoked.",
+                self.realm,
+            ) from None
+        # RFC 6750 section 3.1: insufficient_scope is a 403 naming the scope needed.
+        if not set(scopes) <= claims.scopes or (roles and not set(roles) & set(claims.roles)):
+            raise AuthenticationFailed(
+                403,
+                "insufficient_scope",
+                "The access token does not grant this.",
+                self.realm,
+                scope=" ".join(sorted(scopes)),
+            )
+        return claims
+
+    def require(self, scopes: Collection[str] = (), roles: Collection[str] = ()) -> Any:
+        """A FastAPI dependency: ``claims: AccessClaims = Depends(verifier.require(...))``.
+
+        All of `scopes` are required; of `roles`, any one suffices (stack two dependencies
+        to require two roles).
+        """
+        from authsvc.verifier.dependency import dependency  # FastAPI is an optional extra
+
+        return dependency(self, tuple(scopes), tuple(roles))

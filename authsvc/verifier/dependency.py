@@ -1,0 +1,28 @@
+"""The FastAPI dependency (imported only when used: FastAPI is optional for the verifier)."""
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from fastapi import HTTPException, Request
+
+from authsvc.verifier._jws import AccessClaims
+from authsvc.verifier.core import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from authsvc.verifier.core import Verifier
+
+
+def dependency(
+    verifier: "Verifier", scopes: tuple[str, ...], roles: tuple[str, ...]
+) -> Callable[[Request], Awaitable[AccessClaims]]:
+    async def require_token(request: Request) -> AccessClaims:
+        try:
+            claims = await verifier.authenticate(
+                request.headers.get("authorization"), scopes, roles
+            )
+        except AuthenticationFailed as exc:
+            raise HTTPException(exc.status, detail=exc.message, headers=exc.headers) from None
+        request.state.access_claims = claims
+        return claims
+
+    return require_token

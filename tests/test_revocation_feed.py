@@ -1,0 +1,183 @@
+"""GET /auth/revocations: every revocation path reaches the feed; cursors, expiry, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import jwt
+import pytest
+
+from authsvc.services.maintenance import prune
+from tests.conftest import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+async def _feed(harness: Harness, since: str | None = None) -> dict[str, Any]:
+    params = {"since": since} if since is not None else {}
+    response = await harness.client.get("/auth/revocations", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "public, max-age=1"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _claims(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _sids(body: dict[str, Any]) -> set[str]:
+    return {e["sid"] for e in body["revoked_sids"]}
+
+
+def _jtis(body: dict[str, Any]) -> set[str]:
+    return {e["jti"] for e in body["revoked_jtis"]}
+
+
+async def test_feed_is_empty_and_public_before_any_revocation(harness: Harness) -> None:
+    body = await _feed(harness)
+    assert body["revoked_jtis"] == [] and body["revoked_sids"] == []
+    assert body["poll_after"] == 5
+    again = await _feed(harness, body["cursor"])
+    assert again["cursor"] == body["cursor"]
+
+
+async def test_logout_puts_jti_and_sid_on_the_feed_with_their_expiry(harness: Harness) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    start = await _feed(harness)
+    await harness.client.post(
+        "/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    body = await _feed(harness, start["cursor"])
+    claims = _claims(tokens["access_token"])
+    assert body["revoked_jtis"] == [{"jti": claims["jti"], "exp": claims["exp"]}]
+    now = int(harness.clock.now().timestamp())
+    # No token of the revoked session can outlive revocation + access TTL + leeway.
+    assert body["revoked_sids"] == [{"sid": claims["sid"], "exp": now + 300 + 5}]
+    # Nothing changed since: an empty answer, same cursor.
+    quiet = await _feed(harness, body["cursor"])
+    assert quiet["revoked_jtis"] == [] and quiet["revoked_sids"] == []
+    assert quiet["cursor"] == body["cursor"]
+    # A first poll (no cursor) sees every live entry.
+    assert _jtis(await _feed(harness)) == {claims["jti"]}
+
+
+async def test_logout_scopes_others_and_global_reach_the_feed(harness: Harness) -> None:
+    await harness.create_user()
+    a, b, c = await harness.login(), await harness.login(), await harness.login()
+    await harness.client.post(
+        "/auth/logout",
+        json={"scope": "others"},
+        headers={"Authorization": f"Bearer {a['access_token']}"},
+    )
+    body = await _feed(harness)
+    assert _sids(body) == {_claims(t["access_token"])["sid"] for t in (b, c)}
+    assert _jtis(body) == set()  # the caller's session stays, so its token is not denied
+    await harness.client.post(
+        "/auth/logout", json={"scope": "global", "refresh_token": a["refresh_token"]}
+    )
+    after = await _feed(harness, body["cursor"])
+    assert _sids(after) == {_claims(a["access_token"])["sid"]}
+
+
+async def test_refresh_reuse_revocation_reaches_the_feed_although_the_request_fails(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    assert (await harness.refresh(tokens["refresh_token"])).status_code == 200
+    harness.clock.advance(11)  # past the grace window: this is theft
+    reused = await harness.refresh(tokens["refresh_token"])
+    assert reused.json()["error"] == "refresh_token_reused"
+    assert _sids(await _feed(harness)) == {_claims(tokens["access_token"])["sid"]}
+
+
+async def test_disable_and_set_password_reach_the_feed(harness: Harness) -> None:
+    await harness.create_user()
+    await harness.create_user("bob")
+    alice, bob = await harness.login(), await harness.login("bob")
+    now = harness.clock.now()
+    async with harness.state.database.transaction() as db:
+        await harness.state.users.set_active(db, "alice", False, now)
+    body = await _feed(harness)
+    assert _sids(body) == {_claims(alice["access_token"])["sid"]}
+    async with harness.state.database.transaction() as db:
+        await harness.state.users.set_password(db, "bob", "a brand new password", now)
+    assert _sids(await _feed(harness, body["cursor"])) == {_claims(bob["access_token"])["sid"]}
+
+
+async def test_a_failed_logout_writes_nothing_to_the_feed(harness: Harness) -> None:
+    await harness.create_user()
+    a, b = await harness.login(), await harness.login()
+    response = await harness.client.post(
+        "/auth/logout",
+        json={"refresh_token": b["refresh_token"]},
+        headers={"Authorization": f"Bearer {a['access_token']}"},
+    )
+    assert response.status_code == 400
+    body = await _feed(harness)
+    assert body["revoked_sids"] == [] and body["cursor"] == "c0"
+
+
+async def test_entries_leave_the_feed_after_expiry_and_prune_deletes_them(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    await harness.client.post(
+        "/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    live = await _feed(harness)
+    assert len(live["revoked_jtis"]) == 1 and len(live["revoked_sids"]) == 1
+    harness.clock.advance(300 + 5)  # the jti's exp + leeway has passed, the sid's not yet
+    mid = await _feed(harness)
+    assert mid["revoked_jtis"] == [] and len(mid["revoked_sids"]) == 1
+    harness.clock.advance(5)
+    gone = await _feed(harness)
+    assert gone["revoked_jtis"] == [] and gone["revoked_sids"] == []
+    # The cursor still moves past expired rows, so pollers do not rescan them.
+    assert gone["cursor"] == live["cursor"]
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now())
+    assert report.revocation_events == 2
+    # After pruning, ids are never reused (SQLite AUTOINCREMENT, PostgreSQL identity).
+    again = await harness.login()
+    await harness.client.post(
+        "/auth/logout", headers={"Authorization": f"Bearer {again['access_token']}"}
+    )
+    fresh = await _feed(harness, live["cursor"])
+    assert _jtis(fresh) == {_claims(again["access_token"])["jti"]}
+
+
+async def test_concurrent_logouts_are_all_seen_by_a_cursor(harness: Harness) -> None:
+    await harness.create_user()
+    sessions = [await harness.login() for _ in range(6)]
+    seen: set[str] = set()
+    cursor = (await _feed(harness))["cursor"]
+
+    async def poller() -> None:
+        nonlocal cursor
+        for _ in range(20):
+            body = await _feed(harness, cursor)
+            seen.update(_sids(body))
+            cursor = body["cursor"]
+            await asyncio.sleep(0)
+
+    async def logout(tokens: dict[str, Any]) -> None:
+        response = await harness.client.post(
+            "/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        assert response.status_code == 204
+
+    await asyncio.gather(poller(), *(logout(t) for t in sessions))
+    seen.update(_sids(await _feed(harness, cursor)))
+    assert seen == {_claims(t["access_token"])["sid"] for t in sessions}
+
+
+@pytest.mark.parametrize("cursor", ["nope", "c-1", "c" + "9" * 25, "c" + "9" * 19, "1"])
+async def test_malformed_cursor_is_400(harness: Harness, cursor: str) -> None:
+    response = await harness.client.get("/auth/revocations", params={"since": cursor})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
