@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     rate_limit_enabled: bool = True
 
+    # Browser (SPA) mode: where the refresh token travels unless a request asks otherwise, and
+    # the origins (besides the issuer's own) whose cookie-carrying requests are accepted.
+    refresh_token_transport: Literal["body", "cookie"] = "body"  # noqa: S105 - a mode
+    allowed_origins: str = ""
+    # Development only: serve this directory (the example SPA) under /spa/ on the same origin.
+    spa_dir: Path | None = None
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
@@ -84,6 +91,14 @@ class Settings(BaseSettings):
     def publish_ahead(self) -> int:
         """Seconds a new key is published before it signs: caches must see it first."""
         return self.jwks_max_age if self.key_publish_ahead is None else self.key_publish_ahead
+
+    @property
+    def allowed_origin_set(self) -> frozenset[str]:
+        """The issuer's own origin plus AUTHSVC_ALLOWED_ORIGINS (comma separated)."""
+        scheme, _, rest = self.issuer.partition("://")
+        own = f"{scheme}://{rest.split('/', 1)[0]}"
+        extra = (o.strip().rstrip("/") for o in self.allowed_origins.split(","))
+        return frozenset({own, *(o for o in extra if o)})
 
     @property
     def resolved_database_url(self) -> str:
