@@ -31,7 +31,7 @@ from authsvc.store.repositories import (
     UserRepository,
 )
 
-MAX_PARAM = 4096
+MAX_PARAM = 16384  # generous: longer tokens are simply not ours
 
 
 class OAuthService:
