@@ -101,4 +101,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
         app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.allowed_origins:
+        # Browser mode for SPAs on other allowlisted origins of the same site: credentialed
+        # CORS for exactly those origins (the cookie is SameSite=Strict, so never cross-site).
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.allowed_origin_set),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Authsvc-CSRF",
+                "X-Authsvc-Token-Transport",
+            ],
+            max_age=600,
+        )
     return app

@@ -181,3 +181,38 @@ async def test_body_transport_is_unchanged_by_default(harness: Harness) -> None:
     missing = await harness.client.post("/auth/refresh")
     assert missing.status_code == 400
     assert missing.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allowed_origins": "https://app.example"}])
+async def test_cors_preflight_only_for_allowlisted_origins(harness: Harness) -> None:
+    def preflight(origin: str) -> dict[str, str]:
+        return {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-authsvc-csrf, content-type",
+        }
+
+    allowed = await harness.client.options(
+        "/auth/refresh", headers=preflight("https://app.example")
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    refused = await harness.client.options(
+        "/auth/refresh", headers=preflight("https://evil.example")
+    )
+    assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_openapi_lists_the_new_endpoints(harness: Harness) -> None:
+    paths = (await harness.client.get("/openapi.json")).json()["paths"]
+    for path in (
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+        "/auth/sessions",
+        "/auth/sessions/{session_id}",
+        "/auth/password",
+        "/.well-known/oauth-authorization-server",
+    ):
+        assert path in paths

@@ -7,9 +7,12 @@ import base64
 from typing import Any
 from urllib.parse import quote_plus
 
+import anyio
 import httpx
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from authsvc.store.models import Session
@@ -500,3 +503,50 @@ async def test_server_metadata(harness: Harness, path: str) -> None:
     assert doc["scopes_supported"] == ["api"]
     if path == "openid-configuration":
         assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+form_values = st.text(max_size=40) | st.sampled_from(
+    ["password", "refresh_token", "alice", PASSWORD, "rt_" + "A" * 43, "api", ""]
+)
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+async def test_arbitrary_forms_get_rfc_errors_never_500(harness: Harness, path: str) -> None:
+    await harness.create_user()
+    client_id, _ = await make_client(harness)
+    failures: list[str] = []
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        form=st.dictionaries(
+            st.sampled_from(
+                ["grant_type", "username", "password", "refresh_token", "token", "scope", "x"]
+            ),
+            form_values,
+        ),
+        with_client=st.booleans(),
+        authorization=st.none() | st.text(max_size=30) | st.just("Basic !!!"),
+    )
+    def check(form: dict[str, str], with_client: bool, authorization: str | None) -> None:
+        if with_client:
+            form = {**form, "client_id": client_id}
+        headers = {} if authorization is None else {"Authorization": authorization}
+        headers = {k: v for k, v in headers.items() if v.isascii() and v.isprintable()}
+        response = anyio.from_thread.run(
+            lambda: harness.client.post(path, data=form, headers=headers)
+        )
+        body = response.json() if response.content else {}
+        ok = response.status_code < 500 and (
+            response.status_code == 200 or set(body) == {"error", "error_description"}
+        )
+        if not ok:
+            failures.append(f"{form!r} {headers!r} -> {response.status_code} {body!r}")
+
+    await anyio.to_thread.run_sync(check)
+    assert not failures, failures[:5]
