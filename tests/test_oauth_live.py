@@ -21,9 +21,15 @@ pytestmark = pytest.mark.slow
 LIVE_ENV = {"AUTHSVC_ACCESS_TOKEN_TTL": "10"}
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    with live_server(tmp_path, **LIVE_ENV) as base:
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("oauth-live")
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[str]:
+    # One live server (and its SQLite database) for the tests of this module.
+    with live_server(workdir, **LIVE_ENV) as base:
         yield base
 
 
@@ -34,16 +40,16 @@ def create_client(workdir: Path, *args: str) -> dict[str, str]:
     return fields
 
 
-def test_authlib_password_grant_and_automatic_refresh(server: str, tmp_path: Path) -> None:
+def test_authlib_password_grant_and_automatic_refresh(server: str, workdir: Path) -> None:
     assert (
         cli(
-            tmp_path, "users", "create", "frank", "--password-stdin", stdin="frank's password\n"
+            workdir, "users", "create", "frank", "--password-stdin", stdin="frank's password\n"
         ).returncode
         == 0
     )
-    app = create_client(tmp_path, "Frank's app", "--confidential")
+    app = create_client(workdir, "Frank's app", "--confidential")
     assert app["type"] == "confidential" and app["client_secret"].startswith("cs_")
-    listed = cli(tmp_path, "clients", "list").stdout
+    listed = cli(workdir, "clients", "list").stdout
     assert app["client_id"] in listed and app["client_secret"] not in listed
 
     updates: list[dict[str, Any]] = []
@@ -89,19 +95,19 @@ def test_authlib_password_grant_and_automatic_refresh(server: str, tmp_path: Pat
         dead = session.introspect_token(metadata["introspection_endpoint"], token=current)
         assert dead.json() == {"active": False}
 
-    deleted = cli(tmp_path, "clients", "delete", app["client_id"])
+    deleted = cli(workdir, "clients", "delete", app["client_id"])
     assert deleted.returncode == 0, deleted.stderr
-    assert cli(tmp_path, "clients", "delete", app["client_id"]).returncode == 1
+    assert cli(workdir, "clients", "delete", app["client_id"]).returncode == 1
 
 
-def test_authlib_public_client(server: str, tmp_path: Path) -> None:
+def test_authlib_public_client(server: str, workdir: Path) -> None:
     assert (
         cli(
-            tmp_path, "users", "create", "gina", "--password-stdin", stdin="gina's password\n"
+            workdir, "users", "create", "gina", "--password-stdin", stdin="gina's password\n"
         ).returncode
         == 0
     )
-    app = create_client(tmp_path, "Gina's SPA", "--audience", "orders")
+    app = create_client(workdir, "Gina's SPA", "--audience", "orders")
     assert app["type"] == "public" and "client_secret" not in app
     with OAuth2Session(client_id=app["client_id"], token_endpoint_auth_method="none") as session:
         token = session.fetch_token(
