@@ -550,3 +550,41 @@ async def test_arbitrary_forms_get_rfc_errors_never_500(harness: Harness, path: 
 
     await anyio.to_thread.run_sync(check)
     assert not failures, failures[:5]
+
+
+async def test_deleting_a_client_revokes_its_sessions_and_secrets_are_digests(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    client_id, secret = await make_client(harness, confidential=True)
+    assert secret is not None
+    tokens = (
+        await token(
+            harness,
+            basic(client_id, secret),
+            grant_type="password",
+            username="alice",
+            password=PASSWORD,
+        )
+    ).json()
+    first_party = await harness.login()
+    async with harness.state.database.transaction() as db:
+        stored = await harness.state.clients.list(db)
+        assert (
+            stored[0].secret_digest is not None and secret.encode() not in stored[0].secret_digest
+        )
+        assert await harness.state.clients.delete(db, client_id, harness.clock.now()) == 1
+    assert (await harness.me(tokens["access_token"])).status_code == 401
+    assert (await harness.me(first_party["access_token"])).status_code == 200
+    gone = await token(
+        harness,
+        basic(client_id, secret),
+        grant_type="refresh_token",
+        refresh_token=tokens["refresh_token"],
+    )
+    assert gone.json()["error"] == "invalid_client"
+    async with harness.state.database.transaction() as db:
+        with pytest.raises(ValueError, match="grant types"):
+            await harness.state.clients.create(
+                db, "x", harness.clock.now(), grant_types=["authorization_code"]
+            )

@@ -66,7 +66,8 @@ async def refresh(
     if token is None:
         raise InvalidRequest("refresh_token: missing")
     pair = await state.auth.refresh(db, token, now)
-    if cookie_mode and body is None:
+    # The answer goes back the way the token came, unless the request asks for the cookie.
+    if cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)
     _no_store(response)
     return TokenResponse.of(pair)
