@@ -85,6 +85,8 @@ class Settings(BaseSettings):
                 )
             if self.database_url is None:
                 raise ValueError("AUTHSVC_DATABASE_URL is required when AUTHSVC_ENV=production")
+            if self.spa_dir is not None:
+                raise ValueError("AUTHSVC_SPA_DIR serves the example SPA in development only")
         return self
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,7 +143,7 @@ class AuthService:
             )
         )
         return await self._pair(
-            db, user, session, token, expires_at, now, audience=audience, scope=scope
+            db, user, session.id, token, expires_at, now, **self._grant(session, audience, scope)
         )
 
     # -- refresh -----------------------------------------------------------------------------
@@ -190,7 +190,7 @@ class AuthService:
         granted = session.scope or self.settings.default_scope
         if scope is not None and not set(scope.split()) <= set(granted.split()):
             raise InvalidScope()
-        scope = scope or session.scope
+        grant = self._grant(session, audience, scope or session.scope)
 
         successor = self.refresh_tokens.successor(token)
         sessions = SessionRepository(db)
@@ -206,9 +206,7 @@ class AuthService:
                 )
             )
             await sessions.touch(session.id, now)
-            return await self._pair(
-                db, user, session, successor, expires_at, now, audience=audience, scope=scope
-            )
+            return await self._pair(db, user, session.id, successor, expires_at, now, **grant)
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
         # request whose commit we waited for). Re-read what that use left behind.
@@ -224,9 +222,7 @@ class AuthService:
             and child.expires_at > now
             and await sessions.is_live(session.id, now)
         ):
-            return await self._pair(
-                db, user, session, successor, child.expires_at, now, audience=audience, scope=scope
-            )
+            return await self._pair(db, user, session.id, successor, child.expires_at, now, **grant)
         await sessions.revoke([session.id], now, "refresh_token_reused")
         raise RefreshTokenReused()
 
@@ -318,6 +314,11 @@ class AuthService:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _grant(session: Session, audience: str | None, scope: str | None) -> dict[str, Any]:
+        """What an OAuth client's tokens carry besides the defaults (none for the JSON API)."""
+        return {"client_id": session.client_id, "audience": audience, "scope": scope}
+
     def _refresh_expiry(self, session: Session, now: datetime) -> datetime:
         # Rotation never extends a session past its absolute lifetime.
         return min(now + timedelta(seconds=self.settings.refresh_token_ttl), session.expires_at)
@@ -326,11 +327,12 @@ class AuthService:
         self,
         db: AsyncSession,
         user: User,
-        session: Session,
+        session_id: uuid.UUID,
         refresh_token: str,
         refresh_expires_at: datetime,
         now: datetime,
         *,
+        client_id: str | None = None,
         audience: str | None = None,
         scope: str | None = None,
     ) -> TokenPair:
@@ -341,10 +343,10 @@ class AuthService:
             ring,
             now,
             subject=str(user.id),
-            session_id=str(session.id),
+            session_id=str(session_id),
             roles=list(user.roles or []),
             scope=scope or self.settings.default_scope,
-            client_id=session.client_id or "authsvc",
+            client_id=client_id or "authsvc",
             audience=audience,
         )
         return TokenPair(
@@ -352,6 +354,6 @@ class AuthService:
             expires_in=self.access.ttl,
             refresh_token=refresh_token,
             refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
-            session_id=session.id,
+            session_id=session_id,
             scope=scope or self.settings.default_scope,
         )
