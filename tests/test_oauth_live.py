@@ -97,7 +97,8 @@ def test_authlib_password_grant_and_automatic_refresh(server: str, workdir: Path
 
     deleted = cli(workdir, "clients", "delete", app["client_id"])
     assert deleted.returncode == 0, deleted.stderr
-    assert cli(workdir, "clients", "delete", app["client_id"]).returncode == 1
+    again = cli(workdir, "clients", "delete", app["client_id"])
+    assert again.returncode == 1, (again.returncode, again.stdout, again.stderr)
 
 
 def test_authlib_public_client(server: str, workdir: Path) -> None:
