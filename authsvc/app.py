@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from authsvc import __version__
-from authsvc.api import auth, health, revocations, well_known
+from authsvc.api import auth, discovery, health, oauth, revocations, sessions, well_known
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
@@ -19,7 +19,10 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.secrets import load_secrets
 from authsvc.security.tokens import AccessTokens, RefreshTokens
 from authsvc.services.auth import AuthService
+from authsvc.services.clients import ClientService
 from authsvc.services.keys import KeyService
+from authsvc.services.oauth import OAuthService
+from authsvc.services.sessions import SessionService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database, upgrade_async
 
@@ -43,13 +46,19 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    auth_service = AuthService(settings, database, keys, passwords, access, refresh)
+    users = UserService(settings, passwords)
+    clients = ClientService(settings, secrets.client_secret_key)
     return AppState(
         settings=settings,
         clock=clock or SystemClock(),
         database=database,
         keys=keys,
-        auth=AuthService(settings, database, keys, passwords, access, refresh),
-        users=UserService(settings, passwords),
+        auth=auth_service,
+        users=users,
+        clients=clients,
+        oauth=OAuthService(settings, auth_service, clients),
+        sessions=SessionService(auth_service, users),
     )
 
 
@@ -84,5 +93,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(well_known.router)
     app.include_router(revocations.router)
     app.include_router(health.router)
+    app.include_router(sessions.router)
+    app.include_router(oauth.router)
+    app.include_router(discovery.router)
+    if settings.spa_dir is not None:
+        # Development only: the example SPA on the same origin as the API (see README).
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.allowed_origins:
+        # Browser mode for SPAs on other allowlisted origins of the same site: credentialed
+        # CORS for exactly those origins (the cookie is SameSite=Strict, so never cross-site).
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.allowed_origin_set),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Authsvc-CSRF",
+                "X-Authsvc-Token-Transport",
+            ],
+            max_age=600,
+        )
     return app

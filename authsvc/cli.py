@@ -28,6 +28,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 token_app = typer.Typer(help="Inspect tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+clients_app = typer.Typer(help="Manage OAuth 2 clients.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
 
 
 def _settings() -> Settings:
@@ -246,6 +248,74 @@ def keys_new_kek() -> None:
     from authsvc.security.secrets import new_kek
 
     typer.echo(new_kek())
+
+
+@clients_app.command("create")
+def clients_create(
+    name: str,
+    confidential: Annotated[
+        bool, typer.Option("--confidential", help="A client with a secret (server-side apps).")
+    ] = False,
+    audience: Annotated[
+        str | None, typer.Option(help="`aud` of its access tokens (default AUTHSVC_AUDIENCE).")
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option("--grant", help="Allowed grant type; repeatable (default: all)."),
+    ] = None,
+) -> None:
+    """Register a client; a confidential client's secret is printed once, never stored."""
+    from authsvc.services.clients import SUPPORTED_GRANTS
+
+    async def work(state: AppState) -> list[str]:
+        async with state.database.transaction() as db:
+            made = await state.clients.create(
+                db,
+                name,
+                state.clock.now(),
+                confidential=confidential,
+                audience=audience,
+                grant_types=grant or SUPPORTED_GRANTS,
+            )
+        lines = [f"client_id: {made.client.client_id}", f"type: {made.client.client_type}"]
+        if made.secret is not None:
+            lines.append(f"client_secret: {made.secret}")
+            lines.append("(the secret is shown only now; store it safely)")
+        return lines
+
+    try:
+        for line in _run(work):
+            typer.echo(line)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List clients: id, type, name, audience, grant types."""
+
+    async def work(state: AppState) -> list[str]:
+        async with state.database.read() as db:
+            return [
+                f"{c.client_id}\t{c.client_type}\t{c.name}\t{c.audience or '-'}\t"
+                f"{','.join(c.grant_types or [])}"
+                for c in await state.clients.list(db)
+            ]
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: str) -> None:
+    """Delete a client and revoke every session it opened."""
+
+    async def work(state: AppState) -> str:
+        async with state.database.transaction() as db:
+            revoked = await state.clients.delete(db, client_id, state.clock.now())
+        return f"deleted {client_id}; revoked {revoked} session(s)"
+
+    typer.echo(_run(work))
 
 
 @app.command()

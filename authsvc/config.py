@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     revocation_poll_after: int = Field(5, ge=0, le=3600)
 
+    # Browser (SPA) mode: where the refresh token travels unless a request asks otherwise, and
+    # the origins (besides the issuer's own) whose cookie-carrying requests are accepted.
+    refresh_token_transport: Literal["body", "cookie"] = "body"  # noqa: S105 - a mode
+    allowed_origins: str = ""
+    # Development only: serve this directory (the example SPA) under /spa/ on the same origin.
+    spa_dir: Path | None = None
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
@@ -80,6 +87,8 @@ class Settings(BaseSettings):
                 )
             if self.database_url is None:
                 raise ValueError("AUTHSVC_DATABASE_URL is required when AUTHSVC_ENV=production")
+            if self.spa_dir is not None:
+                raise ValueError("AUTHSVC_SPA_DIR serves the example SPA in development only")
         return self
 
     @property
@@ -91,6 +100,14 @@ class Settings(BaseSettings):
     def access_token_horizon(self) -> timedelta:
         """No access token issued now can be accepted after now + this (TTL plus leeway)."""
         return timedelta(seconds=self.access_token_ttl + self.token_leeway_seconds)
+
+    @property
+    def allowed_origin_set(self) -> frozenset[str]:
+        """The issuer's own origin plus AUTHSVC_ALLOWED_ORIGINS (comma separated)."""
+        scheme, _, rest = self.issuer.partition("://")
+        own = f"{scheme}://{rest.split('/', 1)[0]}"
+        extra = (o.strip().rstrip("/") for o in self.allowed_origins.split(","))
+        return frozenset({own, *(o for o in extra if o)})
 
     @property
     def resolved_database_url(self) -> str:

@@ -132,6 +132,67 @@ class ServiceUnavailable(AuthError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class CSRFRejected(AuthError):
+    """A cookie-carrying request without an allowed Origin and the X-Authsvc-CSRF header."""
+
+    code = "csrf_rejected"
+    status = 403
+    default_message = "Cross-site request refused."
+
+
+# -- OAuth 2 (RFC 6749 section 5.2): the /oauth endpoints answer {"error", "error_description"}.
+
+
+class OAuthError(AuthError):
+    """An RFC 6749 section 5.2 error; `code` is the RFC's `error` value."""
+
+    code = "invalid_request"
+    status = 400
+    default_message = "The request is invalid."
+
+
+class OAuthInvalidRequest(OAuthError):
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 section 5.2: 401, with a Basic challenge when the client used that header."""
+
+    code = "invalid_client"
+    status = 401
+    default_message = "Client authentication failed."
+
+    def __init__(self, message: str | None = None, *, basic: bool = False):
+        headers = {"WWW-Authenticate": 'Basic realm="authsvc"'} if basic else None
+        super().__init__(message, headers=headers)
+
+
+class InvalidGrant(OAuthError):
+    code = "invalid_grant"
+    default_message = "The grant is invalid, expired, revoked or was issued to another client."
+
+
+class UnauthorizedClient(OAuthError):
+    code = "unauthorized_client"
+    default_message = "The client may not use this grant type."
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+    default_message = "The grant type is not supported."
+
+
+class InvalidScope(OAuthError):
+    code = "invalid_scope"
+    default_message = "The requested scope is invalid or exceeds what was granted."
+
+
+class TemporarilyUnavailable(OAuthError):
+    code = "temporarily_unavailable"
+    status = 503
+    default_message = "The service is temporarily unavailable; retry later."
+
+
 _HTTP_CODES = {
     400: "invalid_request",
     401: "invalid_token",
@@ -153,7 +214,18 @@ def error_response(
 
 
 def render(exc: AuthError) -> JSONResponse:
+    if isinstance(exc, OAuthError):
+        return render_oauth(exc)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def render_oauth(exc: AuthError) -> JSONResponse:
+    """RFC 6749 section 5.2 body: `error` and `error_description`, never cached."""
+    return JSONResponse(
+        {"error": exc.code, "error_description": exc.message},
+        status_code=exc.status,
+        headers={**NO_STORE, **exc.headers},
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:

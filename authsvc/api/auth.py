@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
+from authsvc.api import browser
+from authsvc.api.browser import CookieMode
 from authsvc.api.deps import Bearer, Client, Now, OptionalBearer, ReadDB, State, WriteDB
 from authsvc.api.schemas import (
     ErrorResponse,
@@ -15,7 +17,7 @@ from authsvc.api.schemas import (
     RefreshRequest,
     TokenResponse,
 )
-from authsvc.errors import NO_STORE
+from authsvc.errors import NO_STORE, InvalidRequest
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -35,24 +37,46 @@ def _no_store(response: Response) -> None:
 
 @router.post("/login", response_model=TokenResponse, responses=_ERRORS)
 async def login(
-    body: LoginRequest, state: State, db: WriteDB, now: Now, client: Client, response: Response
-) -> TokenResponse:
+    cookie_mode: CookieMode,
+    body: LoginRequest,
+    state: State,
+    db: WriteDB,
+    now: Now,
+    client: Client,
+    response: Response,
+) -> Any:
     pair = await state.auth.login(db, body.username, body.password, now, client)
+    if cookie_mode:
+        return browser.cookie_response(pair)
     _no_store(response)
     return TokenResponse.of(pair)
 
 
 @router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
 async def refresh(
-    body: RefreshRequest, state: State, db: WriteDB, now: Now, response: Response
-) -> TokenResponse:
-    pair = await state.auth.refresh(db, body.refresh_token, now)
+    cookie_mode: CookieMode,
+    request: Request,
+    state: State,
+    db: WriteDB,
+    now: Now,
+    response: Response,
+    body: RefreshRequest | None = None,
+) -> Any:
+    token = body.refresh_token if body is not None else browser.cookie_token(request)
+    if token is None:
+        raise InvalidRequest("refresh_token: missing")
+    pair = await state.auth.refresh(db, token, now)
+    # The answer goes back the way the token came, unless the request asks for the cookie.
+    if cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
+        return browser.cookie_response(pair)
     _no_store(response)
     return TokenResponse.of(pair)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
 async def logout(
+    cookie_mode: CookieMode,
+    request: Request,
     state: State,
     db: WriteDB,
     now: Now,
@@ -60,10 +84,14 @@ async def logout(
     body: LogoutRequest | None = None,
 ) -> Response:
     body = body or LogoutRequest()
+    refresh_token = body.refresh_token or browser.cookie_token(request)
     await state.auth.logout(
-        db, now, access_token=bearer, refresh_token=body.refresh_token, scope=body.scope
+        db, now, access_token=bearer, refresh_token=refresh_token, scope=body.scope
     )
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+    if cookie_mode:
+        browser.clear_cookie(response)
+    return response
 
 
 @router.get("/me", response_model=MeResponse, responses=_ERRORS)

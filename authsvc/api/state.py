@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from authsvc.clock import Clock
 from authsvc.config import Settings
 from authsvc.services.auth import AuthService
+from authsvc.services.clients import ClientService
 from authsvc.services.keys import KeyService
+from authsvc.services.oauth import OAuthService
+from authsvc.services.sessions import SessionService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
 
@@ -20,3 +23,6 @@ class AppState:
     keys: KeyService
     auth: AuthService
     users: UserService
+    clients: ClientService
+    oauth: OAuthService
+    sessions: SessionService

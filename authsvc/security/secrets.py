@@ -38,6 +38,7 @@ class ServerSecrets:
     fernet: Fernet
     refresh_digest_key: bytes
     refresh_successor_key: bytes
+    client_secret_key: bytes = b""
 
     @classmethod
     def from_kek(cls, kek: str) -> ServerSecrets:
@@ -53,6 +54,7 @@ class ServerSecrets:
             fernet=fernet,
             refresh_digest_key=_derive(raw, b"authsvc/refresh-token/digest/v1"),
             refresh_successor_key=_derive(raw, b"authsvc/refresh-token/successor/v1"),
+            client_secret_key=_derive(raw, b"authsvc/client-secret/digest/v1"),
         )
 
 

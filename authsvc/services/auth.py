@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +14,7 @@ from authsvc.errors import (
     InvalidCredentials,
     InvalidRefreshToken,
     InvalidRequest,
+    InvalidScope,
     InvalidToken,
     InvalidUsername,
     RefreshTokenReused,
@@ -48,6 +49,7 @@ class TokenPair:
     refresh_token: str
     refresh_expires_in: int
     session_id: uuid.UUID
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,21 @@ class AuthService:
     # -- login -------------------------------------------------------------------------------
 
     async def login(
-        self, db: AsyncSession, username: str, password: str, now: datetime, client: ClientInfo
+        self,
+        db: AsyncSession,
+        username: str,
+        password: str,
+        now: datetime,
+        client: ClientInfo,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
     ) -> TokenPair:
         """Check the password and open a session.
+
+        `client_id`, `audience` and `scope` come from the OAuth adapter (already checked there);
+        the JSON API passes none and gets the defaults.
 
         Unknown user, wrong password and disabled user give the same error after the same
         work (a dummy hash is checked for unknown names). The user is read in a short read-only
@@ -113,6 +127,8 @@ class AuthService:
             expires_at=now + timedelta(seconds=self.settings.session_max_age),
             client_ip=(client.ip or None) and client.ip[:64],
             user_agent=(client.user_agent or None) and client.user_agent[:512],
+            client_id=client_id,
+            scope=scope,
         )
         await SessionRepository(db).add(session)
         token = self.refresh_tokens.new()
@@ -126,11 +142,22 @@ class AuthService:
                 expires_at=expires_at,
             )
         )
-        return await self._pair(db, user, session.id, token, expires_at, now)
+        return await self._pair(
+            db, user, session.id, token, expires_at, now, **self._grant(session, audience, scope)
+        )
 
     # -- refresh -----------------------------------------------------------------------------
 
-    async def refresh(self, db: AsyncSession, token: str, now: datetime) -> TokenPair:
+    async def refresh(
+        self,
+        db: AsyncSession,
+        token: str,
+        now: datetime,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+    ) -> TokenPair:
         """Rotate a refresh token (one-time use), with reuse detection and a grace window.
 
         - first use: mark used (compare-and-set), issue its successor;
@@ -138,6 +165,9 @@ class AuthService:
           (another tab, a lost response), answered with that same successor;
         - any other reuse: theft is assumed and the whole session is revoked, and that write
           is committed although the request fails.
+
+        A token only refreshes for the client it was issued to (RFC 6749 section 6; None is the
+        first-party JSON API), checked before it is spent; `scope` may narrow, never widen.
         """
         if not self.refresh_tokens.well_formed(token):
             raise InvalidRefreshToken()
@@ -154,8 +184,13 @@ class AuthService:
             or session.expires_at <= now
             or row.expires_at <= now
             or not user.is_active
+            or session.client_id != client_id
         ):
             raise InvalidRefreshToken()
+        granted = session.scope or self.settings.default_scope
+        if scope is not None and not set(scope.split()) <= set(granted.split()):
+            raise InvalidScope()
+        grant = self._grant(session, audience, scope or session.scope)
 
         successor = self.refresh_tokens.successor(token)
         sessions = SessionRepository(db)
@@ -171,7 +206,7 @@ class AuthService:
                 )
             )
             await sessions.touch(session.id, now)
-            return await self._pair(db, user, session.id, successor, expires_at, now)
+            return await self._pair(db, user, session.id, successor, expires_at, now, **grant)
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
         # request whose commit we waited for). Re-read what that use left behind.
@@ -187,7 +222,7 @@ class AuthService:
             and child.expires_at > now
             and await sessions.is_live(session.id, now)
         ):
-            return await self._pair(db, user, session.id, successor, child.expires_at, now)
+            return await self._pair(db, user, session.id, successor, child.expires_at, now, **grant)
         await sessions.revoke(
             [session.id],
             now,
@@ -289,6 +324,11 @@ class AuthService:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _grant(session: Session, audience: str | None, scope: str | None) -> dict[str, Any]:
+        """What an OAuth client's tokens carry besides the defaults (none for the JSON API)."""
+        return {"client_id": session.client_id, "audience": audience, "scope": scope}
+
     def _refresh_expiry(self, session: Session, now: datetime) -> datetime:
         # Rotation never extends a session past its absolute lifetime.
         return min(now + timedelta(seconds=self.settings.refresh_token_ttl), session.expires_at)
@@ -301,6 +341,10 @@ class AuthService:
         refresh_token: str,
         refresh_expires_at: datetime,
         now: datetime,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
     ) -> TokenPair:
         ring = await self.keys.ring_at(db, now)
         if ring.signing_key(now) is None:
@@ -311,8 +355,9 @@ class AuthService:
             subject=str(user.id),
             session_id=str(session_id),
             roles=list(user.roles or []),
-            scope=self.settings.default_scope,
-            client_id="authsvc",
+            scope=scope or self.settings.default_scope,
+            client_id=client_id or "authsvc",
+            audience=audience,
         )
         return TokenPair(
             access_token=access_token,
@@ -320,4 +365,5 @@ class AuthService:
             refresh_token=refresh_token,
             refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
             session_id=session_id,
+            scope=scope or self.settings.default_scope,
         )

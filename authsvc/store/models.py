@@ -81,10 +81,15 @@ class Session(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    # The OAuth client that opened the session (None: the first-party JSON API), and the scope
+    # it was granted; a refresh must come from the same client and never widen the scope.
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    scope: Mapped[str | None] = mapped_column(String(512))
 
     __table_args__ = (
         Index("ix_sessions_user_id", "user_id"),
         Index("ix_sessions_expires_at", "expires_at"),
+        Index("ix_sessions_client_id", "client_id"),
     )
 
 
@@ -155,3 +160,21 @@ class RevocationEvent(Base):
         Index("ix_revocation_events_expires_at", "expires_at"),
         {"sqlite_autoincrement": True},
     )
+
+
+class OAuthClient(Base):
+    """A registered OAuth 2 client (RFC 6749 section 2). Confidential ones keep a secret digest."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    client_type: Mapped[str] = mapped_column("type", String(16))  # public | confidential
+    secret_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    audience: Mapped[str | None] = mapped_column(String(255))
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+
+    @property
+    def is_confidential(self) -> bool:
+        return self.client_type == "confidential"

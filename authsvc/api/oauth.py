@@ -1,0 +1,166 @@
+"""/oauth: the OAuth 2 token, revocation and introspection endpoints (form-encoded, RFC shapes).
+
+A thin adapter over the same services as the JSON API. Errors here are rendered as RFC 6749
+section 5.2 bodies (`{"error", "error_description"}`); the JSON API's own errors raised by the
+shared services are translated in exactly one place, OAuthRoute below.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from authsvc.api.deps import Client, Now, State, WriteDB
+from authsvc.errors import (
+    NO_STORE,
+    AuthError,
+    InvalidClient,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidRefreshToken,
+    InvalidRequest,
+    InvalidUsername,
+    OAuthError,
+    OAuthInvalidRequest,
+    RefreshTokenReused,
+    ServiceUnavailable,
+    TemporarilyUnavailable,
+    render_oauth,
+)
+from authsvc.services.clients import ClientCredentials
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 16
+
+
+def as_oauth(exc: AuthError) -> AuthError:
+    """The RFC 6749 section 5.2 error for an error of the shared services."""
+    if isinstance(exc, OAuthError):
+        return exc
+    if isinstance(exc, InvalidCredentials | InvalidUsername | InvalidRefreshToken):
+        return InvalidGrant()
+    if isinstance(exc, RefreshTokenReused):
+        return InvalidGrant(exc.message)
+    if isinstance(exc, InvalidRequest):
+        return OAuthInvalidRequest(exc.message)
+    if isinstance(exc, ServiceUnavailable):
+        return TemporarilyUnavailable(headers=exc.headers)
+    return exc  # rate_limited and the like keep their code and status, in the RFC shape
+
+
+class OAuthRoute(APIRoute):
+    """Renders every error of an /oauth route in the RFC shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def oauth_handler(request: Request) -> Response:
+            # The request's database scope has already committed or rolled back (the reuse
+            # revocation persists) by the time an error reaches here.
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                return render_oauth(OAuthInvalidRequest())
+            except AuthError as exc:
+                return render_oauth(as_oauth(exc))
+
+        return oauth_handler
+
+
+router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=OAuthRoute)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """RFC 6749 section 3.2: form-encoded, each parameter at most once, empty means omitted."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != FORM_TYPE:
+        raise OAuthInvalidRequest(f"The body must be {FORM_TYPE}.")
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise OAuthInvalidRequest("The body is not valid form data.") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthInvalidRequest(f"The {name} parameter is repeated.")
+        form[name] = value
+    return {k: v for k, v in form.items() if v != ""}
+
+
+Form = Annotated[dict[str, str], Depends(_form)]
+
+
+def _credentials(request: Request, form: Form) -> ClientCredentials:
+    """RFC 6749 section 2.3.1: HTTP Basic (client_secret_basic) or body parameters
+    (client_secret_post, or a public client's bare client_id); never both."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return ClientCredentials(form.get("client_id"), form.get("client_secret"), basic=False)
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("Client authentication must use the Basic scheme.", basic=True)
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidClient(basic=True) from exc
+    raw_id, sep, raw_secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient(basic=True)
+    # Section 2.3.1: both parts are form-urlencoded before being joined.
+    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    if "client_secret" in form or form.get("client_id", client_id) != client_id:
+        raise OAuthInvalidRequest("Use one client authentication method only.")
+    return ClientCredentials(client_id, secret, basic=True)
+
+
+Credentials = Annotated[ClientCredentials, Depends(_credentials)]
+
+
+def _json(body: dict[str, Any]) -> JSONResponse:
+    # RFC 6749 section 5.1 / RFC 7662 section 2.2: never cached.
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.post("/token")
+async def token(
+    state: State, db: WriteDB, now: Now, info: Client, form: Form, creds: Credentials
+) -> JSONResponse:
+    """RFC 6749 section 4.3 (password) and section 6 (refresh_token)."""
+    pair = await state.oauth.token(db, creds, form, now, info)
+    return _json(
+        {
+            "access_token": pair.access_token,
+            "token_type": "Bearer",
+            "expires_in": pair.expires_in,
+            "refresh_token": pair.refresh_token,
+            "scope": pair.scope,
+        }
+    )
+
+
+@router.post("/revoke")
+async def revoke(state: State, db: WriteDB, now: Now, form: Form, creds: Credentials) -> Response:
+    """RFC 7009: 200 whether or not the token was known."""
+    await state.oauth.revoke(db, creds, form, now)
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post("/introspect")
+async def introspect(
+    state: State, db: WriteDB, now: Now, form: Form, creds: Credentials
+) -> JSONResponse:
+    """RFC 7662, for confidential clients (resource servers)."""
+    return _json(await state.oauth.introspect(db, creds, form, now))

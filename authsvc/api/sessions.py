@@ -1,0 +1,46 @@
+"""/auth/sessions and /auth/password: the caller manages their own sessions and password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from authsvc.api.deps import Bearer, Now, ReadDB, State, WriteDB
+from authsvc.api.schemas import (
+    ErrorResponse,
+    PasswordChangeRequest,
+    SessionInfo,
+    SessionsResponse,
+)
+from authsvc.errors import NO_STORE
+
+router = APIRouter(prefix="/auth", tags=["sessions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+}
+
+
+@router.get("/sessions", response_model=SessionsResponse, responses=_ERRORS)
+async def list_sessions(state: State, db: ReadDB, now: Now, token: Bearer) -> SessionsResponse:
+    views = await state.sessions.list(db, token, now)
+    return SessionsResponse(sessions=[SessionInfo(**vars(v)) for v in views])
+
+
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+async def revoke_session(
+    session_id: str, state: State, db: WriteDB, now: Now, token: Bearer
+) -> Response:
+    await state.sessions.revoke(db, token, session_id, now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+async def change_password(
+    body: PasswordChangeRequest, state: State, db: WriteDB, now: Now, token: Bearer
+) -> Response:
+    await state.sessions.change_password(db, token, body.current_password, body.new_password, now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)

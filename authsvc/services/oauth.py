@@ -1,0 +1,265 @@
+"""The OAuth 2 adapter's rules: token (RFC 6749), revocation (RFC 7009), introspection
+(RFC 7662) and server metadata (RFC 8414), all over the same AuthService as the JSON API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.errors import (
+    InvalidGrant,
+    InvalidScope,
+    InvalidToken,
+    OAuthInvalidRequest,
+    UnsupportedGrantType,
+)
+from authsvc.security.keys import ALGORITHM
+from authsvc.security.tokens import AccessClaims
+from authsvc.services.auth import AuthService, ClientInfo, TokenPair
+from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
+from authsvc.store.clients import ClientRepository
+from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.repositories import (
+    DenylistRepository,
+    RefreshTokenRepository,
+    SessionRepository,
+    UserRepository,
+)
+
+MAX_PARAM = 16384  # generous: longer tokens are simply not ours
+
+
+class OAuthService:
+    def __init__(self, settings: Settings, auth: AuthService, clients: ClientService) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.clients = clients
+
+    # -- POST /oauth/token -------------------------------------------------------------------
+
+    async def token(
+        self,
+        db: AsyncSession,
+        creds: ClientCredentials,
+        params: Mapping[str, str],
+        now: datetime,
+        info: ClientInfo,
+    ) -> TokenPair:
+        grant_type = _required(params, "grant_type")
+        client = await self.clients.authenticate(db, creds)
+        if grant_type not in SUPPORTED_GRANTS:
+            raise UnsupportedGrantType()
+        self.clients.check_grant(client, grant_type)
+        scope = params.get("scope")
+        audience = self.clients.audience_for(client)
+        if grant_type == "password":
+            # RFC 6749 section 4.3.2.
+            username = _required(params, "username")
+            password = _required(params, "password")
+            if scope is not None and not set(scope.split()) <= self._scopes():
+                raise InvalidScope()
+            return await self.auth.login(
+                db,
+                username,
+                password,
+                now,
+                info,
+                client_id=client.client_id,
+                audience=audience,
+                scope=_normal_scope(scope) or self.settings.default_scope,
+            )
+        # RFC 6749 section 6.
+        refresh_token = _required(params, "refresh_token")
+        return await self.auth.refresh(
+            db,
+            refresh_token,
+            now,
+            client_id=client.client_id,
+            audience=audience,
+            scope=_normal_scope(scope),
+        )
+
+    # -- POST /oauth/revoke ------------------------------------------------------------------
+
+    async def revoke(
+        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+    ) -> None:
+        """RFC 7009 section 2.1. Unknown, expired or malformed tokens are not an error (2.2).
+
+        A refresh token revokes its whole session (so its access tokens too); an access token
+        is denylisted by jti. A token issued to another client is refused (invalid_grant).
+        """
+        token = _required(params, "token")
+        client = await self.clients.authenticate(db, creds)
+        # The hint only orders the search (section 2.1); our two kinds never look alike.
+        found = await self._refresh_row(db, token)
+        if found is not None:
+            _, session, _ = found
+            if session.client_id != client.client_id:
+                raise InvalidGrant("The token was not issued to this client.")
+            await SessionRepository(db).revoke(
+                [session.id],
+                now,
+                "oauth_revoke",
+                tokens_valid_until=now + self.settings.access_token_horizon,
+            )
+            return
+        claims = await self._access_claims(db, token, now)
+        if claims is None:
+            return
+        if claims.client_id != client.client_id:
+            raise InvalidGrant("The token was not issued to this client.")
+        await DenylistRepository(db).add(
+            claims.jti,
+            _uuid(claims.sid),
+            datetime.fromtimestamp(claims.expires_at, tz=now.tzinfo),
+            now,
+        )
+
+    # -- POST /oauth/introspect --------------------------------------------------------------
+
+    async def introspect(
+        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+    ) -> dict[str, Any]:
+        """RFC 7662 section 2.2: `{"active": false}` for anything not valid right now."""
+        token = _required(params, "token")
+        await self.clients.authenticate(db, creds, confidential_only=True)
+        inactive: dict[str, Any] = {"active": False}
+        found = await self._refresh_row(db, token)
+        if found is not None:
+            row, session, user = found
+            if (
+                row.used_at is not None
+                or row.expires_at <= now
+                or session.revoked_at is not None
+                or session.expires_at <= now
+                or not user.is_active
+            ):
+                return inactive
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "scope": session.scope or self.settings.default_scope,
+                "client_id": session.client_id or "authsvc",
+                "username": user.username,
+                "sub": str(user.id),
+                "iss": self.settings.issuer,
+                "iat": int(row.issued_at.timestamp()),
+                "exp": int(row.expires_at.timestamp()),
+                "sid": str(session.id),
+            }
+        claims = await self._access_claims(db, token, now)
+        if claims is None:
+            return inactive
+        sid = _uuid(claims.sid)
+        if sid is None or not await SessionRepository(db).access_allowed(sid, claims.jti, now):
+            return inactive
+        owner = await _user(db, claims.sub)
+        if owner is None:
+            return inactive
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "username": owner.username,
+            "sub": claims.sub,
+            "aud": self.auth.access.peek_audience(token),
+            "iss": self.settings.issuer,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "sid": claims.sid,
+        }
+
+    # -- GET /.well-known/oauth-authorization-server -----------------------------------------
+
+    def metadata(self, *, openid: bool = False) -> dict[str, Any]:
+        """RFC 8414 section 2. There is no authorization endpoint (no redirect-based grants), so
+        response_types_supported is honestly empty."""
+        base = self.settings.issuer
+        auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+        doc: dict[str, Any] = {
+            "issuer": base,
+            "token_endpoint": f"{base}/oauth/token",
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "revocation_endpoint": f"{base}/oauth/revoke",
+            "introspection_endpoint": f"{base}/oauth/introspect",
+            "grant_types_supported": list(SUPPORTED_GRANTS),
+            "response_types_supported": [],
+            "scopes_supported": sorted(self._scopes()),
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported": auth_methods[:2],
+            # Access tokens are RS256 JWTs (RFC 9068); no ID tokens are issued.
+            "access_token_signing_alg_values_supported": [ALGORITHM],
+        }
+        if openid:
+            doc.update(
+                subject_types_supported=["public"],
+                id_token_signing_alg_values_supported=[ALGORITHM],
+                claims_supported=["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"],
+            )
+        return doc
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _scopes(self) -> set[str]:
+        return set(self.settings.default_scope.split())
+
+    async def _refresh_row(
+        self, db: AsyncSession, token: str
+    ) -> tuple[RefreshToken, Session, User] | None:
+        tokens = self.auth.refresh_tokens
+        if not tokens.well_formed(token):
+            return None
+        return await RefreshTokenRepository(db).by_digest(tokens.digest(token))
+
+    async def _access_claims(
+        self, db: AsyncSession, token: str, now: datetime
+    ) -> AccessClaims | None:
+        """A valid access token's claims, for our audience or any client's; None otherwise."""
+        audience = self.auth.access.peek_audience(token)
+        if audience is None:
+            return None
+        if audience != self.settings.audience and audience not in (
+            await ClientRepository(db).audiences()
+        ):
+            return None
+        ring = await self.auth.keys.ring_at(db, now)
+        try:
+            return self.auth.access.verify(token, ring, now, audience=audience)
+        except InvalidToken:
+            return None
+
+
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if value is None:
+        raise OAuthInvalidRequest(f"The {name} parameter is required.")
+    if len(value) > MAX_PARAM:
+        raise OAuthInvalidRequest(f"The {name} parameter is too long.")
+    return value
+
+
+def _normal_scope(scope: str | None) -> str | None:
+    # RFC 6749 section 3.3: space-delimited, order does not matter.
+    return " ".join(dict.fromkeys(scope.split())) if scope else None
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def _user(db: AsyncSession, sub: str) -> User | None:
+    user_id = _uuid(sub)
+    user = None if user_id is None else await UserRepository(db).by_id(user_id)
+    return user if user is not None and user.is_active else None

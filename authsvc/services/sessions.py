@@ -1,0 +1,106 @@
+"""A user's own sessions: list them, revoke one, change the password (revoking the others)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
+from authsvc.services.auth import AuthService
+from authsvc.services.users import UserService
+from authsvc.store.account import UserSessionRepository
+from authsvc.store.repositories import SessionRepository, UserRepository
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    client_id: str | None
+    current: bool
+
+
+class SessionService:
+    def __init__(self, auth: AuthService, users: UserService) -> None:
+        self.auth = auth
+        self.users = users
+
+    async def list(self, db: AsyncSession, token: str, now: datetime) -> Sequence[SessionView]:
+        claims = await self.auth.authenticate(db, token, now)
+        rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), now)
+        return [
+            SessionView(
+                id=s.id,
+                created_at=s.created_at,
+                last_used_at=s.last_used_at,
+                expires_at=s.expires_at,
+                ip=s.client_ip,
+                user_agent=s.user_agent,
+                client_id=s.client_id,
+                current=str(s.id) == claims.sid,
+            )
+            for s in rows
+        ]
+
+    async def revoke(self, db: AsyncSession, token: str, session_id: str, now: datetime) -> None:
+        """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
+        session ids cannot be probed."""
+        claims = await self.auth.authenticate(db, token, now)
+        try:
+            target = uuid.UUID(session_id)
+        except ValueError as exc:
+            raise NotFound("No such session.") from exc
+        sessions = SessionRepository(db)
+        session = await sessions.get(target)
+        if (
+            session is None
+            or str(session.user_id) != claims.sub
+            or not await sessions.is_live(target, now)
+        ):
+            raise NotFound("No such session.")
+        await sessions.revoke(
+            [target],
+            now,
+            "revoked_by_user",
+            tokens_valid_until=now + self.auth.settings.access_token_horizon,
+        )
+
+    async def change_password(
+        self, db: AsyncSession, token: str, current: str, new: str, now: datetime
+    ) -> None:
+        """Check the current password, set the new one, revoke every other session.
+
+        The hashing happens in a short read-only transaction first, so no write lock is held
+        while argon2 runs; the write then only lands if the hash did not change meanwhile.
+        """
+        async with self.auth.database.read() as reader:
+            claims = await self.auth.authenticate(reader, token, now)
+            user = await UserRepository(reader).by_id(uuid.UUID(claims.sub))
+            if user is None or not user.is_active:
+                raise InvalidToken()
+            old_hash = user.password_hash
+        ok, _ = await self.auth.passwords.verify(current, old_hash)
+        if not ok:
+            raise InvalidCredentials("The current password is wrong.")
+        self.users.check_password_policy(new)
+        new_hash = await self.auth.passwords.hash(new)
+        if not await UserSessionRepository(db).replace_password_hash(
+            user.id, old_hash, new_hash, now
+        ):
+            raise InvalidCredentials("The password changed meanwhile; try again.")
+        sessions = SessionRepository(db)
+        others = [s for s in await sessions.live_ids_for_user(user.id, now) if str(s) != claims.sid]
+        await sessions.revoke(
+            others,
+            now,
+            "password_changed",
+            tokens_valid_until=now + self.auth.settings.access_token_horizon,
+        )
