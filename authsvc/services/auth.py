@@ -198,10 +198,11 @@ class AuthService:
         ring = await self.keys.ring_at(db, now)
         claims = self.access.verify(token, ring, now)
         try:
-            sid = uuid.UUID(claims.sid)
+            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
         except ValueError as exc:
             raise InvalidToken() from exc
-        if not await SessionRepository(db).access_allowed(sid, claims.jti, now):
+        # The session must be the subject's: logout acts on `sub`'s sessions.
+        if not await SessionRepository(db).access_allowed(sid, claims.jti, now, user_id=sub):
             raise InvalidToken()
         return claims
 
