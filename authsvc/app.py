@@ -20,6 +20,7 @@ from authsvc.security.secrets import load_secrets
 from authsvc.security.tokens import AccessTokens, RefreshTokens
 from authsvc.services.auth import AuthService
 from authsvc.services.keys import KeyService
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import UserService
 from authsvc.store.db import Database, upgrade_async
 
@@ -43,12 +44,13 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    limiter = RateLimiter.from_settings(settings)
     return AppState(
         settings=settings,
         clock=clock or SystemClock(),
         database=database,
         keys=keys,
-        auth=AuthService(settings, database, keys, passwords, access, refresh),
+        auth=AuthService(settings, database, keys, passwords, access, refresh, limiter),
         users=UserService(settings, passwords),
     )
 
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         try:
             yield
         finally:
+            await state.auth.limiter.close()
             await state.database.dispose()
 
     app = FastAPI(

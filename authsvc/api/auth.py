@@ -44,9 +44,9 @@ async def login(
 
 @router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
 async def refresh(
-    body: RefreshRequest, state: State, db: WriteDB, now: Now, response: Response
+    body: RefreshRequest, state: State, db: WriteDB, now: Now, client: Client, response: Response
 ) -> TokenResponse:
-    pair = await state.auth.refresh(db, body.refresh_token, now)
+    pair = await state.auth.refresh(db, body.refresh_token, now, client)
     _no_store(response)
     return TokenResponse.of(pair)
 

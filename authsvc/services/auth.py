@@ -22,6 +22,7 @@ from authsvc.errors import (
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
 from authsvc.services.keys import KeyService
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
 from authsvc.store.models import RefreshToken, Session, User
@@ -65,7 +66,9 @@ class AuthService:
         passwords: PasswordHasher,
         access: AccessTokens,
         refresh_tokens: RefreshTokens,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.limiter = limiter or RateLimiter.disabled(settings)
         self.settings = settings
         self.database = database
         self.keys = keys
@@ -76,6 +79,14 @@ class AuthService:
     # -- login -------------------------------------------------------------------------------
 
     async def login(
+        self, db: AsyncSession, username: str, password: str, now: datetime, client: ClientInfo
+    ) -> TokenPair:
+        """Rate limits (per address, per name, backoff after failures), then _login."""
+        await self.limiter.check_address("login", client.ip, now)
+        async with self.limiter.login_attempt(username, now):
+            return await self._login(db, username, password, now, client)
+
+    async def _login(
         self, db: AsyncSession, username: str, password: str, now: datetime, client: ClientInfo
     ) -> TokenPair:
         """Check the password and open a session.
@@ -130,7 +141,14 @@ class AuthService:
 
     # -- refresh -----------------------------------------------------------------------------
 
-    async def refresh(self, db: AsyncSession, token: str, now: datetime) -> TokenPair:
+    async def refresh(
+        self, db: AsyncSession, token: str, now: datetime, client: ClientInfo | None = None
+    ) -> TokenPair:
+        """Rate limit per address, then _refresh."""
+        await self.limiter.check_address("refresh", client.ip if client else None, now)
+        return await self._refresh(db, token, now)
+
+    async def _refresh(self, db: AsyncSession, token: str, now: datetime) -> TokenPair:
         """Rotate a refresh token (one-time use), with reuse detection and a grace window.
 
         - first use: mark used (compare-and-set), issue its successor;
