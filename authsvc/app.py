@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import auth, health, well_known
+from authsvc.api.http_guard import HttpGuard
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
@@ -87,4 +89,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(well_known.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origin_list:
+        # An explicit allowlist only; `*` never goes with credentials (checked in Settings).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)
     return app
