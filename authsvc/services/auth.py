@@ -106,8 +106,10 @@ class AuthService:
                 found = await UserRepository(reader).by_username(name)
                 if found is not None:
                     stored_hash = found.password_hash
-                    user_id = found.id
+                    user_id = found.id if found.is_active else None
         ok, new_hash = await self.passwords.verify(password, stored_hash)
+        # A disabled user fails here too, before any further work: a right password for a
+        # disabled account must not take measurably longer than a wrong one.
         if not ok or user_id is None:
             raise InvalidCredentials()
         user = await UserRepository(db).by_id(user_id)
