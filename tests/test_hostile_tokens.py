@@ -390,7 +390,7 @@ def _size_and_encoding_cases() -> dict[str, Case]:
 
     return {
         "oversized (signed)": oversized,
-        "oversized garbage": lambda f: "a" * 100_000,
+        "oversized garbage": lambda f: "a" * (MAX_TOKEN_LENGTH + 4000),
         "padding added to every segment": lambda f: ".".join(
             p + "=" * (-len(p) % 4) for p in f.parts
         ),
