@@ -10,6 +10,7 @@ accepted when nothing is wrong.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -33,6 +34,11 @@ from tests.conftest import Harness
 pytestmark = pytest.mark.anyio
 
 
+@functools.cache
+def _attacker_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -52,9 +58,7 @@ class Forge:
     now: int
     leeway: int
     listener_url: str
-    attacker: rsa.RSAPrivateKey = field(
-        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    )
+    attacker: rsa.RSAPrivateKey = field(default_factory=lambda: _attacker_key())
 
     def raw(self, header: bytes, payload: bytes, key: rsa.RSAPrivateKey | None = None) -> str:
         signing_input = f"{b64(header)}.{b64(payload)}"

@@ -2,7 +2,11 @@
 
 Verification is pinned (RFC 8725 section 3): one algorithm, our issuer and audience, the
 `at+jwt` type, a fixed set of header members and required claims, and a size cap before any
-parsing. Refresh tokens are random and stored only as keyed digests.
+parsing. Parsing is strict so that no two parsers can read one token differently: canonical
+unpadded base64url only, UTF-8 JSON objects without duplicate members, NaN or deep nesting.
+The signature itself is checked in one place, `verify_jws_signature`, which the public test
+vectors (Wycheproof, RFC 7520) exercise. Issuing uses PyJWT; verifying does not.
+Refresh tokens are random and stored only as keyed digests.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def b64url_decode(segment: str) -> bytes:
 
 
 def _json_depth(text: str) -> int:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than it has brackets: skip the scan (the common case)
     depth = deepest = 0
     in_string = escaped = False
     for ch in text:
