@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import auth, discovery, health, oauth, revocations, sessions, well_known
+from authsvc.api.http_guard import HttpGuard
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
@@ -22,6 +24,7 @@ from authsvc.services.auth import AuthService
 from authsvc.services.clients import ClientService
 from authsvc.services.keys import KeyService
 from authsvc.services.oauth import OAuthService
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.sessions import SessionService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database, upgrade_async
@@ -46,7 +49,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
-    auth_service = AuthService(settings, database, keys, passwords, access, refresh)
+    limiter = RateLimiter.from_settings(settings)
+    auth_service = AuthService(settings, database, keys, passwords, access, refresh, limiter)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     return AppState(
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         try:
             yield
         finally:
+            await state.auth.limiter.close()
             await state.database.dispose()
 
     app = FastAPI(
@@ -102,15 +107,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
         app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    cors_origins = set(settings.cors_origin_list)
     if settings.allowed_origins:
-        # Browser mode for SPAs on other allowlisted origins of the same site: credentialed
+        # Browser mode for SPAs on other allowlisted origins of the same site needs credentialed
         # CORS for exactly those origins (the cookie is SameSite=Strict, so never cross-site).
-        from fastapi.middleware.cors import CORSMiddleware
-
+        cors_origins |= settings.allowed_origin_set
+    if cors_origins:
+        # An explicit allowlist only; `*` never goes with credentials (checked in Settings).
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=sorted(settings.allowed_origin_set),
-            allow_credentials=True,
+            allow_origins=sorted(cors_origins),
+            allow_credentials=settings.cors_allow_credentials or bool(settings.allowed_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[
                 "Authorization",
@@ -120,4 +127,5 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             ],
             max_age=600,
         )
+    app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)
     return app

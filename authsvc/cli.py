@@ -123,6 +123,7 @@ def serve(
         log_level=settings.log_level.lower(),
         proxy_headers=False,
         server_header=False,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,23 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     # Development only: serve this directory (the example SPA) under /spa/ on the same origin.
     spa_dir: Path | None = None
+    # Rate limits and login backoff (authsvc/services/ratelimit.py).
+    rate_limit_window_seconds: int = Field(60, ge=1, le=3600)
+    rate_limit_login_per_ip: int = Field(30, ge=1)
+    rate_limit_refresh_per_ip: int = Field(300, ge=1)
+    rate_limit_login_per_username: int = Field(10, ge=1)
+    rate_limit_key_prefix: str = "authsvc:rl:"
+    login_backoff_free_failures: int = Field(3, ge=0)
+    login_backoff_base_seconds: float = Field(1.0, gt=0)
+    login_backoff_max_seconds: float = Field(60.0, gt=0, le=3600)
+    login_failure_memory_seconds: int = Field(900, ge=1)
+    # Client addresses: X-Forwarded-For is believed only from these peers (CIDRs, commas).
+    trusted_proxies: str = ""
+    # CORS: allowed origins (commas); empty means no CORS headers at all.
+    cors_origins: str = ""
+    cors_allow_credentials: bool = False
+    # Largest accepted request header block, bytes (431 above it).
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
     @field_validator("issuer")
     @classmethod
@@ -76,6 +94,28 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("issuer must be an http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_cidrs(cls, value: str) -> str:
+        for item in _split(value):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _cors_is_explicit(self) -> Settings:
+        # Fetch standard: a wildcard origin cannot carry credentials, and we never want it to.
+        if "*" in self.cors_origin_list and self.cors_allow_credentials:
+            raise ValueError("AUTHSVC_CORS_ORIGINS='*' cannot be combined with credentials")
+        return self
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.rstrip("/") for origin in _split(self.cors_origins)]
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
@@ -124,6 +164,10 @@ class Settings(BaseSettings):
         # The embedded SQLite default migrates itself so that one command starts a server;
         # shared databases are migrated on purpose, with `authsvc migrate`.
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -179,8 +179,8 @@ async def test_body_transport_is_unchanged_by_default(harness: Harness) -> None:
         ).headers
     )
     missing = await harness.client.post("/auth/refresh")
-    assert missing.status_code == 400
-    assert missing.json()["error"] == "invalid_request"
+    assert missing.status_code == 401
+    assert missing.json()["error"] == "invalid_refresh_token"
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allowed_origins": "https://app.example"}])

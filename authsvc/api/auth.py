@@ -17,7 +17,7 @@ from authsvc.api.schemas import (
     RefreshRequest,
     TokenResponse,
 )
-from authsvc.errors import NO_STORE, InvalidRequest
+from authsvc.errors import NO_STORE, InvalidRefreshToken
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -59,13 +59,16 @@ async def refresh(
     state: State,
     db: WriteDB,
     now: Now,
+    client: Client,
     response: Response,
     body: RefreshRequest | None = None,
 ) -> Any:
     token = body.refresh_token if body is not None else browser.cookie_token(request)
     if token is None:
-        raise InvalidRequest("refresh_token: missing")
-    pair = await state.auth.refresh(db, token, now)
+        # No credential at all, like an unknown one: 401 (the body itself is optional, since
+        # browser mode carries the token in a cookie).
+        raise InvalidRefreshToken("No refresh token was given.")
+    pair = await state.auth.refresh(db, token, now, client)
     # The answer goes back the way the token came, unless the request asks for the cookie.
     if cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.api.client_ip import client_address
 from authsvc.api.state import AppState
 from authsvc.errors import AuthError, InvalidToken
 from authsvc.services.auth import ClientInfo
@@ -62,8 +63,12 @@ Now = Annotated[datetime, Depends(_now)]
 
 
 def _client(request: Request) -> ClientInfo:
+    settings = get_state(request).settings
+    peer = request.client.host if request.client else None
     return ClientInfo(
-        ip=request.client.host if request.client else None,
+        ip=client_address(
+            peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxy_networks
+        ),
         user_agent=request.headers.get("user-agent"),
     )
 

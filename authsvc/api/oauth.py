@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from authsvc.api.deps import Client, Now, State, WriteDB
 from authsvc.errors import (
@@ -129,12 +130,51 @@ def _credentials(request: Request, form: Form) -> ClientCredentials:
 Credentials = Annotated[ClientCredentials, Depends(_credentials)]
 
 
+class OAuthErrorBody(BaseModel):
+    """RFC 6749 section 5.2."""
+
+    error: str
+    error_description: str | None = None
+
+
+def _form_body(required: list[str], optional: list[str]) -> dict[str, Any]:
+    """The form-encoded request body, for the OpenAPI document (parsed by hand in _form)."""
+    fields = {name: {"type": "string"} for name in [*required, *optional]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": fields, "required": required}
+                }
+            },
+        }
+    }
+
+
+_OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorBody},
+    401: {"model": OAuthErrorBody},
+    403: {"model": OAuthErrorBody},
+    413: {"model": OAuthErrorBody},
+    429: {"model": OAuthErrorBody},
+    503: {"model": OAuthErrorBody},
+}
+_CLIENT_FIELDS = ["client_id", "client_secret"]
+
+
 def _json(body: dict[str, Any]) -> JSONResponse:
     # RFC 6749 section 5.1 / RFC 7662 section 2.2: never cached.
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.post("/token")
+@router.post(
+    "/token",
+    responses=_OAUTH_ERRORS,
+    openapi_extra=_form_body(
+        ["grant_type"], ["username", "password", "refresh_token", "scope", *_CLIENT_FIELDS]
+    ),
+)
 async def token(
     state: State, db: WriteDB, now: Now, info: Client, form: Form, creds: Credentials
 ) -> JSONResponse:
@@ -151,14 +191,22 @@ async def token(
     )
 
 
-@router.post("/revoke")
+@router.post(
+    "/revoke",
+    responses=_OAUTH_ERRORS,
+    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+)
 async def revoke(state: State, db: WriteDB, now: Now, form: Form, creds: Credentials) -> Response:
     """RFC 7009: 200 whether or not the token was known."""
     await state.oauth.revoke(db, creds, form, now)
     return Response(status_code=200, headers=NO_STORE)
 
 
-@router.post("/introspect")
+@router.post(
+    "/introspect",
+    responses=_OAUTH_ERRORS,
+    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+)
 async def introspect(
     state: State, db: WriteDB, now: Now, form: Form, creds: Credentials
 ) -> JSONResponse:

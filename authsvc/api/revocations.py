@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from authsvc.api.deps import Now, ReadDB, State
 from authsvc.api.schemas import ErrorResponse
 from authsvc.services import revocations
+from authsvc.services.revocations import CURSOR_PATTERN
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -50,7 +51,7 @@ async def feed(
     state: State,
     db: ReadDB,
     now: Now,
-    since: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[str | None, Query(max_length=32, pattern=CURSOR_PATTERN)] = None,
 ) -> Any:
     page = await revocations.changes(db, state.settings, since, now)
     body = RevocationsResponse(

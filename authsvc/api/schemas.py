@@ -19,11 +19,11 @@ class LoginRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: str = Field(min_length=1, max_length=8192)
 
 
 class LogoutRequest(BaseModel):
-    refresh_token: str | None = Field(None, min_length=1, max_length=512)
+    refresh_token: str | None = Field(None, min_length=1, max_length=8192)
     scope: Literal["local", "others", "global"] = "local"
 
 

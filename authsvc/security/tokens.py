@@ -2,7 +2,11 @@
 
 Verification is pinned (RFC 8725 section 3): one algorithm, our issuer and audience, the
 `at+jwt` type, a fixed set of header members and required claims, and a size cap before any
-parsing. Refresh tokens are random and stored only as keyed digests.
+parsing. Parsing is strict so that no two parsers can read one token differently: canonical
+unpadded base64url only, UTF-8 JSON objects without duplicate members, NaN or deep nesting.
+The signature itself is checked in one place, `verify_jws_signature`, which the public test
+vectors (Wycheproof, RFC 7520) exercise. Issuing uses PyJWT; verifying does not.
+Refresh tokens are random and stored only as keyed digests.
 """
 
 from __future__ import annotations
@@ -10,29 +14,183 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import math
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authsvc.errors import InvalidToken
 from authsvc.security.keys import ALGORITHM, KeyRing
 
 MAX_TOKEN_LENGTH = 8192
+MAX_KID_LENGTH = 256
+MAX_ID_LENGTH = 64
+MAX_JSON_DEPTH = 16
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 media type
+_ACCESS_TYPES = frozenset({ACCESS_TOKEN_TYPE, "application/" + ACCESS_TOKEN_TYPE})
 _ALLOWED_HEADER = frozenset({"alg", "typ", "kid"})
-_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"]
-_JWS_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid")
+_B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_MIN_RSA_BITS = 2048
 
 REFRESH_PREFIX = "rt_"
 _REFRESH_SHAPE = re.compile(r"^rt_[A-Za-z0-9_-]{43}$")
 
 
+class MalformedToken(ValueError):
+    """The token is not a well-formed compact JWS; callers turn this into InvalidToken."""
+
+
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Strict base64url (RFC 7515 section 2): no padding, no other alphabet, canonical only.
+
+    RFC 4648 section 3.5 lets decoders ignore non-zero trailing bits; we refuse them, so each
+    byte string has exactly one accepted spelling.
+    """
+    if len(segment) % 4 == 1 or not _B64URL_SEGMENT.fullmatch(segment):
+        raise MalformedToken("not base64url")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if _b64url(raw) != segment:
+        raise MalformedToken("non-canonical base64url")
+    return raw
+
+
+def _json_depth(text: str) -> int:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than it has brackets: skip the scan (the common case)
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7515 section 5.2 / RFC 8725 section 3.2: duplicate member names are refused, not
+    # resolved (different parsers pick different ones).
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise MalformedToken("duplicate member")
+        result[name] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise MalformedToken(f"{name} is not JSON")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """UTF-8 (strict) JSON object, without duplicate members, NaN/Infinity or deep nesting."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedToken("not UTF-8") from exc
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise MalformedToken("nested too deeply")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise MalformedToken("not JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedToken("not a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class CompactJWS:
+    """The parts of a JWS in compact serialization (RFC 7515 section 7.1), not yet verified."""
+
+    header: dict[str, Any]
+    signing_input: bytes
+    payload: bytes
+    signature: bytes
+
+
+def decode_compact(token: str) -> CompactJWS:
+    """Split and decode without trusting anything; the size cap comes before any parsing."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise MalformedToken("too large")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[::2]):
+        raise MalformedToken("not three segments")
+    header_b64, payload_b64, signature_b64 = parts
+    return CompactJWS(
+        header=parse_json_object(b64url_decode(header_b64)),
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        payload=b64url_decode(payload_b64),
+        signature=b64url_decode(signature_b64),
+    )
+
+
+def verify_jws_signature(token: str, key: rsa.RSAPublicKey) -> CompactJWS:
+    """Check a compact JWS's signature with a pinned key and algorithm (RS256), nothing else.
+
+    The one signature check authsvc has: AccessTokens.verify goes through it, and the
+    Wycheproof and RFC 7520 vectors test it. `alg` must be exactly RS256 (RFC 8725 section
+    3.1: the algorithm comes from us, the header only has to agree); `crit` is refused since
+    we understand no extensions (RFC 7515 section 4.1.11); the key must be RSA of at least
+    2048 bits (RFC 7518 section 3.3). Raises MalformedToken or InvalidSignature.
+    """
+    jws = decode_compact(token)
+    if jws.header.get("alg") != ALGORITHM or "crit" in jws.header:
+        raise MalformedToken("algorithm not allowed")
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
+        raise MalformedToken("key not allowed")
+    # RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 section 3.3); the signature is exactly k bytes.
+    if len(jws.signature) != (key.key_size + 7) // 8:
+        raise InvalidSignature()
+    key.verify(jws.signature, jws.signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return jws
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> rsa.RSAPublicKey:
+    """An RS256 verification key from a JWK, refusing keys not meant for it (RFC 7517 4.2-4.4).
+
+    Only RSA keys whose `use` (if any) is `sig`, whose `key_ops` (if any) include `verify` and
+    whose `alg` (if any) is RS256; at least 2048 bits.
+    """
+    if jwk.get("kty") != "RSA":
+        raise MalformedToken("not an RSA key")
+    if "use" in jwk and jwk["use"] != "sig":
+        raise MalformedToken("key not for signatures")
+    ops = jwk.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        raise MalformedToken("key not for verification")
+    if "alg" in jwk and jwk["alg"] != ALGORITHM:
+        raise MalformedToken("key for another algorithm")
+    n = int.from_bytes(b64url_decode(str(jwk["n"])), "big")
+    e = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
+    key = rsa.RSAPublicNumbers(e, n).public_key()
+    if key.key_size < _MIN_RSA_BITS:
+        raise MalformedToken("key too small")
+    return key
 
 
 @dataclass(frozen=True)
@@ -119,74 +277,76 @@ class AccessTokens:
     @staticmethod
     def peek_audience(token: str) -> str | None:
         """The unverified `aud` of a JWS, to choose which audience to pin; None if unreadable."""
-        if len(token) > MAX_TOKEN_LENGTH or not _JWS_SHAPE.match(token):
-            return None
         try:
-            aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+            aud = parse_json_object(decode_compact(token).payload).get("aud")
         except Exception:  # hostile input: simply not one of ours
             return None
         return aud if isinstance(aud, str) else None
 
     def _verify(self, token: str, ring: KeyRing, now: datetime, audience: str) -> AccessClaims:
-        if len(token) > MAX_TOKEN_LENGTH or not _JWS_SHAPE.match(token):
-            raise InvalidToken()
-        header = jwt.get_unverified_header(token)
+        # The header is read (strictly) before the signature only to pick the key; nothing in
+        # it is trusted until the signature over it verifies.
+        header = decode_compact(token).header
         if set(header) - _ALLOWED_HEADER or header.get("alg") != ALGORITHM:
+            # jwk/jku/x5u/x5c/crit and friends are refused, never followed (RFC 8725 3.10).
             raise InvalidToken()
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in (
-            ACCESS_TOKEN_TYPE,
-            "application/" + ACCESS_TOKEN_TYPE,
-        ):
+        # RFC 9068 section 4 / RFC 8725 section 3.11: explicit typing keeps other JWTs out.
+        if not isinstance(typ, str) or typ.lower() not in _ACCESS_TYPES:
             raise InvalidToken()
         kid = header.get("kid")
-        if not isinstance(kid, str):
+        if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
             raise InvalidToken()
         key = ring.verification_key(kid, now)
         if key is None:
             raise InvalidToken()
-        payload: dict[str, Any] = jwt.decode(
-            token,
-            key.public,
-            algorithms=[ALGORITHM],
-            audience=audience,
-            issuer=self.issuer,
-            leeway=self.leeway,
-            options={
-                "require": _REQUIRED_CLAIMS,
-                "verify_signature": True,
-                "strict_aud": True,
-                # Times are checked below against our clock, which tests move; PyJWT would
-                # use the wall clock.
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
-        )
-        ts = now.timestamp()
-        exp, nbf, iat = payload["exp"], payload["nbf"], payload["iat"]
-        for value in (exp, nbf, iat):
-            if isinstance(value, bool) or not isinstance(value, int | float):
+        payload = parse_json_object(verify_jws_signature(token, key.public).payload)
+        return self._claims(payload, now, audience)
+
+    def _claims(self, payload: dict[str, Any], now: datetime, audience: str) -> AccessClaims:
+        for name in _REQUIRED_CLAIMS:
+            if name not in payload:
                 raise InvalidToken()
+        # Exact matches only: no prefix, suffix, case folding or audience arrays (we never
+        # issue arrays, so one here is not ours).
+        if payload["iss"] != self.issuer or payload["aud"] != audience:
+            raise InvalidToken()
+        exp, nbf, iat = (_numeric_date(payload[n]) for n in ("exp", "nbf", "iat"))
+        ts = now.timestamp()
         if exp <= ts - self.leeway or nbf > ts + self.leeway or iat > ts + self.leeway:
             raise InvalidToken()
+        if iat > exp:
+            raise InvalidToken()
+        sub, sid, jti = payload["sub"], payload["sid"], payload["jti"]
+        for value in (sub, sid, jti):
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+                raise InvalidToken()
         roles = payload.get("roles", [])
         scope = payload.get("scope", "")
-        strings = (payload["sub"], payload["sid"], payload["jti"], scope)
-        if not all(isinstance(v, str) for v in strings):
+        client_id = payload.get("client_id", "")
+        if not isinstance(scope, str) or not isinstance(client_id, str):
             raise InvalidToken()
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidToken()
         return AccessClaims(
-            sub=payload["sub"],
-            sid=payload["sid"],
-            jti=payload["jti"],
+            sub=sub,
+            sid=sid,
+            jti=jti,
             roles=roles,
             scope=scope,
-            client_id=str(payload.get("client_id", "")),
+            client_id=client_id,
             issued_at=int(iat),
             expires_at=int(exp),
         )
+
+
+def _numeric_date(value: object) -> float:
+    """RFC 7519 section 2 NumericDate: a JSON number (not a string, bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken()
+    if not math.isfinite(value) or abs(value) > 1e11:
+        raise InvalidToken()
+    return float(value)
 
 
 class RefreshTokens:

@@ -23,6 +23,7 @@ from authsvc.errors import (
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
 from authsvc.services.keys import KeyService
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
 from authsvc.store.models import RefreshToken, Session, User
@@ -67,7 +68,9 @@ class AuthService:
         passwords: PasswordHasher,
         access: AccessTokens,
         refresh_tokens: RefreshTokens,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.limiter = limiter or RateLimiter.disabled(settings)
         self.settings = settings
         self.database = database
         self.keys = keys
@@ -78,6 +81,32 @@ class AuthService:
     # -- login -------------------------------------------------------------------------------
 
     async def login(
+        self,
+        db: AsyncSession,
+        username: str,
+        password: str,
+        now: datetime,
+        client: ClientInfo,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+    ) -> TokenPair:
+        """Rate limits (per address, per name, backoff after failures), then _login."""
+        await self.limiter.check_address("login", client.ip, now)
+        async with self.limiter.login_attempt(username, now):
+            return await self._login(
+                db,
+                username,
+                password,
+                now,
+                client,
+                client_id=client_id,
+                audience=audience,
+                scope=scope,
+            )
+
+    async def _login(
         self,
         db: AsyncSession,
         username: str,
@@ -109,8 +138,10 @@ class AuthService:
                 found = await UserRepository(reader).by_username(name)
                 if found is not None:
                     stored_hash = found.password_hash
-                    user_id = found.id
+                    user_id = found.id if found.is_active else None
         ok, new_hash = await self.passwords.verify(password, stored_hash)
+        # A disabled user fails here too, before any further work: a right password for a
+        # disabled account must not take measurably longer than a wrong one.
         if not ok or user_id is None:
             raise InvalidCredentials()
         user = await UserRepository(db).by_id(user_id)
@@ -149,6 +180,23 @@ class AuthService:
     # -- refresh -----------------------------------------------------------------------------
 
     async def refresh(
+        self,
+        db: AsyncSession,
+        token: str,
+        now: datetime,
+        client: ClientInfo | None = None,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+    ) -> TokenPair:
+        """Rate limit per address, then _refresh."""
+        await self.limiter.check_address("refresh", client.ip if client else None, now)
+        return await self._refresh(
+            db, token, now, client_id=client_id, audience=audience, scope=scope
+        )
+
+    async def _refresh(
         self,
         db: AsyncSession,
         token: str,
@@ -238,10 +286,11 @@ class AuthService:
         ring = await self.keys.ring_at(db, now)
         claims = self.access.verify(token, ring, now)
         try:
-            sid = uuid.UUID(claims.sid)
+            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
         except ValueError as exc:
             raise InvalidToken() from exc
-        if not await SessionRepository(db).access_allowed(sid, claims.jti, now):
+        # The session must be the subject's: logout acts on `sub`'s sessions.
+        if not await SessionRepository(db).access_allowed(sid, claims.jti, now, user_id=sub):
             raise InvalidToken()
         return claims
 

@@ -21,7 +21,9 @@ from authsvc.errors import InvalidRequest
 from authsvc.store.revocations import JTI, RevocationEventRepository
 
 PAGE_SIZE = 1000
-_CURSOR = re.compile(r"^c([0-9]{1,19})$")
+# 18 digits keep every cursor below 2**63; the API publishes this pattern in its schema.
+CURSOR_PATTERN = r"^c[0-9]{1,18}$"
+_CURSOR = re.compile(r"^c([0-9]{1,18})$")
 
 
 @dataclass(frozen=True)

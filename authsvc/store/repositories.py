@@ -102,14 +102,19 @@ class SessionRepository:
         )
         return list(result.scalars().all())
 
-    async def access_allowed(self, session_id: uuid.UUID, jti: str, now: datetime) -> bool:
-        """One round trip: the session is live, its user active, and the jti not denied."""
+    async def access_allowed(
+        self, session_id: uuid.UUID, jti: str, now: datetime, user_id: uuid.UUID | None = None
+    ) -> bool:
+        """One round trip: the session is live (and the user's, if given), its user active,
+        and the jti not denied."""
         denied = exists().where(DeniedAccessToken.jti == jti)
+        owner = [Session.user_id == user_id] if user_id is not None else []
         result = await self.db.execute(
             select(Session.id)
             .join(User, User.id == Session.user_id)
             .where(
                 Session.id == session_id,
+                *owner,
                 Session.revoked_at.is_(None),
                 Session.expires_at > now,
                 User.is_active.is_(True),

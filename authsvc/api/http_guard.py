@@ -1,0 +1,68 @@
+"""Response headers every answer carries, and a cap on request header size (pure ASGI).
+
+- Security headers (OWASP Secure Headers): `X-Content-Type-Options: nosniff`,
+  `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, and on everything but the
+  interactive docs a Content-Security-Policy that allows nothing (`default-src 'none';
+  frame-ancestors 'none'`): authsvc serves JSON, never pages.
+- `Cache-Control: no-store` and `Pragma: no-cache` on every response that did not choose its
+  own caching (the JWKS does), so no response that carries a token can ever be cached
+  (RFC 6749 section 5.1), whichever endpoint it comes from.
+- Request headers larger than `max_header_bytes` in total get 431 before any routing. uvicorn's
+  h11 parser has its own limit (`authsvc serve` sets it to the same value); this one also holds
+  behind any server or parser.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authsvc.errors import error_response
+
+CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# The development-only example SPA (AUTHSVC_SPA_DIR, mounted at /spa) is a page: it may load its
+# own script and call the API on its own origin, nothing else.
+SPA_CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+_DOCS_PATHS = ("/docs", "/redoc")
+_SPA_PATH = "/spa"
+_ALWAYS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class HttpGuard:
+    def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        docs = path.startswith(_DOCS_PATHS)
+        csp = SPA_CSP if path == _SPA_PATH or path.startswith(_SPA_PATH + "/") else CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _ALWAYS.items():
+                    headers.setdefault(name, value)
+                if not docs:
+                    headers.setdefault("Content-Security-Policy", csp)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+                if headers["cache-control"] == "no-store":
+                    headers.setdefault("Pragma", "no-cache")
+            await send(message)
+
+        size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+        if size > self.max_header_bytes:
+            response = error_response(
+                431, "headers_too_large", "The request headers are too large."
+            )
+            await response(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)

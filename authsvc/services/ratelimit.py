@@ -1,0 +1,305 @@
+"""Rate limits and login backoff, in process memory or shared through Redis.
+
+Three rules guard password guessing and token-endpoint abuse:
+
+- a fixed-window request count per client address, per endpoint (login, refresh);
+- a fixed-window count of login attempts per username, whatever the address;
+- per-username exponential backoff: after `free` consecutive failures each further failure
+  blocks the name for base * 2^k seconds, capped at `max` (so an attacker can slow a real
+  user down but never lock them out for longer than that); a success clears it, and failures
+  are forgotten after `memory` seconds without one.
+
+Keys are SHA-256 digests of the name or address (no personal data in Redis, bounded size).
+Times come from the app clock so tests move it; Redis TTLs only collect garbage. Redis state is
+changed by Lua scripts, each atomic, so several processes share one consistent view. If Redis
+is unreachable the limiter fails open (logs a warning): throttling is a defence layer and must
+not take logins down with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from authsvc.config import Settings
+from authsvc.errors import InvalidCredentials, RateLimited, ServiceUnavailable
+from authsvc.services.users import normalize_username
+
+log = logging.getLogger("authsvc.ratelimit")
+
+
+@dataclass(frozen=True)
+class Limits:
+    window: float
+    login_per_ip: int
+    refresh_per_ip: int
+    login_per_username: int
+    backoff_free_failures: int
+    backoff_base: float
+    backoff_max: float
+    failure_memory: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            window=settings.rate_limit_window_seconds,
+            login_per_ip=settings.rate_limit_login_per_ip,
+            refresh_per_ip=settings.rate_limit_refresh_per_ip,
+            login_per_username=settings.rate_limit_login_per_username,
+            backoff_free_failures=settings.login_backoff_free_failures,
+            backoff_base=settings.login_backoff_base_seconds,
+            backoff_max=settings.login_backoff_max_seconds,
+            failure_memory=settings.login_failure_memory_seconds,
+        )
+
+    def backoff(self, failures: int) -> float:
+        """Seconds a name is blocked after its `failures`-th consecutive failure."""
+        extra = failures - self.backoff_free_failures
+        if extra <= 0:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_base * 2 ** min(extra - 1, 30)))
+
+
+class Backend(Protocol):
+    async def hit(self, key: str, limit: int, window: float, now: float) -> float:
+        """Count one request; seconds to wait if this one is over the limit, else 0."""
+
+    async def blocked(self, key: str, now: float) -> float:
+        """Seconds the name is still blocked for (0: not blocked)."""
+
+    async def failed(self, key: str, limits: Limits, now: float) -> None: ...
+
+    async def succeeded(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """One process's state. Every method runs without awaiting, so each is atomic."""
+
+    _SWEEP_ABOVE = 10_000
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (window end, count)
+        self._failures: dict[str, tuple[int, float, float]] = {}  # key -> (n, last, until)
+
+    async def hit(self, key: str, limit: int, window: float, now: float) -> float:
+        end, count = self._windows.get(key, (0.0, 0))
+        if now >= end:
+            end, count = now + window, 0
+        count += 1
+        self._windows[key] = (end, count)
+        if len(self._windows) > self._SWEEP_ABOVE:
+            self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
+        return end - now if count > limit else 0.0
+
+    async def blocked(self, key: str, now: float) -> float:
+        entry = self._failures.get(key)
+        return max(0.0, entry[2] - now) if entry else 0.0
+
+    async def failed(self, key: str, limits: Limits, now: float) -> None:
+        n, last, _ = self._failures.get(key, (0, now, 0.0))
+        if now - last > limits.failure_memory:
+            n = 0
+        n += 1
+        self._failures[key] = (n, now, now + limits.backoff(n))
+        if len(self._failures) > self._SWEEP_ABOVE:
+            memory = limits.failure_memory
+            self._failures = {
+                k: v for k, v in self._failures.items() if now - v[1] <= memory or v[2] > now
+            }
+
+    async def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    async def close(self) -> None:
+        self._windows.clear()
+        self._failures.clear()
+
+
+# Times are passed in milliseconds as integers; the scripts never read the Redis clock.
+_HIT = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'e', 'c')
+local finish, count = tonumber(state[1]), tonumber(state[2])
+if not finish or now >= finish then
+  finish, count = now + window, 0
+end
+count = count + 1
+redis.call('HSET', KEYS[1], 'e', finish, 'c', count)
+redis.call('PEXPIRE', KEYS[1], math.max(finish - now, 1) + 60000)
+if count > limit then return finish - now end
+return 0
+"""
+
+_BLOCKED = """
+local untill = tonumber(redis.call('HGET', KEYS[1], 'u'))
+if untill and untill > tonumber(ARGV[1]) then return untill - tonumber(ARGV[1]) end
+return 0
+"""
+
+_FAILED = """
+local now, memory = tonumber(ARGV[1]), tonumber(ARGV[2])
+local free, base, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'n', 'l')
+local n, last = tonumber(state[1]) or 0, tonumber(state[2]) or now
+if now - last > memory then n = 0 end
+n = n + 1
+local untill = now
+if n > free then
+  untill = now + math.min(cap, base * 2 ^ math.min(n - free - 1, 30))
+end
+redis.call('HSET', KEYS[1], 'n', n, 'l', now, 'u', untill)
+redis.call('PEXPIRE', KEYS[1], memory + (untill - now) + 60000)
+return n
+"""
+
+
+def _ms(seconds: float) -> int:
+    return math.ceil(seconds * 1000)
+
+
+class RedisBackend:
+    """State shared by every process that uses the same Redis and key prefix."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        from redis.asyncio import Redis
+
+        self.prefix = prefix
+        self.redis = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._hit = self.redis.register_script(_HIT)
+        self._blocked = self.redis.register_script(_BLOCKED)
+        self._failed = self.redis.register_script(_FAILED)
+
+    async def hit(self, key: str, limit: int, window: float, now: float) -> float:
+        wait = await self._hit(keys=[self.prefix + key], args=[_ms(now), _ms(window), limit])
+        return int(wait) / 1000
+
+    async def blocked(self, key: str, now: float) -> float:
+        return int(await self._blocked(keys=[self.prefix + key], args=[_ms(now)])) / 1000
+
+    async def failed(self, key: str, limits: Limits, now: float) -> None:
+        await self._failed(
+            keys=[self.prefix + key],
+            args=[
+                _ms(now),
+                _ms(limits.failure_memory),
+                limits.backoff_free_failures,
+                _ms(limits.backoff_base),
+                _ms(limits.backoff_max),
+            ],
+        )
+
+    async def succeeded(self, key: str) -> None:
+        await self.redis.delete(self.prefix + key)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _digest(kind: str, value: str) -> str:
+    return kind + ":" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def address_key(ip: str | None) -> str:
+    """IPv6 clients are counted per /64: one subscriber usually holds a whole /64."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def username_key(username: str) -> str:
+    """The normalised name (RFC 8265), so case and width variants share one budget."""
+    try:
+        return normalize_username(username)
+    except Exception:
+        return username.casefold()[:1024]
+
+
+class RateLimiter:
+    """The rules above, over one backend. Disabled, every check passes without I/O."""
+
+    def __init__(self, limits: Limits, backend: Backend | None) -> None:
+        self.limits = limits
+        self.backend = backend
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimiter:
+        limits = Limits.from_settings(settings)
+        if not settings.rate_limit_enabled:
+            return cls(limits, None)
+        if settings.redis_url:
+            return cls(limits, RedisBackend(settings.redis_url, settings.rate_limit_key_prefix))
+        return cls(limits, MemoryBackend())
+
+    @classmethod
+    def disabled(cls, settings: Settings) -> RateLimiter:
+        return cls(Limits.from_settings(settings), None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    async def close(self) -> None:
+        if self.backend is not None:
+            await self.backend.close()
+
+    async def check_address(self, endpoint: str, ip: str | None, now: datetime) -> None:
+        """Count a request to `endpoint` (login, refresh) from this address; 429 when over."""
+        limit = self.limits.login_per_ip if endpoint == "login" else self.limits.refresh_per_ip
+        await self._hit(_digest(f"ip:{endpoint}", address_key(ip)), limit, now)
+
+    @asynccontextmanager
+    async def login_attempt(self, username: str, now: datetime) -> AsyncIterator[None]:
+        """Wrap one password check for `username`: refuse it while the name is throttled,
+        record its failure (InvalidCredentials) or clear the record on success."""
+        if self.backend is None:
+            yield
+            return
+        backend = self.backend
+        ts = now.timestamp()
+        name = username_key(username)
+        key = _digest("fail", name)
+        wait = await self._guard(backend.blocked(key, ts))
+        if wait > 0:
+            raise RateLimited(math.ceil(wait))
+        await self._hit(_digest("user", name), self.limits.login_per_username, now)
+        try:
+            yield
+        except InvalidCredentials:
+            await self._guard(backend.failed(key, self.limits, ts))
+            raise
+        await self._guard(backend.succeeded(key))
+
+    async def _hit(self, key: str, limit: int, now: datetime) -> None:
+        if self.backend is None:
+            return
+        wait = await self._guard(self.backend.hit(key, limit, self.limits.window, now.timestamp()))
+        if wait > 0:
+            raise RateLimited(math.ceil(wait))
+
+    @staticmethod
+    async def _guard(operation: Awaitable[float | None]) -> float:
+        try:
+            result = await operation
+        except (RateLimited, ServiceUnavailable):
+            raise
+        except Exception as exc:  # Redis down: fail open, loudly
+            log.warning("rate limiter unavailable (%s); allowing the request", type(exc).__name__)
+            return 0.0
+        return float(result or 0.0)

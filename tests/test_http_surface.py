@@ -1,0 +1,193 @@
+"""The HTTP surface: security and cache headers on every response, CORS, header size limit and
+Authorization parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from authsvc.api.http_guard import CSP
+from authsvc.app import create_app
+from authsvc.config import ConfigError, load_settings
+from tests.conftest import PASSWORD, Harness
+
+pytestmark = pytest.mark.anyio
+
+SECURITY = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+def assert_security_headers(response: httpx.Response, csp: bool = True) -> None:
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value, (response.request.url, name)
+    if csp:
+        assert response.headers.get("content-security-policy") == CSP
+    else:
+        assert "content-security-policy" not in response.headers
+
+
+def assert_no_store(response: httpx.Response) -> None:
+    assert response.headers.get("cache-control") == "no-store", response.request.url
+    assert response.headers.get("pragma") == "no-cache", response.request.url
+
+
+async def test_every_response_carries_security_and_no_store_headers(harness: Harness) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    client = harness.client
+    responses = [
+        await client.post("/auth/login", json={"username": "alice", "password": PASSWORD}),
+        await client.post("/auth/login", json={"username": "alice", "password": "wrong one!"}),
+        await client.post("/auth/login", json={"username": 1}),
+        await client.post("/auth/login", content=b"x" * 100_000),
+        await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+        await client.post("/auth/refresh", json={"refresh_token": "rt_nope"}),
+        await client.get("/auth/me", headers=bearer),
+        await client.get("/auth/me"),
+        await client.get("/healthz"),
+        await client.get("/readyz"),
+        await client.get("/openapi.json"),
+        await client.get("/nope"),
+        await client.put("/auth/login"),
+        await client.post("/auth/logout", headers=bearer),
+    ]
+    for response in responses:
+        assert response.status_code < 500, response.text
+        assert_security_headers(response)
+        assert_no_store(response)
+
+
+async def test_token_responses_are_never_cached(harness: Harness) -> None:
+    """RFC 6749 section 5.1, on every response that carries a token, including grace retries."""
+    await harness.create_user()
+    login = await harness.client.post(
+        "/auth/login", json={"username": "alice", "password": PASSWORD}
+    )
+    first = login.json()["refresh_token"]
+    rotated = await harness.refresh(first)
+    retried = await harness.refresh(first)  # honest retry inside the grace window
+    assert retried.status_code == 200
+    for response in (login, rotated, retried):
+        assert "refresh_token" in response.json()
+        assert_no_store(response)
+
+
+async def test_jwks_keeps_its_own_caching(harness: Harness) -> None:
+    response = await harness.client.get("/.well-known/jwks.json")
+    assert response.headers["cache-control"].startswith("public, max-age=")
+    assert "pragma" not in response.headers
+    assert_security_headers(response)
+
+
+async def test_docs_have_no_restrictive_csp(harness: Harness) -> None:
+    response = await harness.client.get("/docs")
+    assert response.status_code == 200
+    assert_security_headers(response, csp=False)
+
+
+async def test_cors_is_off_by_default(harness: Harness) -> None:
+    origin = {"Origin": "https://app.example"}
+    response = await harness.client.get("/healthz", headers=origin)
+    assert "access-control-allow-origin" not in response.headers
+    preflight = await harness.client.options(
+        "/auth/login", headers={**origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"cors_origins": "https://app.example, https://admin.example/"}]
+)
+async def test_cors_allows_only_listed_origins(harness: Harness) -> None:
+    for origin in ("https://app.example", "https://admin.example"):
+        preflight = await harness.client.options(
+            "/auth/login",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        assert "access-control-allow-credentials" not in preflight.headers
+    response = await harness.client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = await harness.client.options(
+        "/auth/login",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_wildcard_origin_with_credentials_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        load_settings(cors_origins="*", cors_allow_credentials=True)
+
+
+async def test_oversized_request_headers_get_431(harness: Harness) -> None:
+    limit = harness.state.settings.max_header_bytes
+    response = await harness.client.get("/healthz", headers={"X-Junk": "a" * limit})
+    assert response.status_code == 431
+    assert response.json()["error"] == "headers_too_large"
+    assert_security_headers(response)
+    # Many small headers add up too.
+    many = {f"X-H{i}": "v" * 100 for i in range(limit // 100)}
+    assert (await harness.client.get("/healthz", headers=many)).status_code == 431
+    assert (await harness.client.get("/healthz", headers={"X-Ok": "a" * 1000})).status_code == 200
+
+
+AUTHORIZATION_CASES = [
+    ("Bearer {t}", 200),
+    ("bearer {t}", 200),
+    ("BEARER {t}", 200),
+    ("Bearer  {t}", 200),
+    ("Bearer {t} ", 200),
+    ("Basic {t}", 401),
+    ("Token {t}", 401),
+    ("Bearer", 401),
+    ("Bearer ", 401),
+    ("Bearer{t}", 401),
+    ("Bearer\t{t}", 401),
+    ("Bearer {t} {t}", 401),
+    ("Bearer {t},Bearer {t}", 401),
+    ("{t}", 401),
+    ("", 401),
+    ("Bearer {t}=", 401),
+    ('Bearer "{t}"', 401),
+]
+
+
+async def test_authorization_accepts_only_bearer_token(harness: Harness) -> None:
+    """RFC 6750 section 2.1: `Bearer <token>`, the scheme case-insensitive; anything else 401."""
+    await harness.create_user()
+    token = (await harness.login())["access_token"]
+    wrong = []
+    for template, status in AUTHORIZATION_CASES:
+        response = await harness.client.get(
+            "/auth/me", headers={"Authorization": template.format(t=token)}
+        )
+        if response.status_code != status:
+            wrong.append(f"{template!r}: {response.status_code}")
+        elif status == 401 and (
+            response.json()["error"] != "invalid_token"
+            or not response.headers["www-authenticate"].startswith("Bearer")
+        ):
+            wrong.append(f"{template!r}: {response.json()} {response.headers}")
+    assert not wrong, wrong
+
+
+async def test_missing_authorization_gets_a_bare_challenge(harness: Harness) -> None:
+    response = await harness.client.get("/auth/me")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="authsvc"'
+
+
+async def test_header_limit_is_a_setting(settings: Any) -> None:
+    app = create_app(settings.model_copy(update={"max_header_bytes": 2048}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/healthz", headers={"X-Junk": "a" * 2100})
+    assert response.status_code == 431
