@@ -9,16 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from authsvc import __version__
-from authsvc.api import auth, health, well_known
+from authsvc.api import auth, health, metrics, well_known
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings, load_settings
 from authsvc.errors import install_error_handlers
+from authsvc.observability.metrics import Metrics, key_age_seconds
+from authsvc.observability.requests import RequestObserver
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.secrets import load_secrets
 from authsvc.security.tokens import AccessTokens, RefreshTokens
 from authsvc.services.auth import AuthService
+from authsvc.services.housekeeping import Housekeeper
 from authsvc.services.keys import KeyService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database, upgrade_async
@@ -43,14 +46,30 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    metrics = Metrics()
+    clock = clock or SystemClock()
+    metrics.watch_state(lambda: _state_gauges(database, keys, clock))
     return AppState(
         settings=settings,
-        clock=clock or SystemClock(),
+        clock=clock,
         database=database,
         keys=keys,
-        auth=AuthService(settings, database, keys, passwords, access, refresh),
+        auth=AuthService(settings, database, keys, passwords, access, refresh, metrics),
         users=UserService(settings, passwords),
+        metrics=metrics,
     )
+
+
+def _state_gauges(database: Database, keys: KeyService, clock: Clock) -> dict[str, float | None]:
+    now = clock.now()
+    active = keys.ring.signing_key(now)
+    values: dict[str, float | None] = {
+        "authsvc_signing_key_age_seconds": key_age_seconds(
+            active.created_at if active else None, now
+        )
+    }
+    values.update(database.pool_usage())
+    return values
 
 
 async def start(state: AppState) -> None:
@@ -67,9 +86,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await start(state)
+        housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
+        housekeeper.start()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await state.database.dispose()
 
     app = FastAPI(
@@ -83,5 +105,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(auth.router)
     app.include_router(well_known.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Added last, so outermost: it sees every answer, the body-size 413 included.
+    app.add_middleware(RequestObserver, metrics=state.metrics)
     return app

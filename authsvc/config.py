@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     rate_limit_enabled: bool = True
 
+    # Observability and housekeeping (README: "Metrics", "Logs", "Housekeeping").
+    log_format: Literal["json", "text"] | None = None
+    metrics_token: SecretStr | None = None
+    prune_interval: int = Field(3600, ge=0)
+    prune_batch: int = Field(1000, ge=1)
+    key_rotation_interval: int = Field(0, ge=0)
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
@@ -84,6 +91,13 @@ class Settings(BaseSettings):
     def publish_ahead(self) -> int:
         """Seconds a new key is published before it signs: caches must see it first."""
         return self.jwks_max_age if self.key_publish_ahead is None else self.key_publish_ahead
+
+    @property
+    def resolved_log_format(self) -> str:
+        """JSON lines in production (for log shippers), readable text in development."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "text"
 
     @property
     def resolved_database_url(self) -> str:

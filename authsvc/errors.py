@@ -7,7 +7,8 @@ for humans and never say which of several secret checks failed.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("authsvc.errors")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+# A write that records the failure itself (an audit row for a failed login), given the request's
+# session after everything else the request wrote was rolled back.
+FailureWrite = Callable[[Any], Awaitable[None]]
 
 
 class AuthError(Exception):
@@ -32,6 +37,7 @@ class AuthError(Exception):
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
         self.message = message or self.default_message
         self.headers = dict(headers or {})
+        self.failure_writes: list[FailureWrite] = []
         super().__init__(self.message)
 
 

@@ -44,9 +44,9 @@ async def login(
 
 @router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
 async def refresh(
-    body: RefreshRequest, state: State, db: WriteDB, now: Now, response: Response
+    body: RefreshRequest, state: State, db: WriteDB, now: Now, client: Client, response: Response
 ) -> TokenResponse:
-    pair = await state.auth.refresh(db, body.refresh_token, now)
+    pair = await state.auth.refresh(db, body.refresh_token, now, client)
     _no_store(response)
     return TokenResponse.of(pair)
 
@@ -57,11 +57,17 @@ async def logout(
     db: WriteDB,
     now: Now,
     bearer: OptionalBearer,
+    client: Client,
     body: LogoutRequest | None = None,
 ) -> Response:
     body = body or LogoutRequest()
     await state.auth.logout(
-        db, now, access_token=bearer, refresh_token=body.refresh_token, scope=body.scope
+        db,
+        now,
+        access_token=bearer,
+        refresh_token=body.refresh_token,
+        scope=body.scope,
+        client=client,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 

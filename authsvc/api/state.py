@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
+from authsvc.observability.metrics import Metrics
 from authsvc.services.auth import AuthService
 from authsvc.services.keys import KeyService
 from authsvc.services.users import UserService
@@ -20,3 +21,4 @@ class AppState:
     keys: KeyService
     auth: AuthService
     users: UserService
+    metrics: Metrics = field(default_factory=Metrics)

@@ -19,8 +19,10 @@ from authsvc.errors import (
     RefreshTokenReused,
     ServiceUnavailable,
 )
+from authsvc.observability.metrics import Metrics
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
+from authsvc.services import audit
 from authsvc.services.keys import KeyService
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
@@ -65,6 +67,7 @@ class AuthService:
         passwords: PasswordHasher,
         access: AccessTokens,
         refresh_tokens: RefreshTokens,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -72,6 +75,7 @@ class AuthService:
         self.passwords = passwords
         self.access = access
         self.refresh_tokens = refresh_tokens
+        self.metrics = metrics or Metrics()
 
     # -- login -------------------------------------------------------------------------------
 
@@ -98,10 +102,12 @@ class AuthService:
                     user_id = found.id
         ok, new_hash = await self.passwords.verify(password, stored_hash)
         if not ok or user_id is None:
-            raise InvalidCredentials()
+            raise self._login_failed(
+                now, client, user_id, name, "bad_password" if user_id else "unknown_user"
+            )
         user = await UserRepository(db).by_id(user_id)
         if user is None or not user.is_active:
-            raise InvalidCredentials()
+            raise self._login_failed(now, client, user_id, name, "disabled")
         if new_hash is not None and user.password_hash == stored_hash:
             user.password_hash = new_hash
             user.updated_at = now
@@ -126,11 +132,57 @@ class AuthService:
                 expires_at=expires_at,
             )
         )
-        return await self._pair(db, user, session.id, token, expires_at, now)
+        await audit.record(
+            db,
+            now,
+            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, client.ip),
+        )
+        pair = await self._pair(db, user, session.id, token, expires_at, now)
+        self.metrics.login("success")
+        return pair
+
+    def _login_failed(
+        self,
+        now: datetime,
+        client: ClientInfo,
+        user_id: uuid.UUID | None,
+        name: str | None,
+        reason: str,
+    ) -> InvalidCredentials:
+        """The client learns nothing; the audit trail (committed alone) learns the reason."""
+        self.metrics.login("failure")
+        error = InvalidCredentials()
+        entry = audit.Entry(
+            audit.LOGIN_FAILED,
+            user_id=user_id,
+            # An unknown name is not kept: it is often a password typed in the wrong field.
+            username=name if user_id is not None else None,
+            ip=client.ip,
+            details={"reason": reason},
+        )
+        error.failure_writes.append(audit.writer(now, entry))
+        return error
 
     # -- refresh -----------------------------------------------------------------------------
 
-    async def refresh(self, db: AsyncSession, token: str, now: datetime) -> TokenPair:
+    async def refresh(
+        self, db: AsyncSession, token: str, now: datetime, client: ClientInfo | None = None
+    ) -> TokenPair:
+        """Rotate a refresh token; counts each outcome (see `_rotate`)."""
+        try:
+            pair, outcome = await self._rotate(db, token, now, client or ClientInfo())
+        except RefreshTokenReused:
+            self.metrics.refresh("reuse_revoked")
+            raise
+        except InvalidRefreshToken:
+            self.metrics.refresh("invalid")
+            raise
+        self.metrics.refresh(outcome)
+        return pair
+
+    async def _rotate(
+        self, db: AsyncSession, token: str, now: datetime, client: ClientInfo
+    ) -> tuple[TokenPair, str]:
         """Rotate a refresh token (one-time use), with reuse detection and a grace window.
 
         - first use: mark used (compare-and-set), issue its successor;
@@ -171,7 +223,7 @@ class AuthService:
                 )
             )
             await sessions.touch(session.id, now)
-            return await self._pair(db, user, session.id, successor, expires_at, now)
+            return await self._pair(db, user, session.id, successor, expires_at, now), "rotated"
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
         # request whose commit we waited for). Re-read what that use left behind.
@@ -187,8 +239,27 @@ class AuthService:
             and child.expires_at > now
             and await sessions.is_live(session.id, now)
         ):
-            return await self._pair(db, user, session.id, successor, child.expires_at, now)
+            pair = await self._pair(db, user, session.id, successor, child.expires_at, now)
+            return pair, "grace_retry"
         await sessions.revoke([session.id], now, "refresh_token_reused")
+        # Committed with the revocation (persist_writes): who logged in from where, and who
+        # presented the spent token from where.
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.REFRESH_REUSE_DETECTED,
+                user.id,
+                user.username,
+                session.id,
+                client.ip,
+                details={
+                    "session_ip": session.client_ip,
+                    "reused_from_ip": client.ip,
+                    "token_first_used_at": used_at.isoformat() if used_at else None,
+                },
+            ),
+        )
         raise RefreshTokenReused()
 
     # -- access tokens -----------------------------------------------------------------------
@@ -225,6 +296,7 @@ class AuthService:
         access_token: str | None,
         refresh_token: str | None,
         scope: LogoutScope = "local",
+        client: ClientInfo | None = None,
     ) -> None:
         """Revoke the caller's session (local), their other sessions (others) or all (global).
 
@@ -268,7 +340,18 @@ class AuthService:
         else:
             live = await sessions.live_ids_for_user(user_id, now)
             targets = [s for s in live if scope == "global" or s != session_id]
-        await sessions.revoke(targets, now, f"logout_{scope}")
+        revoked = await sessions.revoke(targets, now, f"logout_{scope}")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.LOGOUT,
+                user_id,
+                session_id=session_id,
+                ip=client.ip if client else None,
+                details={"scope": scope, "sessions_revoked": revoked},
+            ),
+        )
         if claims is not None and scope != "others":
             await DenylistRepository(db).add(
                 claims.jti,
