@@ -250,12 +250,17 @@ def keys_new_kek() -> None:
 
 
 @app.command()
-def prune(batch: Annotated[int, typer.Option(min=1)] = 1000) -> None:
+def prune(
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Rows per transaction [AUTHSVC_PRUNE_BATCH].")
+    ] = None,
+) -> None:
     """Delete expired denylist entries, refresh tokens, sessions and retired keys."""
     from authsvc.services.maintenance import prune as run_prune
 
     async def work(state: AppState) -> str:
-        report = await run_prune(state.database, state.keys, state.clock.now(), batch)
+        size = batch or state.settings.prune_batch
+        report = await run_prune(state.database, state.keys, state.clock.now(), size)
         return (
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
             f"sessions={report.sessions} signing_keys={report.signing_keys}"

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
                 raise ValueError("AUTHSVC_DATABASE_URL is required when AUTHSVC_ENV=production")
         return self
 
+    @model_validator(mode="after")
+    def _rotation_after_publish_ahead(self) -> Settings:
+        # Each key must get to sign before the next is published, or keys never activate.
+        if 0 < self.key_rotation_interval <= self.publish_ahead:
+            raise ValueError(
+                "AUTHSVC_KEY_ROTATION_INTERVAL must be 0 (off) or longer than the publish-ahead "
+                f"time ({self.publish_ahead} s)"
+            )
+        return self
+
     @property
     def publish_ahead(self) -> int:
         """Seconds a new key is published before it signs: caches must see it first."""

@@ -59,7 +59,17 @@ async def test_expired_sessions_are_pruned_in_the_background(harness: Harness) -
     await _eventually(pruned)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"key_rotation_interval": 10}])
+def test_rotation_interval_must_exceed_publish_ahead() -> None:
+    from authsvc.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="ROTATION_INTERVAL"):
+        load_settings(key_rotation_interval=60, key_publish_ahead=300)
+    assert load_settings(key_rotation_interval=86400).key_rotation_interval == 86400
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"key_rotation_interval": 10, "key_publish_ahead": 5}]
+)
 async def test_keys_rotate_on_schedule_in_the_background(harness: Harness) -> None:
     assert await _count(harness, SigningKey) == 1
     harness.clock.advance(11)

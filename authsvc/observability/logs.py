@@ -43,7 +43,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = _fields(record)
-        if "request_id" in fields and record.name != "authsvc.access":
+        if "request_id" in fields:
             line += f" request_id={fields['request_id']}"
         return line
 
