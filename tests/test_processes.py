@@ -294,7 +294,7 @@ def test_simultaneous_start_on_an_empty_database_migrates_once_and_makes_one_key
 def test_sigkill_during_refresh_traffic_loses_and_forks_nothing(
     cluster: Cluster, private_db: str
 ) -> None:
-    users = [f"user{i}" for i in range(4)]
+    users = [f"user{i}" for i in range(3)]
     _prepare(cluster, *users)
     env = {"AUTHSVC_REFRESH_REUSE_GRACE_SECONDS": "120"}
     base, proc = cluster.spawn(**env)
@@ -323,7 +323,7 @@ def test_sigkill_during_refresh_traffic_loses_and_forks_nothing(
     threads = [threading.Thread(target=client, args=(n,)) for n in users]
     for t in threads:
         t.start()
-    _until(lambda: sum(counts.values()) >= 40, 30)
+    _until(lambda: sum(counts.values()) >= 30, 30)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stop.set()
@@ -352,13 +352,13 @@ def test_sigkill_during_refresh_traffic_loses_and_forks_nothing(
         assert again.status_code == 200, (name, again.text)
         assert _refresh(base, again.json()["refresh_token"]).status_code == 200
     check_chains()
-    assert sum(counts.values()) >= 40
+    assert sum(counts.values()) >= 30
 
 
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
     # A deliberately expensive hash makes the login take about a second.
     slow = {
-        "AUTHSVC_ARGON2_TIME_COST": "8",
+        "AUTHSVC_ARGON2_TIME_COST": "6",
         "AUTHSVC_ARGON2_MEMORY_COST": "131072",
         "AUTHSVC_KEY_ENCRYPTION_KEY": TEST_KEK,
     }
