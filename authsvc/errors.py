@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -151,6 +151,12 @@ _HTTP_CODES = {
 }
 
 
+# SQLSTATEs that mean "slow or away, retry later": connection exceptions (08), insufficient
+# resources (53), operator intervention incl. statement timeout (57), lock timeout (55P03),
+# serialization failure and deadlock (40001, 40P01), idle-in-transaction timeout (25P03).
+_TRANSIENT_SQLSTATE = ("08", "53", "57", "55P03", "40001", "40P01", "25P03")
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -191,6 +197,14 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         return render(ServiceUnavailable())
 
+    async def on_dbapi(request: Request, exc: Exception) -> JSONResponse:
+        # asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain
+        # DBAPIErrors; they are the database being slow or away (503), not our bug (500).
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+        if sqlstate.startswith(_TRANSIENT_SQLSTATE):
+            return await on_database(request, exc)
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return render(AuthError())
@@ -201,6 +215,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, on_database)
     app.add_exception_handler(PoolTimeoutError, on_database)
     app.add_exception_handler(InterfaceError, on_database)
+    app.add_exception_handler(DBAPIError, on_dbapi)
     # asyncpg raises plain OSError / TimeoutError while connecting to an unreachable server.
     app.add_exception_handler(OSError, on_database)
     app.add_exception_handler(TimeoutError, on_database)

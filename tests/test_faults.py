@@ -124,3 +124,23 @@ async def test_slow_database_gives_bounded_503_and_nothing_half_written(
     again = await harness.refresh(tokens["refresh_token"])
     assert again.status_code == 200, again.text
     assert (await harness.refresh(again.json()["refresh_token"])).status_code == 200
+
+
+async def test_a_stuck_lock_gives_bounded_503_not_500(harness: Harness, postgres_url: str) -> None:
+    import asyncpg
+
+    await harness.create_user()
+    tokens = await harness.login()
+    # Another client of the database holds the token rows locked and does not let go.
+    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    holder = await asyncpg.connect(dsn)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT id FROM refresh_tokens FOR UPDATE")
+        refresh, elapsed = await _timed(harness.refresh(tokens["refresh_token"]))
+        _assert_unavailable(refresh, elapsed)
+        await transaction.rollback()
+    finally:
+        await holder.close()
+    assert (await harness.refresh(tokens["refresh_token"])).status_code == 200
