@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from authsvc.store.db import head_revision
@@ -34,6 +35,7 @@ from tests.test_cli import CLI, clean_env, cli, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 
 PASSWORD = "a long enough password"
+METRICS_TOKEN = "metrics-token-for-the-process-tests"
 
 
 @pytest.fixture
@@ -129,6 +131,7 @@ def _env(url: str, **extra: str) -> dict[str, str]:
         "AUTHSVC_RATE_LIMIT_ENABLED": "false",
         "AUTHSVC_LOG_FORMAT": "json",
         "AUTHSVC_DB_POOL_SIZE": "4",
+        "AUTHSVC_METRICS_TOKEN": METRICS_TOKEN,
         **extra,
     }
 
@@ -250,6 +253,20 @@ def test_two_processes_share_sessions_revocations_and_keys(
     )
     assert children == 1
     assert _refresh(b_base, successors.pop()).status_code == 200
+
+    # Each process counts its own refreshes; together they saw every outcome once per event.
+    totals: dict[str, float] = {}
+    for base in (a_base, b_base):
+        scraped = httpx.get(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+        assert scraped.status_code == 200
+        for family in text_string_to_metric_families(scraped.text):
+            for sample in family.samples:
+                if sample.name == "authsvc_refreshes_total":
+                    outcome = sample.labels["outcome"]
+                    totals[outcome] = totals.get(outcome, 0) + sample.value
+    assert totals == {"rotated": 4, "grace_retry": 7, "reuse_revoked": 1, "invalid": 1}
 
     # One JSON line per request from each process, and no secret in any line.
     cluster.stop_all()
