@@ -6,8 +6,14 @@ import json
 import logging
 
 import pytest
+from sqlalchemy import text
 
-from authsvc.observability.logs import JsonFormatter, TextFormatter, logging_config
+from authsvc.observability.logs import (
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    logging_config,
+)
 from tests.conftest import PASSWORD, TEST_KEK, Harness
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +85,27 @@ async def test_no_token_password_or_secret_reaches_the_logs(
         # Also no recognisable part of one (a JWT's signature, a refresh token's body).
         for fragment in {secret, secret[-20:]}:
             assert fragment not in output
+
+
+async def test_other_lines_written_during_a_request_carry_its_request_id(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    if harness.state.database.dialect != "sqlite":
+        pytest.skip("drops a table: only on the per-test SQLite copy")
+    caplog.set_level(logging.INFO, logger="authsvc")
+    caplog.handler.addFilter(RequestIdFilter())
+    await harness.create_user()
+    # A failed login whose audit row cannot be written logs an error; it names the request.
+    async with harness.state.database.transaction() as db:
+        await db.execute(text("DROP TABLE audit_events"))
+    response = await harness.client.post(
+        "/auth/login",
+        json={"username": "alice", "password": "wrong password"},
+        headers={"X-Request-ID": "req-42"},
+    )
+    assert response.status_code == 401
+    failures = [r for r in caplog.records if r.name == "authsvc.api"]
+    assert failures and all(getattr(r, "request_id", None) == "req-42" for r in failures)
 
 
 def test_log_format_defaults_to_text_in_development_and_json_in_production() -> None:

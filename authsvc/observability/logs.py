@@ -22,6 +22,19 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps every record written while a request is handled with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from authsvc.observability.requests import current_request_id
+
+        if not hasattr(record, "request_id"):
+            request_id = current_request_id.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -58,11 +71,13 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}, "access": {"()": formatter}},
+        "filters": {"request_id": {"()": "authsvc.observability.logs.RequestIdFilter"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
                 "stream": "ext://sys.stderr",
+                "filters": ["request_id"],
             }
         },
         "root": {"handlers": ["default"], "level": level},

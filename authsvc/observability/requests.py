@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Final
 
 from starlette.datastructures import MutableHeaders
@@ -16,6 +17,8 @@ from authsvc.observability.metrics import Metrics
 log = logging.getLogger("authsvc.access")
 
 REQUEST_ID_HEADER: Final = "x-request-id"
+# The id of the request being handled, for every log line written while handling it.
+current_request_id: ContextVar[str | None] = ContextVar("authsvc_request_id", default=None)
 # A caller's request id is kept when it is short and plain (it ends up in logs); else ours.
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
@@ -42,6 +45,7 @@ class RequestObserver:
         started = time.perf_counter()
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)
         status = 500
 
         async def observed_send(message: Message) -> None:
@@ -54,6 +58,7 @@ class RequestObserver:
         try:
             await self.app(scope, receive, observed_send)
         finally:
+            current_request_id.reset(token)
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             # The route template, not the path: bounded label values whatever clients send.
