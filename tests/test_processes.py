@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from authsvc.store.db import head_revision
 from tests import pg
 from tests.conftest import TEST_KEK
+from tests.proxy import TcpProxy
 from tests.test_cli import CLI, clean_env, cli, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
@@ -406,3 +407,25 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
             httpx.get(f"{base}/healthz", timeout=2)
     finally:
         c.stop_all()
+
+
+def test_a_server_process_rides_out_a_database_outage(cluster: Cluster, private_db: str) -> None:
+    _prepare(cluster, "alice")
+    url = make_url(private_db)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    try:
+        proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+        base = cluster.start(AUTHSVC_DATABASE_URL=proxied, AUTHSVC_DB_TIMEOUT_SECONDS="1")
+        tokens = _login(base)
+        proxy.cut("blackhole")
+        started = time.monotonic()
+        down = _refresh(base, tokens["refresh_token"])
+        assert down.status_code == 503 and down.headers["retry-after"]
+        assert httpx.get(f"{base}/readyz", timeout=30).status_code == 503
+        assert time.monotonic() - started < 10
+        proxy.restore()
+        _until(lambda: httpx.get(f"{base}/readyz", timeout=30).status_code == 200)
+        assert _refresh(base, tokens["refresh_token"]).status_code == 200
+    finally:
+        cluster.stop_all()
+        proxy.stop()
