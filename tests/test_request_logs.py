@@ -117,3 +117,13 @@ def test_log_format_defaults_to_text_in_development_and_json_in_production() -> 
     assert Settings(log_format="json").resolved_log_format == "json"
     config = logging_config("json", "info")
     assert config["formatters"]["default"]["()"].endswith("JsonFormatter")
+
+
+async def test_database_errors_never_show_bound_values(harness: Harness) -> None:
+    # Unexpected errors are logged with their message; it must not carry what was bound.
+    secret = "rt_" + "S" * 43
+    with pytest.raises(Exception) as caught:
+        async with harness.state.database.transaction() as db:
+            await db.execute(text("SELECT * FROM no_such_table WHERE x = :v"), {"v": secret})
+    assert secret not in str(caught.value)
+    assert "hidden due to hide_parameters" in str(caught.value)

@@ -56,11 +56,13 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         path = make_url(aurl).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(aurl, connect_args={"timeout": 30})
+        engine = create_async_engine(aurl, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         aurl,
+        # Errors (and so logs) never show bound values: digests, hashes, user data.
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeout,
