@@ -10,18 +10,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
-from authsvc.api import auth, discovery, health, oauth, revocations, sessions, well_known
+from authsvc.api import auth, discovery, health, metrics, oauth, revocations, sessions, well_known
 from authsvc.api.http_guard import HttpGuard
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings, load_settings
 from authsvc.errors import install_error_handlers
+from authsvc.observability.metrics import Metrics, key_age_seconds
+from authsvc.observability.requests import RequestObserver
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.secrets import load_secrets
 from authsvc.security.tokens import AccessTokens, RefreshTokens
 from authsvc.services.auth import AuthService
 from authsvc.services.clients import ClientService
+from authsvc.services.housekeeping import Housekeeper
 from authsvc.services.keys import KeyService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
@@ -49,13 +52,18 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    metrics = Metrics()
+    clock = clock or SystemClock()
+    metrics.watch_state(lambda: _state_gauges(database, keys, clock))
     limiter = RateLimiter.from_settings(settings)
-    auth_service = AuthService(settings, database, keys, passwords, access, refresh, limiter)
+    auth_service = AuthService(
+        settings, database, keys, passwords, access, refresh, limiter, metrics
+    )
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     return AppState(
         settings=settings,
-        clock=clock or SystemClock(),
+        clock=clock,
         database=database,
         keys=keys,
         auth=auth_service,
@@ -63,7 +71,20 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         clients=clients,
         oauth=OAuthService(settings, auth_service, clients),
         sessions=SessionService(auth_service, users),
+        metrics=metrics,
     )
+
+
+def _state_gauges(database: Database, keys: KeyService, clock: Clock) -> dict[str, float | None]:
+    now = clock.now()
+    active = keys.ring.signing_key(now)
+    values: dict[str, float | None] = {
+        "authsvc_signing_key_age_seconds": key_age_seconds(
+            active.created_at if active else None, now
+        )
+    }
+    values.update(database.pool_usage())
+    return values
 
 
 async def start(state: AppState) -> None:
@@ -80,9 +101,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await start(state)
+        housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
+        housekeeper.start()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await state.auth.limiter.close()
             await state.database.dispose()
 
@@ -106,6 +130,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         from fastapi.staticfiles import StaticFiles
 
         app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
+    app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     cors_origins = set(settings.cors_origin_list)
     if settings.allowed_origins:
@@ -128,4 +153,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             max_age=600,
         )
     app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)
+    # Added last, so outermost: it sees every answer, the body-size 413 included.
+    app.add_middleware(RequestObserver, metrics=state.metrics)
     return app

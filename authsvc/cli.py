@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import logging.config
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -92,13 +95,13 @@ def serve(
     """Start the HTTP server (migrating the embedded SQLite database first)."""
     import uvicorn
 
+    from authsvc.observability.logs import logging_config
     from authsvc.security.secrets import load_secrets
     from authsvc.store.db import upgrade
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    log_config = logging_config(settings.resolved_log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     try:
         load_secrets(settings)  # create the development KEK once, before workers race for it
     except ConfigError as exc:
@@ -121,6 +124,9 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # Applied in every worker; authsvc.access writes the one line per request instead.
+        log_config=log_config,
+        access_log=False,
         proxy_headers=False,
         server_header=False,
         h11_max_incomplete_event_size=settings.max_header_bytes,
@@ -150,7 +156,9 @@ def users_create(
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            user = await state.users.create(db, name, password, state.clock.now(), role or [])
+            user = await state.users.create(
+                db, name, password, state.clock.now(), role or [], actor="cli"
+            )
             return f"created user {user.username} ({user.id})"
 
     try:
@@ -178,7 +186,7 @@ def users_list() -> None:
 def _set_active(name: str, active: bool) -> None:
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            user = await state.users.set_active(db, name, active, state.clock.now())
+            user = await state.users.set_active(db, name, active, state.clock.now(), actor="cli")
             return f"{'enabled' if active else 'disabled'} {user.username}"
 
     typer.echo(_run(work))
@@ -206,7 +214,9 @@ def users_set_password(
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            user = await state.users.set_password(db, name, password, state.clock.now())
+            user = await state.users.set_password(
+                db, name, password, state.clock.now(), actor="cli"
+            )
             return f"password set for {user.username}"
 
     typer.echo(_run(work))
@@ -219,7 +229,7 @@ def keys_rotate() -> None:
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
             await state.keys.ensure_signing_key(db, state.clock.now())
-            info = await state.keys.rotate(db, state.clock.now())
+            info = await state.keys.rotate(db, state.clock.now(), actor="cli")
         return f"published {info.kid}; signs from {info.activates_at.isoformat()}"
 
     typer.echo(_run(work))
@@ -320,12 +330,17 @@ def clients_delete(client_id: str) -> None:
 
 
 @app.command()
-def prune(batch: Annotated[int, typer.Option(min=1)] = 1000) -> None:
+def prune(
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Rows per transaction [AUTHSVC_PRUNE_BATCH].")
+    ] = None,
+) -> None:
     """Delete expired denylist entries, refresh tokens, sessions and retired keys."""
     from authsvc.services.maintenance import prune as run_prune
 
     async def work(state: AppState) -> str:
-        report = await run_prune(state.database, state.keys, state.clock.now(), batch)
+        size = batch or state.settings.prune_batch
+        report = await run_prune(state.database, state.keys, state.clock.now(), size)
         return (
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
             f"sessions={report.sessions} signing_keys={report.signing_keys} "
@@ -365,6 +380,73 @@ def token_inspect(
         echo=typer.echo,
     )
     raise typer.Exit(code)
+
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC if no zone) or a duration back from now: 90s, 30m, 12h, 7d, 2w."""
+    match = _DURATION.fullmatch(value.strip())
+    if match:
+        return now - timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise _fail(
+            f"--since: not an ISO time or a duration like 30m, 12h, 7d: {value!r}", 2
+        ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def audit(
+    user: Annotated[str | None, typer.Option("--user", help="Only events about this user.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO time, or a duration back from now: 30m, 12h, 7d.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 100,
+) -> None:
+    """Show the audit trail, newest first (tab-separated; details as JSON)."""
+    import json
+
+    from authsvc.services import audit as audit_log
+    from authsvc.services.users import normalize_username
+
+    async def work(state: AppState) -> list[str]:
+        start = parse_since(since, state.clock.now()) if since else None
+        async with state.database.read() as db:
+            user_id = None
+            name = None
+            if user is not None:
+                try:
+                    name = normalize_username(user)
+                    user_id = (await state.users.get(db, name)).id
+                except AuthError:
+                    pass  # a deleted or never-existing user: match the recorded name only
+                if name is None:
+                    return []
+            events = await audit_log.find(
+                db, user_id=user_id, username=name, since=start, limit=limit
+            )
+        return [
+            "\t".join(
+                [
+                    e.at.isoformat(),
+                    e.event,
+                    e.username or (str(e.user_id) if e.user_id else "-"),
+                    str(e.session_id) if e.session_id else "-",
+                    e.ip or "-",
+                    e.actor or "-",
+                    json.dumps(e.details, sort_keys=True) if e.details else "-",
+                ]
+            )
+            for e in events
+        ]
+
+    for line in _run(work):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Largest accepted request header block, bytes (431 above it).
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
+    # Observability and housekeeping (README: "Metrics", "Logs", "Housekeeping").
+    log_format: Literal["json", "text"] | None = None
+    metrics_token: SecretStr | None = None
+    prune_interval: int = Field(3600, ge=0)
+    prune_batch: int = Field(1000, ge=1)
+    key_rotation_interval: int = Field(0, ge=0)
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
@@ -131,6 +138,16 @@ class Settings(BaseSettings):
                 raise ValueError("AUTHSVC_SPA_DIR serves the example SPA in development only")
         return self
 
+    @model_validator(mode="after")
+    def _rotation_after_publish_ahead(self) -> Settings:
+        # Each key must get to sign before the next is published, or keys never activate.
+        if 0 < self.key_rotation_interval <= self.publish_ahead:
+            raise ValueError(
+                "AUTHSVC_KEY_ROTATION_INTERVAL must be 0 (off) or longer than the publish-ahead "
+                f"time ({self.publish_ahead} s)"
+            )
+        return self
+
     @property
     def publish_ahead(self) -> int:
         """Seconds a new key is published before it signs: caches must see it first."""
@@ -148,6 +165,13 @@ class Settings(BaseSettings):
         own = f"{scheme}://{rest.split('/', 1)[0]}"
         extra = (o.strip().rstrip("/") for o in self.allowed_origins.split(","))
         return frozenset({own, *(o for o in extra if o)})
+
+    @property
+    def resolved_log_format(self) -> str:
+        """JSON lines in production (for log shippers), readable text in development."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "text"
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,18 +7,23 @@ for humans and never say which of several secret checks failed.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("authsvc.errors")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+# A write that records the failure itself (an audit row for a failed login), given the request's
+# session after everything else the request wrote was rolled back.
+FailureWrite = Callable[[Any], Awaitable[None]]
 
 
 class AuthError(Exception):
@@ -32,6 +37,7 @@ class AuthError(Exception):
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
         self.message = message or self.default_message
         self.headers = dict(headers or {})
+        self.failure_writes: list[FailureWrite] = []
         super().__init__(self.message)
 
 
@@ -206,6 +212,12 @@ _HTTP_CODES = {
 }
 
 
+# SQLSTATEs that mean "slow or away, retry later": connection exceptions (08), insufficient
+# resources (53), operator intervention incl. statement timeout (57), lock timeout (55P03),
+# serialization failure and deadlock (40001, 40P01), idle-in-transaction timeout (25P03).
+_TRANSIENT_SQLSTATE = ("08", "53", "57", "55P03", "40001", "40P01", "25P03")
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -257,6 +269,14 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         return render(ServiceUnavailable())
 
+    async def on_dbapi(request: Request, exc: Exception) -> JSONResponse:
+        # asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain
+        # DBAPIErrors; they are the database being slow or away (503), not our bug (500).
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+        if sqlstate.startswith(_TRANSIENT_SQLSTATE):
+            return await on_database(request, exc)
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return render(AuthError())
@@ -267,6 +287,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, on_database)
     app.add_exception_handler(PoolTimeoutError, on_database)
     app.add_exception_handler(InterfaceError, on_database)
+    app.add_exception_handler(DBAPIError, on_dbapi)
     # asyncpg raises plain OSError / TimeoutError while connecting to an unreachable server.
     app.add_exception_handler(OSError, on_database)
     app.add_exception_handler(TimeoutError, on_database)

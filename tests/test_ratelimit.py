@@ -165,7 +165,8 @@ async def test_throttled_answers_do_not_reveal_whether_the_user_exists(harness: 
         for i in range(3):
             await login(harness, name, "wrong password!", ip=f"198.51.100.{i}")
         response = await login(harness, name, "wrong password!", ip="198.51.100.9")
-        answers.append((response.status_code, response.json(), dict(response.headers)))
+        headers = {k: v for k, v in response.headers.items() if k != "x-request-id"}
+        answers.append((response.status_code, response.json(), headers))
     assert answers[0] == answers[1]
 
 

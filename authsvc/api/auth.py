@@ -84,12 +84,18 @@ async def logout(
     db: WriteDB,
     now: Now,
     bearer: OptionalBearer,
+    client: Client,
     body: LogoutRequest | None = None,
 ) -> Response:
     body = body or LogoutRequest()
     refresh_token = body.refresh_token or browser.cookie_token(request)
     await state.auth.logout(
-        db, now, access_token=bearer, refresh_token=refresh_token, scope=body.scope
+        db,
+        now,
+        access_token=bearer,
+        refresh_token=refresh_token,
+        scope=body.scope,
+        client=client,
     )
     response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
     if cookie_mode:

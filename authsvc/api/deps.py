@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -13,6 +14,8 @@ from authsvc.api.client_ip import client_address
 from authsvc.api.state import AppState
 from authsvc.errors import AuthError, InvalidToken
 from authsvc.services.auth import ClientInfo
+
+log = logging.getLogger("authsvc.api")
 
 
 def get_state(request: Request) -> AppState:
@@ -27,7 +30,8 @@ async def _write_scope(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed here and only here, before the response is sent.
 
     An AuthError marked persist_writes (family revocation on refresh reuse) commits what was
-    written before it; every other error rolls the request back whole.
+    written before it; every other error rolls the request back whole, and then commits only
+    the writes that record the failure (exc.failure_writes: the audit row of a failed login).
     """
     state = get_state(request)
     async with state.database.sessions() as session:
@@ -38,12 +42,25 @@ async def _write_scope(request: Request) -> AsyncIterator[AsyncSession]:
                 await session.commit()
             else:
                 await session.rollback()
+                if exc.failure_writes:
+                    await _write_failure(session, exc)
             raise
         except BaseException:
             await session.rollback()
             raise
         else:
             await session.commit()
+
+
+async def _write_failure(session: AsyncSession, exc: AuthError) -> None:
+    try:
+        for write in exc.failure_writes:
+            await write(session)
+        await session.commit()
+    except Exception:
+        # The request's own answer (e.g. 401) still goes out; losing this row is logged.
+        log.exception("could not record the failure of a request")
+        await session.rollback()
 
 
 async def _read_scope(request: Request) -> AsyncIterator[AsyncSession]:

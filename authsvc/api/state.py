@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
+from authsvc.observability.metrics import Metrics
 from authsvc.services.auth import AuthService
 from authsvc.services.clients import ClientService
 from authsvc.services.keys import KeyService
@@ -26,3 +27,4 @@ class AppState:
     clients: ClientService
     oauth: OAuthService
     sessions: SessionService
+    metrics: Metrics = field(default_factory=Metrics)

@@ -17,11 +17,14 @@ from authsvc.errors import (
     InvalidScope,
     InvalidToken,
     InvalidUsername,
+    RateLimited,
     RefreshTokenReused,
     ServiceUnavailable,
 )
+from authsvc.observability.metrics import Metrics
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
+from authsvc.services import audit
 from authsvc.services.keys import KeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
@@ -69,6 +72,7 @@ class AuthService:
         access: AccessTokens,
         refresh_tokens: RefreshTokens,
         limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.limiter = limiter or RateLimiter.disabled(settings)
         self.settings = settings
@@ -77,6 +81,7 @@ class AuthService:
         self.passwords = passwords
         self.access = access
         self.refresh_tokens = refresh_tokens
+        self.metrics = metrics or Metrics()
 
     # -- login -------------------------------------------------------------------------------
 
@@ -93,18 +98,22 @@ class AuthService:
         scope: str | None = None,
     ) -> TokenPair:
         """Rate limits (per address, per name, backoff after failures), then _login."""
-        await self.limiter.check_address("login", client.ip, now)
-        async with self.limiter.login_attempt(username, now):
-            return await self._login(
-                db,
-                username,
-                password,
-                now,
-                client,
-                client_id=client_id,
-                audience=audience,
-                scope=scope,
-            )
+        try:
+            await self.limiter.check_address("login", client.ip, now)
+            async with self.limiter.login_attempt(username, now):
+                return await self._login(
+                    db,
+                    username,
+                    password,
+                    now,
+                    client,
+                    client_id=client_id,
+                    audience=audience,
+                    scope=scope,
+                )
+        except RateLimited:
+            self.metrics.rate_limited("login")
+            raise
 
     async def _login(
         self,
@@ -133,20 +142,28 @@ class AuthService:
             name = None
         stored_hash: str | None = None
         user_id: uuid.UUID | None = None
+        disabled_id: uuid.UUID | None = None
         if name is not None:
             async with self.database.read() as reader:
                 found = await UserRepository(reader).by_username(name)
                 if found is not None:
                     stored_hash = found.password_hash
-                    user_id = found.id if found.is_active else None
+                    if found.is_active:
+                        user_id = found.id
+                    else:
+                        disabled_id = found.id
         ok, new_hash = await self.passwords.verify(password, stored_hash)
         # A disabled user fails here too, before any further work: a right password for a
         # disabled account must not take measurably longer than a wrong one.
+        if disabled_id is not None:
+            raise self._login_failed(now, client, disabled_id, name, "disabled")
         if not ok or user_id is None:
-            raise InvalidCredentials()
+            raise self._login_failed(
+                now, client, user_id, name, "bad_password" if user_id else "unknown_user"
+            )
         user = await UserRepository(db).by_id(user_id)
         if user is None or not user.is_active:
-            raise InvalidCredentials()
+            raise self._login_failed(now, client, user_id, name, "disabled")
         if new_hash is not None and user.password_hash == stored_hash:
             user.password_hash = new_hash
             user.updated_at = now
@@ -173,9 +190,38 @@ class AuthService:
                 expires_at=expires_at,
             )
         )
-        return await self._pair(
+        await audit.record(
+            db,
+            now,
+            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, client.ip),
+        )
+        pair = await self._pair(
             db, user, session.id, token, expires_at, now, **self._grant(session, audience, scope)
         )
+        self.metrics.login("success")
+        return pair
+
+    def _login_failed(
+        self,
+        now: datetime,
+        client: ClientInfo,
+        user_id: uuid.UUID | None,
+        name: str | None,
+        reason: str,
+    ) -> InvalidCredentials:
+        """The client learns nothing; the audit trail (committed alone) learns the reason."""
+        self.metrics.login("failure")
+        error = InvalidCredentials()
+        entry = audit.Entry(
+            audit.LOGIN_FAILED,
+            user_id=user_id,
+            # An unknown name is not kept: it is often a password typed in the wrong field.
+            username=name if user_id is not None else None,
+            ip=client.ip,
+            details={"reason": reason},
+        )
+        error.failure_writes.append(audit.writer(now, entry))
+        return error
 
     # -- refresh -----------------------------------------------------------------------------
 
@@ -190,22 +236,42 @@ class AuthService:
         audience: str | None = None,
         scope: str | None = None,
     ) -> TokenPair:
-        """Rate limit per address, then _refresh."""
-        await self.limiter.check_address("refresh", client.ip if client else None, now)
-        return await self._refresh(
-            db, token, now, client_id=client_id, audience=audience, scope=scope
-        )
+        """Rate limit per address, then rotate; counts each outcome (see `_rotate`)."""
+        try:
+            await self.limiter.check_address("refresh", client.ip if client else None, now)
+        except RateLimited:
+            self.metrics.rate_limited("refresh")
+            raise
+        try:
+            pair, outcome = await self._rotate(
+                db,
+                token,
+                now,
+                client or ClientInfo(),
+                client_id=client_id,
+                audience=audience,
+                scope=scope,
+            )
+        except RefreshTokenReused:
+            self.metrics.refresh("reuse_revoked")
+            raise
+        except InvalidRefreshToken:
+            self.metrics.refresh("invalid")
+            raise
+        self.metrics.refresh(outcome)
+        return pair
 
-    async def _refresh(
+    async def _rotate(
         self,
         db: AsyncSession,
         token: str,
         now: datetime,
+        client: ClientInfo,
         *,
         client_id: str | None = None,
         audience: str | None = None,
         scope: str | None = None,
-    ) -> TokenPair:
+    ) -> tuple[TokenPair, str]:
         """Rotate a refresh token (one-time use), with reuse detection and a grace window.
 
         - first use: mark used (compare-and-set), issue its successor;
@@ -254,7 +320,8 @@ class AuthService:
                 )
             )
             await sessions.touch(session.id, now)
-            return await self._pair(db, user, session.id, successor, expires_at, now, **grant)
+            pair = await self._pair(db, user, session.id, successor, expires_at, now, **grant)
+            return pair, "rotated"
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
         # request whose commit we waited for). Re-read what that use left behind.
@@ -270,12 +337,31 @@ class AuthService:
             and child.expires_at > now
             and await sessions.is_live(session.id, now)
         ):
-            return await self._pair(db, user, session.id, successor, child.expires_at, now, **grant)
+            pair = await self._pair(db, user, session.id, successor, child.expires_at, now, **grant)
+            return pair, "grace_retry"
         await sessions.revoke(
             [session.id],
             now,
             "refresh_token_reused",
             tokens_valid_until=now + self.settings.access_token_horizon,
+        )
+        # Committed with the revocation (persist_writes): who logged in from where, and who
+        # presented the spent token from where.
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.REFRESH_REUSE_DETECTED,
+                user.id,
+                user.username,
+                session.id,
+                client.ip,
+                details={
+                    "session_ip": session.client_ip,
+                    "reused_from_ip": client.ip,
+                    "token_first_used_at": used_at.isoformat() if used_at else None,
+                },
+            ),
         )
         raise RefreshTokenReused()
 
@@ -314,6 +400,7 @@ class AuthService:
         access_token: str | None,
         refresh_token: str | None,
         scope: LogoutScope = "local",
+        client: ClientInfo | None = None,
     ) -> None:
         """Revoke the caller's session (local), their other sessions (others) or all (global).
 
@@ -357,11 +444,22 @@ class AuthService:
         else:
             live = await sessions.live_ids_for_user(user_id, now)
             targets = [s for s in live if scope == "global" or s != session_id]
-        await sessions.revoke(
+        revoked = await sessions.revoke(
             targets,
             now,
             f"logout_{scope}",
             tokens_valid_until=now + self.settings.access_token_horizon,
+        )
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.LOGOUT,
+                user_id,
+                session_id=session_id,
+                ip=client.ip if client else None,
+                details={"scope": scope, "sessions_revoked": revoked},
+            ),
         )
         if claims is not None and scope != "others":
             await DenylistRepository(db).add(

@@ -13,6 +13,7 @@ from authsvc.config import Settings
 from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
 from authsvc.security.secrets import ServerSecrets
+from authsvc.services import audit
 from authsvc.store.db import MIGRATION_LOCK_ID
 from authsvc.store.models import SigningKey
 from authsvc.store.repositories import SigningKeyRepository
@@ -108,14 +109,38 @@ class KeyService:
             ring = await self.reload(db, now)
         return ring
 
-    async def rotate(self, db: AsyncSession, now: datetime) -> KeyInfo:
+    async def rotate(self, db: AsyncSession, now: datetime, actor: str | None = None) -> KeyInfo:
         """Publish a new key now; it signs after publish-ahead, when the current one retires."""
         await self._serialise(db)
         activates_at = now + timedelta(seconds=self.settings.publish_ahead)
         await SigningKeyRepository(db).retire_active(activates_at)
         row = await self._create(db, now, activates_at=activates_at)
         await self.reload(db, now)
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.KEY_ROTATED,
+                actor=actor,
+                details={"kid": row.kid, "activates_at": row.activates_at.isoformat()},
+            ),
+        )
         return KeyInfo(row.kid, "published", row.created_at, row.activates_at, row.retires_at)
+
+    async def rotate_if_due(
+        self, db: AsyncSession, now: datetime, interval: int, actor: str = "scheduler"
+    ) -> KeyInfo | None:
+        """Scheduled rotation: rotate when the newest key is `interval` seconds old.
+
+        The age is read after taking the lock (PostgreSQL advisory lock; SQLite's BEGIN
+        IMMEDIATE), so when several processes wake at once the first rotates and the others
+        then see a fresh key and do nothing.
+        """
+        await self._serialise(db)
+        newest = await SigningKeyRepository(db).newest_created_at()
+        if newest is not None and now - newest < timedelta(seconds=interval):
+            return None
+        return await self.rotate(db, now, actor=actor)
 
     async def list(self, db: AsyncSession, now: datetime) -> list[KeyInfo]:
         ring = await self.reload(db, now)

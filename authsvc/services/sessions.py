@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
+from authsvc.services import audit
 from authsvc.services.auth import AuthService
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
@@ -87,9 +88,11 @@ class SessionService:
             if user is None or not user.is_active:
                 raise InvalidToken()
             old_hash = user.password_hash
-        ok, _ = await self.auth.passwords.verify(current, old_hash)
-        if not ok:
-            raise InvalidCredentials("The current password is wrong.")
+        # Guessing the current password with a stolen access token is throttled like login.
+        async with self.auth.limiter.login_attempt(user.username, now):
+            ok, _ = await self.auth.passwords.verify(current, old_hash)
+            if not ok:
+                raise InvalidCredentials("The current password is wrong.")
         self.users.check_password_policy(new)
         new_hash = await self.auth.passwords.hash(new)
         if not await UserSessionRepository(db).replace_password_hash(
@@ -98,9 +101,21 @@ class SessionService:
             raise InvalidCredentials("The password changed meanwhile; try again.")
         sessions = SessionRepository(db)
         others = [s for s in await sessions.live_ids_for_user(user.id, now) if str(s) != claims.sid]
-        await sessions.revoke(
+        revoked = await sessions.revoke(
             others,
             now,
             "password_changed",
             tokens_valid_until=now + self.auth.settings.access_token_horizon,
+        )
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.PASSWORD_CHANGED,
+                user.id,
+                user.username,
+                uuid.UUID(claims.sid),
+                actor="self",
+                details={"sessions_revoked": revoked},
+            ),
         )

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.errors import InvalidUsername, NotFound, PasswordPolicyError, UserExists
 from authsvc.security.passwords import PasswordHasher
+from authsvc.services import audit
 from authsvc.store.models import User
 from authsvc.store.repositories import SessionRepository, UserRepository
 
@@ -78,6 +79,7 @@ class UserService:
         password: str,
         now: datetime,
         roles: Sequence[str] = (),
+        actor: str | None = None,
     ) -> User:
         name = normalize_username(username)
         self.check_password_policy(password)
@@ -92,6 +94,17 @@ class UserService:
         )
         if not await UserRepository(db).add(user):
             raise UserExists()
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.USER_CREATED,
+                user.id,
+                user.username,
+                actor=actor,
+                details={"roles": user.roles},
+            ),
+        )
         return user
 
     async def get(self, db: AsyncSession, username: str) -> User:
@@ -108,7 +121,7 @@ class UserService:
         return await UserRepository(db).list()
 
     async def set_active(
-        self, db: AsyncSession, username: str, active: bool, now: datetime
+        self, db: AsyncSession, username: str, active: bool, now: datetime, actor: str | None = None
     ) -> User:
         user = await self.get(db, username)
         user.is_active = active
@@ -121,22 +134,40 @@ class UserService:
                 "disabled",
                 tokens_valid_until=now + self.settings.access_token_horizon,
             )
+        event = audit.USER_ENABLED if active else audit.USER_DISABLED
+        await audit.record(db, now, audit.Entry(event, user.id, user.username, actor=actor))
         await db.flush()
         return user
 
     async def set_password(
-        self, db: AsyncSession, username: str, password: str, now: datetime
+        self,
+        db: AsyncSession,
+        username: str,
+        password: str,
+        now: datetime,
+        actor: str | None = None,
     ) -> User:
         self.check_password_policy(password)
         user = await self.get(db, username)
         user.password_hash = await self.passwords.hash(password)
         user.updated_at = now
         sessions = SessionRepository(db)
-        await sessions.revoke(
+        revoked = await sessions.revoke(
             await sessions.live_ids_for_user(user.id, now),
             now,
             "password_changed",
             tokens_valid_until=now + self.settings.access_token_horizon,
+        )
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.PASSWORD_CHANGED,
+                user.id,
+                user.username,
+                actor=actor,
+                details={"sessions_revoked": revoked},
+            ),
         )
         await db.flush()
         return user

@@ -56,15 +56,19 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         path = make_url(aurl).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(aurl, connect_args={"timeout": 30})
+        engine = create_async_engine(aurl, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         aurl,
+        # Errors (and so logs) never show bound values: digests, hashes, user data.
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeout,
-        pool_pre_ping=False,
+        # A connection broken while idle (database restarted, network cut) is found and
+        # replaced at checkout, so service resumes by itself once the database is back.
+        pool_pre_ping=True,
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout * 2,
@@ -141,6 +145,19 @@ class Database:
             finally:
                 await session.rollback()
             return result.scalar_one_or_none()
+
+    def pool_usage(self) -> dict[str, float | None]:
+        """Pool gauges for metrics (a QueuePool has them; SQLite's pool may not)."""
+        pool: Any = self.engine.sync_engine.pool
+        values: dict[str, float | None] = {}
+        for name, method in (
+            ("authsvc_db_pool_size", "size"),
+            ("authsvc_db_pool_checked_out", "checkedout"),
+            ("authsvc_db_pool_overflow", "overflow"),
+        ):
+            read = getattr(pool, method, None)
+            values[name] = float(read()) if callable(read) else None
+        return values
 
     async def dispose(self) -> None:
         await self.engine.dispose()

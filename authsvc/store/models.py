@@ -178,3 +178,24 @@ class OAuthClient(Base):
     @property
     def is_confidential(self) -> bool:
         return self.client_type == "confidential"
+
+
+class AuditEvent(Base):
+    """What happened to whom, from where: written in the transaction of the action itself."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    event: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    username: Mapped[str | None] = mapped_column(String(255))
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_user_id", "user_id"),
+    )

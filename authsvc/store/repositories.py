@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -233,6 +233,16 @@ class SigningKeyRepository:
     async def add(self, key: SigningKey) -> None:
         self.db.add(key)
         await self.db.flush()
+
+    async def newest_created_at(self) -> datetime | None:
+        result = await self.db.execute(select(func.max(SigningKey.created_at)))
+        value = result.scalar_one_or_none()
+        # func.max loses the column type on SQLite: normalise to an aware UTC datetime.
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
     async def retire_active(self, at: datetime) -> None:
         await self.db.execute(

@@ -1,0 +1,72 @@
+"""Background housekeeping inside each server process: pruning and scheduled key rotation.
+
+Both are safe with many processes: pruning deletes only what no one can use any more, in small
+batches (each its own transaction); rotation re-checks the newest key's age under a lock.
+A failing round (database down) is logged and retried at the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from authsvc.clock import Clock
+from authsvc.config import Settings
+from authsvc.services.keys import KeyService
+from authsvc.services.maintenance import prune
+from authsvc.store.db import Database
+
+log = logging.getLogger("authsvc.housekeeping")
+
+
+class Housekeeper:
+    def __init__(
+        self, settings: Settings, database: Database, keys: KeyService, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.keys = keys
+        self.clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def prune_once(self) -> None:
+        report = await prune(self.database, self.keys, self.clock.now(), self.settings.prune_batch)
+        if any(vars(report).values()):
+            log.info("pruned", extra={"pruned": vars(report)})
+
+    async def rotate_once(self) -> None:
+        async with self.database.transaction() as db:
+            info = await self.keys.rotate_if_due(
+                db, self.clock.now(), self.settings.key_rotation_interval
+            )
+        if info is not None:
+            log.info("scheduled key rotation", extra={"kid": info.kid})
+
+    def start(self) -> None:
+        if self.settings.prune_interval > 0:
+            self._spawn("prune", self.prune_once, float(self.settings.prune_interval))
+        if self.settings.key_rotation_interval > 0:
+            # Check often enough that a rotation is never late by more than a tenth.
+            every = max(1.0, min(60.0, self.settings.key_rotation_interval / 10))
+            self._spawn("key_rotation", self.rotate_once, every)
+
+    def _spawn(self, name: str, work: Callable[[], Awaitable[None]], every: float) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await work()
+                except Exception as exc:  # the next round retries; the server keeps serving
+                    log.warning("%s failed: %s", name, type(exc).__name__)
+
+        self._tasks.append(asyncio.create_task(loop(), name=f"authsvc-{name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,45 @@
+"""The audit trail's queries (kept apart from repositories.py: one idea per module)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.store.models import AuditEvent
+
+
+class AuditRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def add(self, event: AuditEvent) -> None:
+        self.db.add(event)
+        await self.db.flush()
+
+    async def find(
+        self,
+        *,
+        user_id: uuid.UUID | None = None,
+        username: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEvent]:
+        """Newest first."""
+        query = select(AuditEvent)
+        if user_id is not None or username is not None:
+            match = []
+            if user_id is not None:
+                match.append(AuditEvent.user_id == user_id)
+            if username is not None:
+                match.append(AuditEvent.username == username)
+            query = query.where(or_(*match))
+        if since is not None:
+            query = query.where(AuditEvent.at >= since)
+        result = await self.db.execute(
+            query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+        )
+        return result.scalars().all()
