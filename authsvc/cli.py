@@ -110,6 +110,7 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
     )

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     redis_url: str | None = None
     log_level: str = "info"
+    access_log: bool = True
     rate_limit_enabled: bool = True
 
     @field_validator("issuer")
