@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -70,6 +71,7 @@ class Run:
     broken_chains: int
     wrk_cpu: float  # share of one core used by wrk itself
     busy: float  # share of all cores busy during the run (everyone's load, ours included)
+    server_cpu_ms: float | None = None  # server CPU time per request (all its processes)
 
 
 @dataclass
@@ -116,6 +118,25 @@ def cpu_layout() -> tuple[str, str, str]:
         f"server workers and baselines: taskset -c {server}; wrk: taskset -c {wrk} "
         f"(shares cpu {wrk} with the server); PostgreSQL: unpinned (system service)",
     )
+
+
+def group_cpu_seconds(pgid: int | None) -> float:
+    """User+system CPU seconds of every live process in a process group (threads included)."""
+    if pgid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def cpu_times() -> tuple[int, int]:
@@ -187,7 +208,14 @@ class Server:
 
 
 def wrk(
-    name: str, url: str, script: str, kind: str, duration: float, wrk_cpus: str, *args: str
+    name: str,
+    url: str,
+    script: str,
+    kind: str,
+    duration: float,
+    wrk_cpus: str,
+    *args: str,
+    server: Server | None = None,
 ) -> Run:
     shape = WRK[kind]
     argv = [
@@ -199,7 +227,9 @@ def wrk(
     if args:
         argv += ["--", *args]
     env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR)}
+    pgid = server.proc.pid if server is not None and server.proc is not None else None
     busy0, total0 = cpu_times()
+    server0 = group_cpu_seconds(pgid)
     with tempfile.TemporaryFile() as out:
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -209,6 +239,7 @@ def wrk(
         out.seek(0)
         text = out.read().decode(errors="replace")
     busy1, total1 = cpu_times()
+    server1 = group_cpu_seconds(pgid)
     line = next((x for x in text.splitlines() if x.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{text}")
@@ -224,13 +255,30 @@ def wrk(
         broken_chains=data["broken_chains"],
         wrk_cpu=(usage.ru_utime + usage.ru_stime) / elapsed,
         busy=(busy1 - busy0) / max(1, total1 - total0),
+        server_cpu_ms=(server1 - server0) * 1000 / data["requests"]
+        if pgid and data["requests"]
+        else None,
     )
     log(
         f"  {name}: {run.rps:,.1f}/s p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.1f} ms"
         f" ({run.requests} requests, {errors} errors, wrk {run.wrk_cpu:.0%} of a core,"
-        f" cpus {run.busy:.0%} busy)"
+        f" cpus {run.busy:.0%} busy"
+        + (f", server {run.server_cpu_ms:.2f} cpu-ms/request)" if run.server_cpu_ms else ")")
     )
     return run
+
+
+def drive(
+    server: Server,
+    wrk_cpus: str,
+    name: str,
+    path: str,
+    script: str,
+    kind: str,
+    duration: float,
+    *args: str,
+) -> Run:
+    return wrk(name, server.url + path, script, kind, duration, wrk_cpus, *args, server=server)
 
 
 def primitive(kind: str, server_cpus: str, duration: float, processes: int) -> float:
@@ -387,20 +435,18 @@ def bench_block(
     env = authsvc_env(db_url, workdir, kek)
     serve = ["taskset", "-c", server_cpus, str(BIN / "authsvc"), "serve", "--port", "{port}",
              "--workers", str(workers)]  # fmt: skip
+    n = WRK["refresh"]["connections"]
     with Server(serve, env, ROOT, "/readyz") as srv:
         log(f"  authsvc up on {srv.url}, workers {srv.worker_pids()}")
-        wrk("warm-up", srv.url + "/.well-known/jwks.json", "get.lua", "get", 1, wrk_cpus)
-        login = wrk("login", srv.url + "/auth/login", "login.lua", "login", login_d, wrk_cpus,
-                    USERNAME, PASSWORD)  # fmt: skip
-        n = WRK["refresh"]["connections"]
+        on = functools.partial(drive, srv, wrk_cpus)
+        on("warm-up", "/.well-known/jwks.json", "get.lua", "get", 1)
+        login = on("login", "/auth/login", "login.lua", "login", login_d, USERNAME, PASSWORD)
         pairs = logins(srv.url + "/auth/login", n, "refresh_token")
         tokens = token_file(workdir, f"authsvc-{db}-{workers}", [p["refresh_token"] for p in pairs])
-        refresh = wrk("refresh", srv.url + "/auth/refresh", "refresh.lua", "refresh", d, wrk_cpus,
-                      str(tokens), "refresh_token",
-                      "refresh_token")  # fmt: skip
-        me = wrk("me", srv.url + "/auth/me", "get.lua", "get", d, wrk_cpus,
-                 pairs[0]["access_token"])  # fmt: skip
-        jwks = wrk("jwks", srv.url + "/.well-known/jwks.json", "get.lua", "get", d, wrk_cpus)
+        refresh = on("refresh", "/auth/refresh", "refresh.lua", "refresh", d,
+                     str(tokens), "refresh_token", "refresh_token")  # fmt: skip
+        me = on("me", "/auth/me", "get.lua", "get", d, pairs[0]["access_token"])
+        jwks = on("jwks", "/.well-known/jwks.json", "get.lua", "get", d)
 
     hello_argv = [
         "taskset", "-c", server_cpus, str(BIN / "uvicorn"), "hello_app:app", "--port", "{port}",
@@ -408,7 +454,7 @@ def bench_block(
         "--no-proxy-headers", "--no-server-header",
     ]  # fmt: skip
     with Server(hello_argv, env, BENCH, "/hello") as srv:
-        hello = wrk("hello", srv.url + "/hello", "get.lua", "get", d, wrk_cpus)
+        hello = drive(srv, wrk_cpus, "hello", "/hello", "get.lua", "get", d)
 
     peer_login = peer_refresh = None
     if peer_python is not None:
@@ -421,13 +467,13 @@ def bench_block(
         ]  # fmt: skip
         # simplejwt has no health endpoint: its token view answers a GET (405) once it is up.
         with Server(peer_argv, penv, PEER_DIR, "/api/token/", any_status=True) as srv:
-            peer_login = wrk("peer login", srv.url + "/api/token/", "login.lua", "login", login_d,
-                             wrk_cpus, USERNAME, PASSWORD)  # fmt: skip
+            on = functools.partial(drive, srv, wrk_cpus)
+            peer_login = on("peer login", "/api/token/", "login.lua", "login", login_d,
+                            USERNAME, PASSWORD)  # fmt: skip
             ppairs = logins(srv.url + "/api/token/", n, "refresh")
             ptokens = token_file(workdir, f"peer-{db}-{workers}", [p["refresh"] for p in ppairs])
-            peer_refresh = wrk("peer refresh", srv.url + "/api/token/refresh/", "refresh.lua",
-                               "refresh", d, wrk_cpus, str(ptokens),
-                               "refresh", "refresh")  # fmt: skip
+            peer_refresh = on("peer refresh", "/api/token/refresh/", "refresh.lua", "refresh", d,
+                              str(ptokens), "refresh", "refresh")  # fmt: skip
 
     def runrow(figure: str, run: Run, **kw: Any) -> Row:
         return Row(

@@ -56,13 +56,19 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         path = make_url(aurl).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(aurl, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            aurl, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=0
+        )
         _configure_sqlite(engine)
         return engine
+    # A fixed pool, no overflow: under load, overflow connections are closed as soon as they
+    # are returned and reopened for the next request (TLS negotiation, authentication, a cold
+    # prepared-statement cache each time); the profile of a refresh run showed that churn.
+    # Requests beyond the pool wait for a connection, bounded by pool_timeout (a 503).
     return create_async_engine(
         aurl,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=timeout,
         pool_pre_ping=False,
         connect_args={
