@@ -160,14 +160,14 @@ class AuthService:
         successor = self.refresh_tokens.successor(token)
         sessions = SessionRepository(db)
         expires_at = self._refresh_expiry(session, now)
-        child = RefreshToken(
+        successor_row = RefreshToken(
             session_id=session.id,
             parent_id=row.id,
             digest=self.refresh_tokens.digest(successor),
             issued_at=now,
             expires_at=expires_at,
         )
-        if await tokens.rotate(row.id, child, now):
+        if await tokens.rotate(row.id, successor_row, now):
             return await self._pair(db, user, session.id, successor, expires_at, now)
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
