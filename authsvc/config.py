@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    password_hash_concurrency: int | None = Field(None, ge=1)
 
     password_min_length: int = Field(8, ge=1)
     password_max_length: int = Field(1024, ge=8, le=4096)

@@ -26,15 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
 BUCKETS = [
-    ("idle (event loop waiting)", ("select (selectors", "_run_once (asyncio", "run_forever")),
+    # Matched in this order against the whole stack; the leaf decides the first two.
+    ("event loop itself (uvloop C code: I/O, callbacks, idle)", ("Runner.run (asyncio",)),
+    ("thread pool / driver threads, idle or waiting", ("Condition.wait", "_worker (concurrent")),
     ("RSA sign/verify (cryptography)", ("sign (jwt/algorithms", "verify (jwt/algorithms")),
     ("argon2", ("argon2",)),
     ("asyncpg / aiosqlite driver", ("asyncpg", "aiosqlite", "sqlite3")),
     ("SQLAlchemy", ("sqlalchemy",)),
     ("pydantic", ("pydantic",)),
-    ("FastAPI / Starlette", ("fastapi", "starlette")),
+    ("FastAPI / Starlette (the rest of request handling)", ("fastapi", "starlette")),
     ("uvicorn / httptools", ("uvicorn", "httptools")),
-    ("authsvc", ("authsvc/",)),
 ]
 
 
@@ -53,9 +54,10 @@ def summarise(raw: Path, top: int = 25) -> str:
         for f in set(frames):
             inclusive[f] += n
         own[frames[-1]] += n
-        leaf = ";".join(frames)
-        for name, needles in BUCKETS:
-            if any(needle in leaf for needle in needles):
+        whole = ";".join(frames)
+        for i, (name, needles) in enumerate(BUCKETS):
+            target = frames[-1] if i < 2 else whole
+            if any(needle in target for needle in needles):
                 buckets[name] += n
                 break
         else:

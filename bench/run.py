@@ -72,6 +72,8 @@ class Run:
     wrk_cpu: float  # share of one core used by wrk itself
     busy: float  # share of all cores busy during the run (everyone's load, ours included)
     server_cpu_ms: float | None = None  # server CPU time per request (all its processes)
+    db_cpu_ms: float | None = None  # PostgreSQL backends' CPU time per request (its connections)
+    first_error: str = ""  # refresh runs: the first failed response (status and body start)
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Row:
     baseline: float | None = None
     baseline_name: str = ""
     ratio: float | None = None
+    cpu_ms: float | None = None  # authsvc CPU per request: its processes (+ PostgreSQL backends)
+    baseline_cpu_ms: float | None = None  # the baseline's CPU per operation
     goal: str = ""
     met: bool | None = None
     note: str = ""
@@ -139,6 +143,30 @@ def group_cpu_seconds(pgid: int | None) -> float:
     return total / tick
 
 
+def pid_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def pg_backends(dbname: str | None) -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL backends connected to one database."""
+    if not dbname:
+        return {}
+    query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{dbname}'"
+    out = subprocess.run(
+        ["psql", PG_ADMIN, "-Atc", query], capture_output=True, text=True, check=False
+    ).stdout
+    return pid_cpu_seconds([int(x) for x in out.split()])
+
+
 def cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as fh:
         parts = [int(x) for x in fh.readline().split()[1:]]
@@ -157,6 +185,7 @@ class Server:
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.env, self.cwd, self.health, self.any_status = env, cwd, health, any_status
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pg_db: str | None = None  # set to count its PostgreSQL backends' CPU
         self.logfile = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
 
     def __enter__(self) -> Server:
@@ -216,6 +245,7 @@ def wrk(
     wrk_cpus: str,
     *args: str,
     server: Server | None = None,
+    pg_db: str | None = None,
 ) -> Run:
     shape = WRK[kind]
     argv = [
@@ -230,6 +260,7 @@ def wrk(
     pgid = server.proc.pid if server is not None and server.proc is not None else None
     busy0, total0 = cpu_times()
     server0 = group_cpu_seconds(pgid)
+    db0 = pg_backends(pg_db)
     with tempfile.TemporaryFile() as out:
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -240,6 +271,7 @@ def wrk(
         text = out.read().decode(errors="replace")
     busy1, total1 = cpu_times()
     server1 = group_cpu_seconds(pgid)
+    db1 = pg_backends(pg_db)
     line = next((x for x in text.splitlines() if x.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{text}")
@@ -254,16 +286,22 @@ def wrk(
         errors=errors,
         broken_chains=data["broken_chains"],
         wrk_cpu=(usage.ru_utime + usage.ru_stime) / elapsed,
+        first_error=data.get("first_error", ""),
         busy=(busy1 - busy0) / max(1, total1 - total0),
         server_cpu_ms=(server1 - server0) * 1000 / data["requests"]
         if pgid and data["requests"]
+        else None,
+        db_cpu_ms=sum(v - db0.get(k, 0.0) for k, v in db1.items()) * 1000 / data["requests"]
+        if pg_db and data["requests"]
         else None,
     )
     log(
         f"  {name}: {run.rps:,.1f}/s p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.1f} ms"
         f" ({run.requests} requests, {errors} errors, wrk {run.wrk_cpu:.0%} of a core,"
         f" cpus {run.busy:.0%} busy"
-        + (f", server {run.server_cpu_ms:.2f} cpu-ms/request)" if run.server_cpu_ms else ")")
+        + (f", server {run.server_cpu_ms:.2f} cpu-ms/request" if run.server_cpu_ms else "")
+        + (f", PostgreSQL {run.db_cpu_ms:.2f} cpu-ms/request" if run.db_cpu_ms else "")
+        + ")"
     )
     return run
 
@@ -278,10 +316,14 @@ def drive(
     duration: float,
     *args: str,
 ) -> Run:
-    return wrk(name, server.url + path, script, kind, duration, wrk_cpus, *args, server=server)
+    return wrk(
+        name, server.url + path, script, kind, duration, wrk_cpus, *args,
+        server=server, pg_db=server.pg_db,
+    )  # fmt: skip
 
 
-def primitive(kind: str, server_cpus: str, duration: float, processes: int) -> float:
+def primitive(kind: str, server_cpus: str, duration: float, processes: int) -> tuple[float, float]:
+    """(operations/s, CPU ms per operation) of a raw primitive on the server's cores."""
     argv = [
         "taskset", "-c", server_cpus, sys.executable, str(BENCH / "primitives.py"), kind,
         "--duration", str(duration), "--processes", str(processes),
@@ -289,9 +331,10 @@ def primitive(kind: str, server_cpus: str, duration: float, processes: int) -> f
         "--argon2", ",".join(str(x) for x in ARGON2),
     ]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    rate = float(json.loads(out.strip().splitlines()[-1])["rate"])
-    log(f"  raw {kind} ({processes} process(es)): {rate:,.1f}/s")
-    return rate
+    data = json.loads(out.strip().splitlines()[-1])
+    rate, cpu_ms = float(data["rate"]), float(data["cpu_ms"])
+    log(f"  raw {kind} ({processes} process(es)): {rate:,.1f}/s, {cpu_ms:.2f} cpu-ms/op")
+    return rate, cpu_ms
 
 
 # -- clients used to prepare runs ------------------------------------------------------------------
@@ -424,19 +467,21 @@ def bench_block(
     d, tag = opts.duration, f"{db}, {workers}w"
     log(f"== {tag}")
     rows: list[Row] = []
-    raw_time = max(2.0, d / 2)
+    raw_time = 1.0 if opts.quick else max(2.0, d / 2)
     # A login takes a large fraction of a second under load: runs shorter than a few seconds
     # would count too few of them (wrk drops the requests still in flight at the end).
-    login_d = max(4.0, d)
-    raw_argon2 = primitive("argon2", server_cpus, raw_time, 1)
-    raw_sign = primitive("rs256", server_cpus, raw_time, workers)
-    raw_verify = primitive("rs256v", server_cpus, raw_time, workers)
+    login_d = max(2.0 if opts.quick else 4.0, d)
+    raw_argon2, argon2_cpu = primitive("argon2", server_cpus, raw_time, 1)
+    raw_sign, sign_cpu = primitive("rs256", server_cpus, raw_time, workers)
+    raw_verify, verify_cpu = primitive("rs256v", server_cpus, raw_time, workers)
 
     env = authsvc_env(db_url, workdir, kek)
     serve = ["taskset", "-c", server_cpus, str(BIN / "authsvc"), "serve", "--port", "{port}",
              "--workers", str(workers)]  # fmt: skip
     n = WRK["refresh"]["connections"]
+    pg_db = db_url.rsplit("/", 1)[1] if db == "postgresql" else None
     with Server(serve, env, ROOT, "/readyz") as srv:
+        srv.pg_db = pg_db
         log(f"  authsvc up on {srv.url}, workers {srv.worker_pids()}")
         on = functools.partial(drive, srv, wrk_cpus)
         on("warm-up", "/.well-known/jwks.json", "get.lua", "get", 1)
@@ -467,6 +512,7 @@ def bench_block(
         ]  # fmt: skip
         # simplejwt has no health endpoint: its token view answers a GET (405) once it is up.
         with Server(peer_argv, penv, PEER_DIR, "/api/token/", any_status=True) as srv:
+            srv.pg_db = pg_db
             on = functools.partial(drive, srv, wrk_cpus)
             peer_login = on("peer login", "/api/token/", "login.lua", "login", login_d,
                             USERNAME, PASSWORD)  # fmt: skip
@@ -475,6 +521,11 @@ def bench_block(
             peer_refresh = on("peer refresh", "/api/token/refresh/", "refresh.lua", "refresh", d,
                               str(ptokens), "refresh", "refresh")  # fmt: skip
 
+    def total_cpu(run: Run | None) -> float | None:
+        if run is None or run.server_cpu_ms is None:
+            return None
+        return run.server_cpu_ms + (run.db_cpu_ms or 0.0)
+
     def runrow(figure: str, run: Run, **kw: Any) -> Row:
         return Row(
             figure=f"{figure} [{tag}]",
@@ -482,12 +533,14 @@ def bench_block(
             unit="/s",
             p50_ms=run.p50_ms,
             p99_ms=run.p99_ms,
+            cpu_ms=total_cpu(run),
             extra={"run": asdict(run), "db": db, "workers": workers},
             **kw,
         )
 
     r = login.rps / raw_argon2
     rows.append(runrow("login", login, baseline=raw_argon2, baseline_name="raw argon2id verify",
+                       baseline_cpu_ms=argon2_cpu,
                        ratio=r, goal=">= 0.85x", met=r >= 0.85))  # fmt: skip
     refresh_goal = db == "postgresql" and workers == 2
     rows.append(
@@ -496,27 +549,38 @@ def bench_block(
             refresh,
             baseline=raw_sign,
             baseline_name=f"raw RS256 sign, {workers} proc",
+            baseline_cpu_ms=sign_cpu,
             ratio=refresh.rps / raw_sign,
             goal=">= 1000/s" if refresh_goal else "",
             met=(refresh.rps >= 1000) if refresh_goal else None,
-            note=f"{refresh.broken_chains} broken chains" if refresh.broken_chains else "",
+            note=f"{refresh.broken_chains} failed: {refresh.first_error[:60]}"
+            if refresh.broken_chains
+            else "",
         )
     )
     r = jwks.rps / hello.rps
     rows.append(runrow("jwks", jwks, baseline=hello.rps, baseline_name="FastAPI hello world",
+                       baseline_cpu_ms=total_cpu(hello),
                        ratio=r, goal=">= 0.9x", met=r >= 0.9))  # fmt: skip
     rows[-1].extra["hello"] = asdict(hello)
     rows.append(runrow("/auth/me", me, baseline=raw_verify,
                        baseline_name=f"raw RS256 verify, {workers} proc",
+                       baseline_cpu_ms=verify_cpu,
                        ratio=me.rps / raw_verify))  # fmt: skip
     if peer_login is not None and peer_refresh is not None:
         rows.append(runrow("login vs peer", login, baseline=peer_login.rps,
-                           baseline_name="simplejwt login", ratio=login.rps / peer_login.rps))  # fmt: skip
+                           baseline_name="simplejwt login",
+                           baseline_cpu_ms=total_cpu(peer_login), ratio=login.rps / peer_login.rps))  # fmt: skip
         rows[-1].extra["peer"] = asdict(peer_login)
         rows.append(runrow("refresh vs peer", refresh, baseline=peer_refresh.rps,
                            baseline_name="simplejwt refresh+blacklist",
+                           baseline_cpu_ms=total_cpu(peer_refresh),
                            ratio=refresh.rps / peer_refresh.rps))  # fmt: skip
         rows[-1].extra["peer"] = asdict(peer_refresh)
+        if peer_refresh.broken_chains:
+            rows[
+                -1
+            ].note = f"peer: {peer_refresh.broken_chains} failed: {peer_refresh.first_error[:60]}"
     return rows
 
 
@@ -552,8 +616,13 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}{unit}" if value >= 100 else f"{value:,.1f}{unit}"
 
 
+def fmt2(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def table(rows: list[Row]) -> str:
-    head = ["figure", "authsvc", "p50 ms", "p99 ms", "baseline", "ratio", "goal", "met"]
+    head = ["figure", "authsvc", "p50 ms", "p99 ms", "baseline", "ratio", "goal", "met",
+            "cpu-ms/op authsvc : baseline"]  # fmt: skip
     body = [
         [
             r.figure,
@@ -564,6 +633,7 @@ def table(rows: list[Row]) -> str:
             fmt(r.ratio, "x"),
             r.goal or "-",
             {True: "yes", False: "NO", None: "-"}[r.met] + (f" ({r.note})" if r.note else ""),
+            f"{fmt2(r.cpu_ms)} : {fmt2(r.baseline_cpu_ms)}",
         ]
         for r in rows
     ]
@@ -578,8 +648,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def chart(rows: list[Row], path: Path, title: str) -> None:
-    import matplotlib
+def chart(rows: list[Row], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+    except ImportError:  # the bench extra is not installed: the table and JSON still are
+        log("matplotlib not installed (pip install -e '.[bench]'): no chart")
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -617,6 +691,7 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def machine() -> dict[str, Any]:
@@ -739,8 +814,8 @@ def main() -> int:
     }
     (opts.out / "results.json").write_text(json.dumps(result, indent=2))
     (opts.out / "results.md").write_text(table(rows) + "\n")
-    chart(rows, opts.out / "results.png", title)
-    print(f"wrote {opts.out / 'results.json'}, results.md, results.png")
+    charted = chart(rows, opts.out / "results.png", title)
+    print(f"wrote {opts.out / 'results.json'}, results.md" + (", results.png" if charted else ""))
     return 0
 
 

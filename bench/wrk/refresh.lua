@@ -48,6 +48,11 @@ function response(status, headers, body)
       current = token
    else
       broken = broken + 1
+      if not first_error then
+         -- kept JSON-safe for report(): no control characters, quotes or backslashes
+         first_error = string.gsub(status .. " " .. string.sub(body or "", 1, 160),
+                                   '[%c"\\]', " ")
+      end
    end
 end
 
