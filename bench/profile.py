@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402
+import run as bench
 
 BUCKETS = [
     # Matched in this order against the whole stack; the leaf decides the first two.
@@ -97,7 +97,8 @@ def main() -> int:
         cli = str(bench.BIN / "authsvc")
         subprocess.run([cli, "migrate"], env=env, check=True, capture_output=True)
         subprocess.run([cli, "users", "create", bench.USERNAME, "--password-stdin"], env=env,
-                       input=bench.PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
+                       input=bench.PASSWORD + "\n", text=True, check=True,
+                       capture_output=True)  # fmt: skip
         serve = ["taskset", "-c", server_cpus, cli, "serve", "--port", "{port}", "--workers", "1"]
         with bench.Server(serve, env, bench.ROOT, "/readyz") as srv:
             n = bench.WRK["refresh"]["connections"]

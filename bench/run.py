@@ -56,6 +56,12 @@ WRK = {
     "refresh": {"threads": 16, "connections": 16},  # one connection per thread: see refresh.lua
     "get": {"threads": 2, "connections": 32},
 }
+# --quick: fewer refresh chains (each costs a login, i.e. a password hash, to seed)
+WRK_QUICK = {
+    **WRK,
+    "login": {"threads": 2, "connections": 4},
+    "refresh": {"threads": 4, "connections": 4},
+}
 
 
 @dataclass
@@ -367,7 +373,7 @@ def token_file(workdir: Path, name: str, tokens: list[str]) -> Path:
     return path
 
 
-# -- the two systems under test ---------------------------------------------------------------------
+# -- the two systems under test ------------------------------------------------------------------
 
 
 def authsvc_env(db_url: str, workdir: Path, kek: str) -> dict[str, str]:
@@ -470,7 +476,7 @@ def bench_block(
     raw_time = 1.0 if opts.quick else max(2.0, d / 2)
     # A login takes a large fraction of a second under load: runs shorter than a few seconds
     # would count too few of them (wrk drops the requests still in flight at the end).
-    login_d = max(2.0 if opts.quick else 4.0, d)
+    login_d = max(3.0 if opts.quick else 4.0, d)
     raw_argon2, argon2_cpu = primitive("argon2", server_cpus, raw_time, 1)
     raw_sign, sign_cpu = primitive("rs256", server_cpus, raw_time, workers)
     raw_verify, verify_cpu = primitive("rs256v", server_cpus, raw_time, workers)
@@ -492,14 +498,19 @@ def bench_block(
                      str(tokens), "refresh_token", "refresh_token")  # fmt: skip
         me = on("me", "/auth/me", "get.lua", "get", d, pairs[0]["access_token"])
         jwks = on("jwks", "/.well-known/jwks.json", "get.lua", "get", d)
+        import httpx
+
+        jwks_bytes = len(httpx.get(srv.url + "/.well-known/jwks.json").content)
 
     hello_argv = [
         "taskset", "-c", server_cpus, str(BIN / "uvicorn"), "hello_app:app", "--port", "{port}",
         "--workers", str(workers), "--no-access-log", "--log-level", "warning",
         "--no-proxy-headers", "--no-server-header",
     ]  # fmt: skip
-    with Server(hello_argv, env, BENCH, "/hello") as srv:
+    hello_env = {**env, "BENCH_STATIC_BYTES": str(jwks_bytes)}
+    with Server(hello_argv, hello_env, BENCH, "/hello") as srv:
         hello = drive(srv, wrk_cpus, "hello", "/hello", "get.lua", "get", d)
+        static = drive(srv, wrk_cpus, "static", "/static", "get.lua", "get", d)
 
     peer_login = peer_refresh = None
     if peer_python is not None:
@@ -563,6 +574,10 @@ def bench_block(
                        baseline_cpu_ms=total_cpu(hello),
                        ratio=r, goal=">= 0.9x", met=r >= 0.9))  # fmt: skip
     rows[-1].extra["hello"] = asdict(hello)
+    rows.append(runrow("jwks vs same bytes", jwks, baseline=static.rps,
+                       baseline_name=f"FastAPI constant {jwks_bytes} B",
+                       baseline_cpu_ms=total_cpu(static), ratio=jwks.rps / static.rps))  # fmt: skip
+    rows[-1].extra["static"] = asdict(static)
     rows.append(runrow("/auth/me", me, baseline=raw_verify,
                        baseline_name=f"raw RS256 verify, {workers} proc",
                        baseline_cpu_ms=verify_cpu,
@@ -570,7 +585,8 @@ def bench_block(
     if peer_login is not None and peer_refresh is not None:
         rows.append(runrow("login vs peer", login, baseline=peer_login.rps,
                            baseline_name="simplejwt login",
-                           baseline_cpu_ms=total_cpu(peer_login), ratio=login.rps / peer_login.rps))  # fmt: skip
+                           baseline_cpu_ms=total_cpu(peer_login),
+                           ratio=login.rps / peer_login.rps))  # fmt: skip
         rows[-1].extra["peer"] = asdict(peer_login)
         rows.append(runrow("refresh vs peer", refresh, baseline=peer_refresh.rps,
                            baseline_name="simplejwt refresh+blacklist",
@@ -721,7 +737,9 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the simplejwt peer")
     parser.add_argument("--out", type=Path, default=RESULTS)
     opts = parser.parse_args()
-    opts.duration = opts.duration or (1.0 if opts.quick else 5.0)
+    opts.duration = opts.duration or (1.0 if opts.quick else 4.0)
+    if opts.quick:
+        WRK.update(WRK_QUICK)
     dbs = opts.db or ["sqlite", "postgresql"]
     workers = opts.workers or ([1] if opts.quick else [1, 2])
     with_peer = not (opts.quick or opts.no_peer)
@@ -761,7 +779,8 @@ def main() -> int:
                 cli = str(BIN / "authsvc")
                 subprocess.run([cli, "migrate"], env=env, check=True, capture_output=True)
                 subprocess.run([cli, "users", "create", USERNAME, "--password-stdin"], env=env,
-                               input=PASSWORD + "\n", text=True, check=True, capture_output=True)  # fmt: skip
+                               input=PASSWORD + "\n", text=True, check=True,
+                               capture_output=True)  # fmt: skip
                 if peer_python is not None:
                     subprocess.run([str(peer_python), "-m", "peer.seed", USERNAME, PASSWORD],
                                    env=peer_env(peer_url, workdir), cwd=PEER_DIR, check=True,
@@ -785,7 +804,8 @@ def main() -> int:
 
     title = (
         f"authsvc bench {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{info['cpu']} x{info['cores']}, load {info['loadavg_start'][0]:.1f}{' (quick)' if opts.quick else ''}"
+        f"{info['cpu']} x{info['cores']}, load {info['loadavg_start'][0]:.1f}"
+        + (" (quick)" if opts.quick else "")
     )
     print()
     print(title)
