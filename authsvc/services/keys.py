@@ -42,7 +42,8 @@ class KeyService:
         self._fingerprint: object = None
         self._loaded_at: datetime | None = None
         self._lock = asyncio.Lock()
-        self._jwks: tuple[KeyRing, tuple[str, ...], bytes] | None = None
+        self._jwks: tuple[KeyRing, datetime, datetime | None, bytes] | None = None
+        self._reload_interval = timedelta(seconds=settings.key_reload_interval)
 
     @property
     def ring(self) -> KeyRing:
@@ -67,16 +68,27 @@ class KeyService:
         if not self._fresh(now):
             async with database.read() as db:
                 ring = await self.ring_at(db, now)
-        published = tuple(k.kid for k in ring.published(now))
         cached = self._jwks
-        if cached is None or cached[0] is not ring or cached[1] != published:
+        if (
+            cached is None
+            or cached[0] is not ring
+            or now < cached[1]
+            or (cached[2] is not None and now >= cached[2])
+        ):
+            # The published set changes only when the ring does or a retired key's last token
+            # expires: the body stays valid until the next such instant.
+            ends = [
+                k.retires_at + self.unpublish_after
+                for k in ring.keys
+                if k.retires_at is not None and k.retires_at + self.unpublish_after > now
+            ]
             body = json.dumps(ring.jwks(now), separators=(",", ":")).encode()
-            cached = self._jwks = (ring, published, body)
-        return cached[2]
+            cached = self._jwks = (ring, now, min(ends, default=None), body)
+        return cached[3]
 
     def _fresh(self, now: datetime) -> bool:
-        interval = timedelta(seconds=self.settings.key_reload_interval)
-        return self._loaded_at is not None and self._loaded_at <= now < self._loaded_at + interval
+        loaded = self._loaded_at
+        return loaded is not None and loaded <= now < loaded + self._reload_interval
 
     async def reload(self, db: AsyncSession, now: datetime) -> KeyRing:
         repo = SigningKeyRepository(db)
