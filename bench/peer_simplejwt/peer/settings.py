@@ -51,7 +51,11 @@ else:
             "PASSWORD": _db.password or "",
             "HOST": _db.hostname or "127.0.0.1",
             "PORT": str(_db.port or 5432),
-            "CONN_MAX_AGE": None,  # persistent connections (sync views run in one thread)
+            # A pool of at most 10 connections per process, like authsvc's. Without it each of
+            # the threads Django runs sync views in opens its own connection, which ran the
+            # shared server out of connections ("too many clients": HTTP 500s) under load.
+            "CONN_MAX_AGE": 0,  # required with the pool, which keeps the connections
+            "OPTIONS": {"pool": {"min_size": 2, "max_size": 10, "timeout": 5}},
         }
     }
 
@@ -81,4 +85,10 @@ SIMPLE_JWT = {
     "ISSUER": "http://127.0.0.1:8000",
 }
 
-LOGGING = {"version": 1, "disable_existing_loggers": False}
+# Server errors (500) to stderr, which the runner keeps in the server's log.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+}
