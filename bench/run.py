@@ -852,7 +852,15 @@ def main() -> int:
     verifier = run_verifier(opts.quick, server_cpus)
     elapsed = time.monotonic() - started
     info["loadavg_end"] = os.getloadavg()
-    wrk_max = max((r.extra["run"]["wrk_cpu"] for r in rows), default=0.0)
+    wrk_max = max(
+        (
+            r.extra[k]["wrk_cpu"]
+            for r in rows
+            for k in ("run", "hello", "static", "peer")
+            if k in r.extra
+        ),
+        default=0.0,
+    )
 
     title = (
         f"authsvc bench {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
