@@ -116,6 +116,10 @@ class _SQLiteWriter:
 
     def acquire(self, record: Any) -> None:
         """Called from the engine's sync code, which runs in SQLAlchemy's greenlet."""
+        if self._INFO_KEY in record.info:
+            # A later transaction on the same checkout (a Connection committed and went on):
+            # it holds the lock already, until it goes back to the pool.
+            return
         lock = self._lock()
         try:
             await_(asyncio.wait_for(lock.acquire(), self.wait))
