@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import authsvc, fastapi, jwt, passlib, sqlalchemy"
 	touch $(STAMP)
+
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]' 2>&1 | grep -v "^WARNING: Location" || true
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	touch $(BENCH_STAMP)
+
+# The benchmarks (a few minutes; see README "Benchmarks"). bench-quick is a < 60 s smoke run.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --quick
 
 serve: $(STAMP)
 	$(BIN)/authsvc serve

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    password_hash_concurrency: int | None = Field(None, ge=1)
 
     password_min_length: int = Field(8, ge=1)
     password_max_length: int = Field(1024, ge=8, le=4096)
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     redis_url: str | None = None
     log_level: str = "info"
+    access_log: bool = True
     rate_limit_enabled: bool = True
     revocation_poll_after: int = Field(5, ge=0, le=3600)
 

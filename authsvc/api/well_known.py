@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from authsvc.api.deps import Now, ReadDB, State
+from authsvc.api.deps import get_state
 from authsvc.api.schemas import JWKS
 
 router = APIRouter(tags=["discovery"])
@@ -18,7 +16,13 @@ class JWKSResponse(JSONResponse):
 
 
 @router.get("/.well-known/jwks.json", response_model=JWKS, response_class=JWKSResponse)
-async def jwks(state: State, db: ReadDB, now: Now) -> Any:
-    ring = await state.keys.ring_at(db, now)
-    max_age = state.settings.jwks_max_age
-    return JWKSResponse(ring.jwks(now), headers={"Cache-Control": f"public, max-age={max_age}"})
+async def jwks(request: Request) -> Response:
+    # No dependencies on purpose: this is the hottest public endpoint, and the key service
+    # opens a read transaction only when its ring is due for a reload.
+    state = get_state(request)
+    body = await state.keys.jwks_document(state.database, state.clock.now())
+    return Response(
+        body,
+        headers={"Cache-Control": f"public, max-age={state.settings.jwks_max_age}"},
+        media_type=JWKSResponse.media_type,
+    )

@@ -34,9 +34,10 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,19 +68,20 @@ class RequestObserver:
             self.metrics.request(template, method, status, elapsed)
             path = str(scope.get("path", ""))[:256]
             client = scope.get("client")
-            log.info(
-                "%s %s %d %.1fms",
-                method,
-                path,
-                status,
-                elapsed * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client[0] if client else None,
-                },
-            )
+            if self.access_log:
+                log.info(
+                    "%s %s %d %.1fms",
+                    method,
+                    path,
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "path": path,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": client[0] if client else None,
+                    },
+                )

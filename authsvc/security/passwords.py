@@ -6,7 +6,10 @@ upgrade, so they are rehashed at the next successful login.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import unicodedata
+import weakref
 
 import anyio
 from passlib.context import CryptContext
@@ -29,6 +32,10 @@ class PasswordHasher:
             argon2__memory_cost=settings.argon2_memory_cost,
             argon2__parallelism=settings.argon2_parallelism,
         )
+        self._concurrency = settings.password_hash_concurrency or os.cpu_count() or 1
+        self._limiters: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, anyio.CapacityLimiter
+        ] = weakref.WeakKeyDictionary()
         # Checked for unknown users so that their answer takes as long as a wrong password.
         self._dummy_hash = self.context.hash("authsvc-dummy-password-for-timing")
 
@@ -36,7 +43,18 @@ class PasswordHasher:
         return str(self.context.hash(normalize_password(password)))
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self.hash_sync, password)
+        return await anyio.to_thread.run_sync(self.hash_sync, password, limiter=self._limiter())
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        # At most `hash_concurrency` hashes at once per process (one per core by default):
+        # argon2 already runs its lanes in parallel threads, and more concurrent 64 MiB hashes
+        # than cores only thrash caches and memory (login throughput fell to under half the
+        # raw hash rate with 8 at once on 2 cores). Waiting logins queue here, off the loop.
+        loop = asyncio.get_running_loop()
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(self._concurrency)
+        return limiter
 
     async def verify(self, password: str, stored_hash: str | None) -> tuple[bool, str | None]:
         """(matches, new hash if the stored one should be upgraded). Runs off the event loop."""
@@ -50,7 +68,7 @@ class PasswordHasher:
                 return False, None
             return bool(ok), new_hash
 
-        ok, new_hash = await anyio.to_thread.run_sync(check)
+        ok, new_hash = await anyio.to_thread.run_sync(check, limiter=self._limiter())
         if stored_hash is None:
             return False, None
         return ok, new_hash

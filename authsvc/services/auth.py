@@ -308,18 +308,15 @@ class AuthService:
 
         successor = self.refresh_tokens.successor(token)
         sessions = SessionRepository(db)
-        if await tokens.mark_used(row.id, now):
-            expires_at = self._refresh_expiry(session, now)
-            await tokens.add(
-                RefreshToken(
-                    session_id=session.id,
-                    parent_id=row.id,
-                    digest=self.refresh_tokens.digest(successor),
-                    issued_at=now,
-                    expires_at=expires_at,
-                )
-            )
-            await sessions.touch(session.id, now)
+        expires_at = self._refresh_expiry(session, now)
+        successor_row = RefreshToken(
+            session_id=session.id,
+            parent_id=row.id,
+            digest=self.refresh_tokens.digest(successor),
+            issued_at=now,
+            expires_at=expires_at,
+        )
+        if await tokens.rotate(row.id, successor_row, now):
             pair = await self._pair(db, user, session.id, successor, expires_at, now, **grant)
             return pair, "rotated"
 
@@ -381,12 +378,15 @@ class AuthService:
         return claims
 
     async def me(self, db: AsyncSession, token: str, now: datetime) -> Principal:
-        claims = await self.authenticate(db, token, now)
+        """authenticate() plus the user, with the revocation checks and the user in one query."""
+        ring = await self.keys.ring_at(db, now)
+        claims = self.access.verify(token, ring, now)
         try:
-            user = await UserRepository(db).by_id(uuid.UUID(claims.sub))
+            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
         except ValueError as exc:
             raise InvalidToken() from exc
-        if user is None or not user.is_active:
+        user = await SessionRepository(db).user_if_access_allowed(sid, sub, claims.jti, now)
+        if user is None:
             raise InvalidToken()
         return Principal(user=user, claims=claims)
 

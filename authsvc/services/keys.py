@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,7 +15,7 @@ from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
 from authsvc.security.secrets import ServerSecrets
 from authsvc.services import audit
-from authsvc.store.db import MIGRATION_LOCK_ID
+from authsvc.store.db import MIGRATION_LOCK_ID, Database
 from authsvc.store.models import SigningKey
 from authsvc.store.repositories import SigningKeyRepository
 
@@ -42,6 +43,8 @@ class KeyService:
         self._fingerprint: object = None
         self._loaded_at: datetime | None = None
         self._lock = asyncio.Lock()
+        self._jwks: tuple[KeyRing, datetime, datetime | None, bytes] | None = None
+        self._reload_interval = timedelta(seconds=settings.key_reload_interval)
 
     @property
     def ring(self) -> KeyRing:
@@ -52,14 +55,41 @@ class KeyService:
 
         Other processes rotate keys too; this is how they reach us without a restart.
         """
-        interval = timedelta(seconds=self.settings.key_reload_interval)
-        if self._loaded_at is None or not (self._loaded_at <= now < self._loaded_at + interval):
+        if not self._fresh(now):
             async with self._lock:
-                if self._loaded_at is None or not (
-                    self._loaded_at <= now < self._loaded_at + interval
-                ):
+                if not self._fresh(now):
                     await self.reload(db, now)
         return self._ring
+
+    async def jwks_document(self, database: Database, now: datetime) -> bytes:
+        """The JWKS (RFC 7517 section 5) as JSON bytes, rendered once per set of published
+        keys, and read from the database only when the key ring is due for a reload: the
+        endpoint is hit by every resource server and should cost no more than a static file."""
+        ring = self._ring
+        if not self._fresh(now):
+            async with database.read() as db:
+                ring = await self.ring_at(db, now)
+        cached = self._jwks
+        if (
+            cached is None
+            or cached[0] is not ring
+            or now < cached[1]
+            or (cached[2] is not None and now >= cached[2])
+        ):
+            # The published set changes only when the ring does or a retired key's last token
+            # expires: the body stays valid until the next such instant.
+            ends = [
+                k.retires_at + self.unpublish_after
+                for k in ring.keys
+                if k.retires_at is not None and k.retires_at + self.unpublish_after > now
+            ]
+            body = json.dumps(ring.jwks(now), separators=(",", ":")).encode()
+            cached = self._jwks = (ring, now, min(ends, default=None), body)
+        return cached[3]
+
+    def _fresh(self, now: datetime) -> bool:
+        loaded = self._loaded_at
+        return loaded is not None and loaded <= now < loaded + self._reload_interval
 
     async def reload(self, db: AsyncSession, now: datetime) -> KeyRing:
         repo = SigningKeyRepository(db)
