@@ -15,7 +15,7 @@ from authsvc.cli import parse_since
 from authsvc.services import audit
 from authsvc.store.models import AuditEvent, Session
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
-from tests.test_cli import cli
+from tests.live import cli
 
 pytestmark = pytest.mark.anyio
 

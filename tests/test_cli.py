@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,37 +9,7 @@ import httpx
 import jwt
 import pytest
 
-CLI = [sys.executable, "-m", "authsvc"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update(
-        AUTHSVC_ARGON2_TIME_COST="1",
-        AUTHSVC_ARGON2_MEMORY_COST="1024",
-        AUTHSVC_ARGON2_PARALLELISM="1",
-    )
-    env.update(extra)
-    return env
-
-
-def cli(cwd: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=clean_env(**env),
-        timeout=60,
-        check=False,
-    )
+from tests.live import cli, live_server
 
 
 @pytest.fixture
@@ -123,38 +87,8 @@ def test_new_kek_and_production_requires_it(workdir: Path) -> None:
 @pytest.fixture
 def server(workdir: Path) -> Iterator[str]:
     """`authsvc serve` with no settings at all: the embedded default."""
-    port = free_port()
-    env = clean_env()
-    log = workdir / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(log.read_text())
-            time.sleep(0.2)
-        else:
-            raise AssertionError("server did not become ready")
+    with live_server(workdir, set_issuer=False) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.slow

@@ -11,8 +11,7 @@ import httpx
 import pytest
 from authlib.integrations.requests_client import OAuth2Session
 
-from tests.live import live_server
-from tests.test_cli import cli
+from tests.live import cli, live_server
 
 pytestmark = pytest.mark.slow
 

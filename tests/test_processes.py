@@ -30,8 +30,8 @@ from sqlalchemy.engine import make_url
 from authsvc.store.db import head_revision
 from tests import pg
 from tests.conftest import TEST_KEK
+from tests.live import CLI, clean_env, cli, free_port
 from tests.proxy import TcpProxy
-from tests.test_cli import CLI, clean_env, cli, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 

@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.test_cli import CLI, clean_env, cli, free_port
+from tests.live import CLI, clean_env, cli, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL = 0.5

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import live_server
-from tests.test_cli import cli
+from tests.live import cli, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

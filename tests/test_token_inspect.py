@@ -15,7 +15,7 @@ import pytest
 
 from authsvc.security.keys import generate_private_key, public_jwk
 from tests.conftest import Harness
-from tests.test_cli import cli, free_port
+from tests.live import cli, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
