@@ -10,7 +10,6 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
-from authsvc.services import audit
 from authsvc.services.auth import AuthService
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
@@ -99,23 +98,6 @@ class SessionService:
             user.id, old_hash, new_hash, now
         ):
             raise InvalidCredentials("The password changed meanwhile; try again.")
-        sessions = SessionRepository(db)
-        others = [s for s in await sessions.live_ids_for_user(user.id, now) if str(s) != claims.sid]
-        revoked = await sessions.revoke(
-            others,
-            now,
-            "password_changed",
-            tokens_valid_until=now + self.auth.settings.access_token_horizon,
-        )
-        await audit.record(
-            db,
-            now,
-            audit.Entry(
-                audit.PASSWORD_CHANGED,
-                user.id,
-                user.username,
-                uuid.UUID(claims.sid),
-                actor="self",
-                details={"sessions_revoked": revoked},
-            ),
+        await self.users.password_changed(
+            db, user, now, keep_session=uuid.UUID(claims.sid), actor="self"
         )

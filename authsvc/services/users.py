@@ -151,9 +151,25 @@ class UserService:
         user = await self.get(db, username)
         user.password_hash = await self.passwords.hash(password)
         user.updated_at = now
+        await self.password_changed(db, user, now, actor=actor)
+        await db.flush()
+        return user
+
+    async def password_changed(
+        self,
+        db: AsyncSession,
+        user: User,
+        now: datetime,
+        *,
+        keep_session: uuid.UUID | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """After a new password: revoke the user's sessions (but `keep_session`, the caller's own
+        when they changed it themselves) and record it in the audit trail."""
         sessions = SessionRepository(db)
+        live = await sessions.live_ids_for_user(user.id, now)
         revoked = await sessions.revoke(
-            await sessions.live_ids_for_user(user.id, now),
+            [s for s in live if s != keep_session],
             now,
             "password_changed",
             tokens_valid_until=now + self.settings.access_token_horizon,
@@ -165,9 +181,8 @@ class UserService:
                 audit.PASSWORD_CHANGED,
                 user.id,
                 user.username,
+                keep_session,
                 actor=actor,
                 details={"sessions_revoked": revoked},
             ),
         )
-        await db.flush()
-        return user
