@@ -1,7 +1,10 @@
-"""In-process ASGI loop: us per request for authsvc JWKS (and layers stripped) vs hello world."""
+"""In-process ASGI loop (no network): CPU us per request of authsvc JWKS, of each of its
+middlewares, and of bench/hello_app.py. Usage: .venv/bin/python bench/inproc_jwks.py [N]
+"""
 import asyncio, sys, time, tempfile, os
 from pathlib import Path
-sys.path.insert(0, "/work/wt-perf"); sys.path.insert(0, "/work/wt-perf/bench")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("BENCH_STATIC_BYTES", "462")
 import uvloop
 from tests.conftest import make_settings
