@@ -230,11 +230,14 @@ def _rotation_read_statement() -> tuple[Select[Any], tuple[tuple[str, ...], ...]
 
 
 def _detached(row: Row[Any], keys: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """Transient instances holding the row's values, made the way the ORM's loader makes
+    them (new_instance, then the attribute dict): the constructor cost ~13 us per object."""
     objects: list[Any] = []
     start = 0
     for model, names in zip(_ROTATION_MODELS, keys, strict=True):
-        values = row[start : start + len(names)]
-        objects.append(model(**dict(zip(names, values, strict=True))))
+        instance = model.__mapper__.class_manager.new_instance()
+        instance.__dict__.update(zip(names, row[start : start + len(names)], strict=True))
+        objects.append(instance)
         start += len(names)
     return objects
 
