@@ -102,7 +102,7 @@ async def test_database_down_gives_bounded_503_and_service_resumes(
 
     proxy.restore()
     # No restart, no retry by the client beyond the one it would make anyway: the pool
-    # notices its dead connections (pre-ping) and opens new ones.
+    # invalidated its dead connections when they failed, and opens new ones.
     assert (await harness.client.get("/readyz")).status_code == 200
     again = await harness.refresh(tokens["refresh_token"])
     # The refresh that failed spent nothing: the token still rotates, once.

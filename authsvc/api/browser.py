@@ -38,9 +38,12 @@ def check_csrf(request: Request, settings: Settings) -> None:
         raise CSRFRejected(f"The {CSRF_HEADER} header is required.")
 
 
-def _cookie_mode(request: Request, state: State) -> bool:
+async def _cookie_mode(request: Request, state: State) -> bool:
     """True when the refresh token travels in the cookie; checks CSRF first (this runs before
-    the body is parsed, so a cross-site form post gets 403, not a parsing error)."""
+    the body is parsed, so a cross-site form post gets 403, not a parsing error).
+
+    `async def` though it never awaits: FastAPI runs a plain `def` dependency in the thread
+    pool, which cost login, refresh and logout a thread hop each (see api/deps.py)."""
     mode = REFRESH_COOKIE in request.cookies or wants_cookie(request, state.settings)
     if mode:
         check_csrf(request, state.settings)

@@ -30,6 +30,39 @@ _ALWAYS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+# The same, as raw ASGI header pairs, for the common path below.
+_ALWAYS_RAW = [(name.lower().encode(), value.encode()) for name, value in _ALWAYS.items()]
+_CSP_RAW = (b"content-security-policy", CSP.encode())
+_SPA_CSP_RAW = (b"content-security-policy", SPA_CSP.encode())
+_NO_STORE_RAW = (b"cache-control", b"no-store")
+_PRAGMA_RAW = (b"pragma", b"no-cache")
+_OURS = {name for name, _ in _ALWAYS_RAW} | {b"content-security-policy", b"pragma"}
+
+
+def _add_raw(headers: list[tuple[bytes, bytes]], csp: tuple[bytes, bytes] | None) -> None:
+    """Append the headers the response lacks, in one pass over the ones it has (Starlette
+    responses: a list of lower-cased byte pairs). Same result as the MutableHeaders path."""
+    cache_control: bytes | None = None
+    present: set[bytes] = set()
+    for name, value in headers:
+        if name == b"cache-control":
+            if cache_control is None:
+                cache_control = value
+        elif name in _OURS:
+            present.add(name)
+    if present:
+        headers.extend(h for h in _ALWAYS_RAW if h[0] not in present)
+        if csp is not None and csp[0] not in present:
+            headers.append(csp)
+    else:
+        headers.extend(_ALWAYS_RAW)
+        if csp is not None:
+            headers.append(csp)
+    if cache_control is None:
+        headers.append(_NO_STORE_RAW)
+        cache_control = _NO_STORE_RAW[1]
+    if cache_control == b"no-store" and b"pragma" not in present:
+        headers.append(_PRAGMA_RAW)
 
 
 class HttpGuard:
@@ -43,10 +76,17 @@ class HttpGuard:
             return
         path: str = scope.get("path", "")
         docs = path.startswith(_DOCS_PATHS)
-        csp = SPA_CSP if path == _SPA_PATH or path.startswith(_SPA_PATH + "/") else CSP
+        spa = path == _SPA_PATH or path.startswith(_SPA_PATH + "/")
+        csp = SPA_CSP if spa else CSP
+        csp_raw = None if docs else (_SPA_CSP_RAW if spa else _CSP_RAW)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                raw = message.get("headers")
+                if type(raw) is list:
+                    _add_raw(raw, csp_raw)
+                    await send(message)
+                    return
                 headers = MutableHeaders(scope=message)
                 for name, value in _ALWAYS.items():
                     headers.setdefault(name, value)

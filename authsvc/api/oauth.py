@@ -104,9 +104,11 @@ async def _form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(_form)]
 
 
-def _credentials(request: Request, form: Form) -> ClientCredentials:
+async def _credentials(request: Request, form: Form) -> ClientCredentials:
     """RFC 6749 section 2.3.1: HTTP Basic (client_secret_basic) or body parameters
-    (client_secret_post, or a public client's bare client_id); never both."""
+    (client_secret_post, or a public client's bare client_id); never both.
+
+    `async def` so FastAPI does not run it in the thread pool (see api/deps.py)."""
     header = request.headers.get("authorization")
     if header is None:
         return ClientCredentials(form.get("client_id"), form.get("client_secret"), basic=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import get_state
@@ -26,3 +26,9 @@ async def jwks(request: Request) -> Response:
         headers={"Cache-Control": f"public, max-age={state.settings.jwks_max_age}"},
         media_type=JWKSResponse.media_type,
     )
+
+
+def add_routes(app: FastAPI) -> None:
+    """This router's routes straight on the app's router (see create_app)."""
+    for route in router.routes:
+        app.router.routes.append(route)

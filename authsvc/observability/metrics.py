@@ -85,15 +85,23 @@ class Metrics:
             self.logins.labels(outcome)
         for outcome in REFRESH_OUTCOMES:
             self.refreshes.labels(outcome)
+        # The labelled children per (route, method, status): `.labels()` costs more than the
+        # count itself on every request. Bounded like the series themselves (route templates).
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._state_readers: list[Callable[[], dict[str, float | None]]] = []
         self.registry.register(_StateCollector(self._read_state))
 
     # -- counting ----------------------------------------------------------------------------
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        labels = (route, method, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def login(self, outcome: str) -> None:
         self.logins.labels(outcome).inc()

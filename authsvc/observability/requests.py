@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Final
 
@@ -30,7 +30,8 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits (like uuid4().hex, at a quarter of its cost).
+    return os.urandom(16).hex()
 
 
 class RequestObserver:
@@ -53,7 +54,12 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                headers = message.get("headers")
+                if type(headers) is list:
+                    # Starlette's responses hand over a list: append in place (the cheap path).
+                    headers.append((b"x-request-id", request_id.encode("latin-1")))
+                else:
+                    MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
         try:
@@ -66,9 +72,9 @@ class RequestObserver:
             template = getattr(route, "path", None) or "<unmatched>"
             method = str(scope.get("method", ""))
             self.metrics.request(template, method, status, elapsed)
-            path = str(scope.get("path", ""))[:256]
-            client = scope.get("client")
             if self.access_log:
+                path = str(scope.get("path", ""))[:256]
+                client = scope.get("client")
                 log.info(
                     "%s %s %d %.1fms",
                     method,

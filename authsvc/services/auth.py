@@ -287,7 +287,7 @@ class AuthService:
             raise InvalidRefreshToken()
         digest = self.refresh_tokens.digest(token)
         tokens = RefreshTokenRepository(db)
-        found = await tokens.by_digest(digest)
+        found = await tokens.for_rotation(digest)
         if found is None:
             raise InvalidRefreshToken()
         row, session, user = found
