@@ -366,12 +366,7 @@ class AuthService:
 
     async def authenticate(self, db: AsyncSession, token: str, now: datetime) -> AccessClaims:
         """Verify an access token and check it against revocations (by jti and sid)."""
-        ring = await self.keys.ring_at(db, now)
-        claims = self.access.verify(token, ring, now)
-        try:
-            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
-        except ValueError as exc:
-            raise InvalidToken() from exc
+        claims, sid, sub = await self._verified(db, token, now)
         # The session must be the subject's: logout acts on `sub`'s sessions.
         if not await SessionRepository(db).access_allowed(sid, claims.jti, now, user_id=sub):
             raise InvalidToken()
@@ -379,16 +374,22 @@ class AuthService:
 
     async def me(self, db: AsyncSession, token: str, now: datetime) -> Principal:
         """authenticate() plus the user, with the revocation checks and the user in one query."""
-        ring = await self.keys.ring_at(db, now)
-        claims = self.access.verify(token, ring, now)
-        try:
-            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
-        except ValueError as exc:
-            raise InvalidToken() from exc
+        claims, sid, sub = await self._verified(db, token, now)
         user = await SessionRepository(db).user_if_access_allowed(sid, sub, claims.jti, now)
         if user is None:
             raise InvalidToken()
         return Principal(user=user, claims=claims)
+
+    async def _verified(
+        self, db: AsyncSession, token: str, now: datetime
+    ) -> tuple[AccessClaims, uuid.UUID, uuid.UUID]:
+        """Signature and claims checked; (claims, sid, sub). Revocation is the caller's query."""
+        ring = await self.keys.ring_at(db, now)
+        claims = self.access.verify(token, ring, now)
+        try:
+            return claims, uuid.UUID(claims.sid), uuid.UUID(claims.sub)
+        except ValueError as exc:
+            raise InvalidToken() from exc
 
     # -- logout ------------------------------------------------------------------------------
 
