@@ -40,3 +40,10 @@ async def test_access_token_verifies_against_jwks_with_pyjwt(harness: Harness) -
         issuer="https://auth.test",
     )
     assert claims["sub"]
+
+
+async def test_jwks_answers_head_like_get(harness: Harness) -> None:
+    response = await harness.client.head("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=300"
+    assert response.headers["content-type"] == "application/jwk-set+json"

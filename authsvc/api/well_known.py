@@ -28,6 +28,11 @@ async def jwks(request: Request) -> Response:
     )
 
 
+# Caches and CDNs revalidate with HEAD (RFC 9110 section 9.3.2); same answer, the server drops
+# the body. Kept out of the OpenAPI document, which describes GET.
+router.add_api_route("/.well-known/jwks.json", jwks, methods=["HEAD"], include_in_schema=False)
+
+
 def add_routes(app: FastAPI) -> None:
     """This router's routes straight on the app's router (see create_app)."""
     for route in router.routes:
