@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     prune_interval: int = Field(3600, ge=0)
     prune_batch: int = Field(1000, ge=1)
+    # Audit events older than this many days are pruned; 0 keeps them forever.
+    audit_retention_days: int = Field(365, ge=0)
     key_rotation_interval: int = Field(0, ge=0)
 
     @field_validator("issuer")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.services.keys import KeyService
 from authsvc.services.revocations import retention
+from authsvc.store.audit import AuditRepository
 from authsvc.store.db import Database
 from authsvc.store.repositories import (
     DenylistRepository,
@@ -26,12 +27,14 @@ class PruneReport:
     sessions: int = 0
     signing_keys: int = 0
     revocation_events: int = 0
+    audit_events: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
-    """Delete expired denylist entries, refresh tokens, sessions, feed entries and old keys.
+    """Delete expired denylist entries, refresh tokens, sessions, feed entries and old keys,
+    and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
     go last: a session row (and its used tokens) is what detects reuse until it expires.
@@ -48,6 +51,13 @@ async def prune(
             ),
         ),
     )
+    retention_days = keys.settings.audit_retention_days
+    if retention_days:
+        cutoff = now - timedelta(days=retention_days)
+        steps = (
+            *steps,
+            ("audit_events", lambda db: AuditRepository(db).delete_older_than(cutoff, batch)),
+        )
     for field, step in steps:
         while True:
             async with database.transaction() as db:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import AuditEvent
@@ -43,3 +43,8 @@ class AuditRepository:
             query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
         )
         return result.scalars().all()
+
+    async def delete_older_than(self, before: datetime, limit: int) -> int:
+        ids = select(AuditEvent.id).where(AuditEvent.at < before).limit(limit)
+        result = await self.db.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
