@@ -588,3 +588,13 @@ async def test_deleting_a_client_revokes_its_sessions_and_secrets_are_digests(
             await harness.state.clients.create(
                 db, "x", harness.clock.now(), grant_types=["authorization_code"]
             )
+
+
+async def test_oversized_oauth_request_gets_the_rfc_error_shape(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/oauth/token",
+        content=b"grant_type=password&username=" + b"a" * 200_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+    assert set(response.json()) == {"error", "error_description"}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.errors import PayloadTooLarge, render
+from authsvc.errors import PayloadTooLarge, render, render_oauth
+
+
+def _too_large(scope: Scope) -> Response:
+    # The /oauth endpoints answer in the RFC 6749 section 5.2 shape, the rest in ours.
+    oauth = str(scope.get("path", "")).startswith("/oauth/")
+    return (render_oauth if oauth else render)(PayloadTooLarge())
 
 
 class _TooLarge(Exception):
@@ -28,7 +35,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_large = True
                 if too_large:
-                    await render(PayloadTooLarge())(scope, receive, send)
+                    await _too_large(scope)(scope, receive, send)
                     return
             elif name == b"transfer-encoding":
                 chunked = True
@@ -62,11 +69,11 @@ class BodySizeLimit:
                 await send(message)
             elif not answered:
                 answered = True
-                await render(PayloadTooLarge())(scope, receive, send)
+                await _too_large(scope)(scope, receive, send)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not answered:
                 answered = True
-                await render(PayloadTooLarge())(scope, receive, send)
+                await _too_large(scope)(scope, receive, send)
