@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Insert,
     Row,
     Select,
@@ -61,6 +62,22 @@ class UserRepository:
     async def list(self) -> Sequence[User]:
         result = await self.db.execute(select(User).order_by(User.username))
         return result.scalars().all()
+
+
+def _access_conditions(
+    session_id: uuid.UUID, user_id: uuid.UUID | None, jti: str, now: datetime
+) -> list[ColumnElement[bool]]:
+    """What an access token needs besides its signature: a live session (the subject's, when
+    given) of an active user, and a jti that is not denylisted."""
+    owner = [Session.user_id == user_id] if user_id is not None else []
+    return [
+        Session.id == session_id,
+        *owner,
+        Session.revoked_at.is_(None),
+        Session.expires_at > now,
+        User.is_active.is_(True),
+        ~exists().where(DeniedAccessToken.jti == jti),
+    ]
 
 
 class SessionRepository:
@@ -130,19 +147,10 @@ class SessionRepository:
     ) -> bool:
         """One round trip: the session is live (and the user's, if given), its user active,
         and the jti not denied."""
-        denied = exists().where(DeniedAccessToken.jti == jti)
-        owner = [Session.user_id == user_id] if user_id is not None else []
         result = await self.db.execute(
             select(Session.id)
             .join(User, User.id == Session.user_id)
-            .where(
-                Session.id == session_id,
-                *owner,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-                User.is_active.is_(True),
-                ~denied,
-            )
+            .where(*_access_conditions(session_id, user_id, jti, now))
         )
         return result.first() is not None
 
@@ -151,18 +159,10 @@ class SessionRepository:
     ) -> User | None:
         """access_allowed and the user in the same round trip (for /auth/me): the active user,
         if the session is theirs and live and the jti not denied; else None."""
-        denied = exists().where(DeniedAccessToken.jti == jti)
         result = await self.db.execute(
             select(User)
             .join(Session, User.id == Session.user_id)
-            .where(
-                Session.id == session_id,
-                User.id == user_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-                User.is_active.is_(True),
-                ~denied,
-            )
+            .where(*_access_conditions(session_id, user_id, jti, now))
         )
         return result.scalar_one_or_none()
 
