@@ -35,9 +35,7 @@ class KeyService:
         self.secrets = secrets
         # A key stays published this long after it stops signing: its last token's lifetime
         # plus the verifiers' leeway.
-        self.unpublish_after = timedelta(
-            seconds=settings.access_token_ttl + settings.token_leeway_seconds
-        )
+        self.unpublish_after = settings.access_token_horizon
         self._ring = KeyRing([], self.unpublish_after)
         self._parsed: dict[str, LoadedKey] = {}
         self._fingerprint: object = None
