@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from authsvc.store.errors import TRANSIENT_SQLSTATE
+
 log = logging.getLogger("authsvc.errors")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -212,12 +214,6 @@ _HTTP_CODES = {
 }
 
 
-# SQLSTATEs that mean "slow or away, retry later": connection exceptions (08), insufficient
-# resources (53), operator intervention incl. statement timeout (57), lock timeout (55P03),
-# serialization failure and deadlock (40001, 40P01), idle-in-transaction timeout (25P03).
-_TRANSIENT_SQLSTATE = ("08", "53", "57", "55P03", "40001", "40P01", "25P03")
-
-
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -273,7 +269,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain
         # DBAPIErrors; they are the database being slow or away (503), not our bug (500).
         sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
-        if sqlstate.startswith(_TRANSIENT_SQLSTATE):
+        if sqlstate.startswith(TRANSIENT_SQLSTATE):
             return await on_database(request, exc)
         return await on_unexpected(request, exc)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -14,6 +16,7 @@ from authsvc.api.client_ip import client_address
 from authsvc.api.state import AppState
 from authsvc.errors import AuthError, InvalidToken
 from authsvc.services.auth import ClientInfo
+from authsvc.store.db import Database
 
 log = logging.getLogger("authsvc.api")
 
@@ -35,30 +38,43 @@ async def _state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(_state)]
 
 
-async def _write_scope(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def write_scope(database: Database) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed here and only here, before the response is sent.
 
     An AuthError marked persist_writes (family revocation on refresh reuse) commits what was
     written before it; every other error rolls the request back whole, and then commits only
     the writes that record the failure (exc.failure_writes: the audit row of a failed login).
+    The WriteDB dependency; the refresh route enters it directly (see api/auth.py).
     """
-    state = get_state(request)
-    async with state.database.sessions() as session:
-        try:
-            yield session
-        except AuthError as exc:
-            if exc.persist_writes:
-                await session.commit()
-            else:
-                await session.rollback()
-                if exc.failure_writes:
-                    await _write_failure(session, exc)
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        else:
+    session = database.sessions()
+    try:
+        yield session
+    except AuthError as exc:
+        if exc.persist_writes:
             await session.commit()
+        else:
+            await session.rollback()
+            if exc.failure_writes:
+                await _write_failure(session, exc)
+        raise
+    except BaseException:
+        await session.rollback()
+        raise
+    else:
+        # A request that never used its session (a refresh on the fast lane, an early 4xx)
+        # skips the empty commit and close: ~0.1 ms of CPU, a twentieth of a refresh.
+        if session.in_transaction():
+            await session.commit()
+    finally:
+        if session.in_transaction():
+            # Only if committing or rolling back failed: give the connection back.
+            await session.close()
+
+
+async def _write_scope(request: Request) -> AsyncIterator[AsyncSession]:
+    async with write_scope(get_state(request).database) as session:
+        yield session
 
 
 async def _write_failure(session: AsyncSession, exc: AuthError) -> None:
@@ -100,6 +116,23 @@ async def _client(request: Request) -> ClientInfo:
 
 
 Client = Annotated[ClientInfo, Depends(_client)]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    state: AppState
+    now: datetime
+    client: ClientInfo
+
+
+async def _context(request: Request) -> RequestContext:
+    """State, Now and Client as one dependency, for the hottest routes: FastAPI's resolution
+    cost ~30 us per dependency on this machine, a sixth of a refresh's time with eight."""
+    state = get_state(request)
+    return RequestContext(state, state.clock.now(), await _client(request))
+
+
+Context = Annotated[RequestContext, Depends(_context)]
 
 
 def parse_bearer(header: str | None) -> str:

@@ -286,6 +286,32 @@ class AuthService:
         if not self.refresh_tokens.well_formed(token):
             raise InvalidRefreshToken()
         digest = self.refresh_tokens.digest(token)
+        successor = self.refresh_tokens.successor(token)
+        lane = self.database.fast_lane
+        if lane is not None and scope is None:
+            # The common case in one statement (store/fastlane.py); None sends every other
+            # case (and a token another request just spent) down the full path below.
+            fresh = await lane.rotate(
+                digest,
+                self.refresh_tokens.digest(successor),
+                now,
+                client_id,
+                now + timedelta(seconds=self.settings.refresh_token_ttl),
+            )
+            if fresh is not None:
+                pair = await self._issue(
+                    db,
+                    fresh.user_id,
+                    fresh.roles,
+                    fresh.session_id,
+                    successor,
+                    fresh.expires_at,
+                    now,
+                    client_id=fresh.client_id,
+                    audience=audience,
+                    scope=fresh.scope,
+                )
+                return pair, "rotated"
         tokens = RefreshTokenRepository(db)
         found = await tokens.for_rotation(digest)
         if found is None:
@@ -306,7 +332,6 @@ class AuthService:
             raise InvalidScope()
         grant = self._grant(session, audience, scope or session.scope)
 
-        successor = self.refresh_tokens.successor(token)
         sessions = SessionRepository(db)
         expires_at = self._refresh_expiry(session, now)
         successor_row = RefreshToken(
@@ -494,15 +519,42 @@ class AuthService:
         audience: str | None = None,
         scope: str | None = None,
     ) -> TokenPair:
+        return await self._issue(
+            db,
+            user.id,
+            list(user.roles or []),
+            session_id,
+            refresh_token,
+            refresh_expires_at,
+            now,
+            client_id=client_id,
+            audience=audience,
+            scope=scope,
+        )
+
+    async def _issue(
+        self,
+        db: AsyncSession,
+        user_id: uuid.UUID,
+        roles: list[str],
+        session_id: uuid.UUID,
+        refresh_token: str,
+        refresh_expires_at: datetime,
+        now: datetime,
+        *,
+        client_id: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+    ) -> TokenPair:
         ring = await self.keys.ring_at(db, now)
         if ring.signing_key(now) is None:
             raise ServiceUnavailable("No signing key is active.")
         access_token, _ = self.access.issue(
             ring,
             now,
-            subject=str(user.id),
+            subject=str(user_id),
             session_id=str(session_id),
-            roles=list(user.roles or []),
+            roles=roles,
             scope=scope or self.settings.default_scope,
             client_id=client_id or "authsvc",
             audience=audience,

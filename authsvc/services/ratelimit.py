@@ -261,6 +261,8 @@ class RateLimiter:
 
     async def check_address(self, endpoint: str, ip: str | None, now: datetime) -> None:
         """Count a request to `endpoint` (login, refresh) from this address; 429 when over."""
+        if self.backend is None:
+            return
         limit = self.limits.login_per_ip if endpoint == "login" else self.limits.refresh_per_ip
         await self._hit(_digest(f"ip:{endpoint}", address_key(ip)), limit, now)
 

@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
+from authsvc.store.fastlane import RefreshFastLane
+
 log = logging.getLogger("authsvc.store")
 
 _READONLY = "authsvc_readonly"
@@ -86,16 +88,20 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout * 2,
-            "server_settings": {
-                "application_name": "authsvc",
-                # Bounded waits: a stuck lock or statement becomes a 503, not a hung request.
-                "statement_timeout": str(int(timeout * 2000)),
-                "lock_timeout": str(int(timeout * 1000)),
-                "idle_in_transaction_session_timeout": "60000",
-            },
+            "server_settings": pg_server_settings(timeout),
         },
     )
     return engine
+
+
+def pg_server_settings(timeout: float) -> dict[str, str]:
+    return {
+        "application_name": "authsvc",
+        # Bounded waits: a stuck lock or statement becomes a 503, not a hung request.
+        "statement_timeout": str(int(timeout * 2000)),
+        "lock_timeout": str(int(timeout * 1000)),
+        "idle_in_transaction_session_timeout": "60000",
+    }
 
 
 class _SQLiteWriter:
@@ -189,6 +195,17 @@ class Database:
             expire_on_commit=False,
             autoflush=False,
         )
+        # PostgreSQL only: the one-statement refresh (fastlane.py); SQLite takes the full path.
+        self.fast_lane = (
+            RefreshFastLane(
+                url,
+                pool_size=pool_size,
+                timeout=timeout,
+                server_settings=pg_server_settings(timeout),
+            )
+            if self.dialect == "postgresql"
+            else None
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -235,6 +252,8 @@ class Database:
         return values
 
     async def dispose(self) -> None:
+        if self.fast_lane is not None:
+            await self.fast_lane.close()
         await self.engine.dispose()
 
 

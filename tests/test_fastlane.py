@@ -1,0 +1,120 @@
+"""The one-statement refresh on PostgreSQL (store/fastlane.py): it leaves exactly the rows the
+full path leaves, and it declines every token that is not live and unspent, writing nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from sqlalchemy import func, select, update
+
+from authsvc.store.fastlane import RefreshFastLane
+from authsvc.store.models import RefreshToken, Session, User
+from tests.conftest import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+async def _rows(harness: Harness, sid: uuid.UUID) -> tuple[Session, list[RefreshToken]]:
+    async with harness.state.database.read() as db:
+        session = await db.get(Session, sid)
+        tokens = (
+            await db.execute(
+                select(RefreshToken).where(RefreshToken.session_id == sid).order_by(RefreshToken.id)
+            )
+        ).scalars()
+        assert session is not None
+        return session, list(tokens)
+
+
+def _sid(body: dict[str, Any]) -> uuid.UUID:
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    return uuid.UUID(claims["sid"])
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"session_max_age": 3600, "refresh_token_ttl": 1800}]
+)
+async def test_a_rotation_leaves_the_same_rows_on_either_path(harness: Harness) -> None:
+    # SQLite always takes the full path, PostgreSQL the fast lane: same assertions for both.
+    await harness.create_user(roles=["admin"])
+    first = await harness.login()
+    sid = _sid(first)
+    for _ in range(2):  # the second rotation's expiry is capped by the session's end
+        harness.clock.advance(1000)
+        now = harness.clock.now()
+        response = await harness.refresh(first["refresh_token"])
+        assert response.status_code == 200, response.text
+        second = response.json()
+        session, tokens = await _rows(harness, sid)
+        parent, child = tokens[-2], tokens[-1]
+        assert parent.used_at == now
+        assert child.parent_id == parent.id and child.used_at is None
+        assert child.issued_at == now
+        assert child.expires_at == min(now + timedelta(seconds=1800), session.expires_at)
+        assert child.digest == harness.state.auth.refresh_tokens.digest(second["refresh_token"])
+        assert session.last_used_at == now
+        assert second["refresh_expires_in"] == int((child.expires_at - now).total_seconds())
+        claims = jwt.decode(second["access_token"], options={"verify_signature": False})
+        assert claims["roles"] == ["admin"] and _sid(second) == sid
+        first = second
+
+
+def _lane(harness: Harness) -> RefreshFastLane:
+    lane = harness.state.database.fast_lane
+    assert lane is not None
+    return lane
+
+
+async def _count(harness: Harness) -> int:
+    async with harness.state.database.read() as db:
+        return int((await db.execute(select(func.count()).select_from(RefreshToken))).scalar_one())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_fast_lane_rotates_a_live_token_once(harness: Harness) -> None:
+    await harness.create_user(roles=["ops"])
+    token = (await harness.login())["refresh_token"]
+    tokens = harness.state.auth.refresh_tokens
+    now = harness.clock.now()
+    later = now + timedelta(days=1)
+    args = (tokens.digest(token), b"s" * 32, now, None, later)
+    fresh = await _lane(harness).rotate(*args)
+    assert fresh is not None
+    assert fresh.roles == ["ops"] and fresh.client_id is None and fresh.expires_at == later
+    assert await _lane(harness).rotate(*args) is None  # spent: the caller's full path decides
+    assert await _count(harness) == 2
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "case", ["unknown", "other_client", "expired", "session_ended", "revoked", "disabled"]
+)
+async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str) -> None:
+    await harness.create_user()
+    token = (await harness.login())["refresh_token"]
+    digest = harness.state.auth.refresh_tokens.digest(token)
+    now: datetime = harness.clock.now()
+    client_id: str | None = None
+    if case == "unknown":
+        digest = bytes(32)
+    elif case == "other_client":
+        client_id = "some-client"
+    elif case == "expired":
+        now += timedelta(days=15)
+    async with harness.state.database.transaction() as db:
+        if case == "session_ended":
+            await db.execute(update(Session).values(expires_at=now))
+        elif case == "revoked":
+            await db.execute(update(Session).values(revoked_at=now))
+        elif case == "disabled":
+            await db.execute(update(User).values(is_active=False))
+    before = await _count(harness)
+    assert await _lane(harness).rotate(digest, b"s" * 32, now, client_id, now) is None
+    assert await _count(harness) == before
+    async with harness.state.database.read() as db:
+        used = (await db.execute(select(RefreshToken.used_at))).scalars().all()
+    assert used == [None]
