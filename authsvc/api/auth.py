@@ -8,11 +8,10 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from authsvc.api import browser
-from authsvc.api.browser import CookieMode
+from authsvc.api.browser import CookieMode, WithCookieMode
 from authsvc.api.deps import (
     Bearer,
     Client,
-    Context,
     Now,
     OptionalBearer,
     ReadDB,
@@ -66,9 +65,8 @@ async def login(
 
 @router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
 async def refresh(
-    cookie_mode: CookieMode,
+    context: WithCookieMode,
     request: Request,
-    ctx: Context,
     body: RefreshRequest | None = None,
 ) -> Any:
     # The hottest write path: one dependency for the request's context, and the write scope
@@ -79,11 +77,12 @@ async def refresh(
         # No credential at all, like an unknown one: 401 (the body itself is optional, since
         # browser mode carries the token in a cookie).
         raise InvalidRefreshToken("No refresh token was given.")
+    ctx = context.ctx
     state = ctx.state
     async with write_scope(state.database) as db:
         pair = await state.auth.refresh(db, token, ctx.now, ctx.client)
     # The answer goes back the way the token came, unless the request asks for the cookie.
-    if cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
+    if context.cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)
     return token_response(pair)
 

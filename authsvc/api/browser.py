@@ -8,12 +8,13 @@ cannot set and a cross-origin script cannot send without a CORS preflight we do 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from authsvc.api.deps import State
+from authsvc.api.deps import RequestContext, State, request_context
 from authsvc.config import Settings
 from authsvc.errors import NO_STORE, CSRFRejected
 from authsvc.services.auth import TokenPair
@@ -38,19 +39,38 @@ def check_csrf(request: Request, settings: Settings) -> None:
         raise CSRFRejected(f"The {CSRF_HEADER} header is required.")
 
 
-async def _cookie_mode(request: Request, state: State) -> bool:
-    """True when the refresh token travels in the cookie; checks CSRF first (this runs before
-    the body is parsed, so a cross-site form post gets 403, not a parsing error).
-
-    `async def` though it never awaits: FastAPI runs a plain `def` dependency in the thread
-    pool, which cost login, refresh and logout a thread hop each (see api/deps.py)."""
-    mode = REFRESH_COOKIE in request.cookies or wants_cookie(request, state.settings)
+def cookie_mode(request: Request, settings: Settings) -> bool:
+    """True when the refresh token travels in the cookie; checks CSRF first (as a dependency
+    this runs before the body is validated, so a cross-site form post gets 403, not 400)."""
+    mode = REFRESH_COOKIE in request.cookies or wants_cookie(request, settings)
     if mode:
-        check_csrf(request, state.settings)
+        check_csrf(request, settings)
     return mode
 
 
+async def _cookie_mode(request: Request, state: State) -> bool:
+    # `async def` though it never awaits: FastAPI runs a plain `def` dependency in the thread
+    # pool, which cost login, refresh and logout a thread hop each (see api/deps.py).
+    return cookie_mode(request, state.settings)
+
+
 CookieMode = Annotated[bool, Depends(_cookie_mode)]
+
+
+@dataclass(frozen=True, slots=True)
+class CookieContext:
+    ctx: RequestContext
+    cookie_mode: bool
+
+
+async def _cookie_context(request: Request) -> CookieContext:
+    """The request context and CookieMode as one dependency, for the refresh route (see
+    deps.request_context)."""
+    ctx = request_context(request)
+    return CookieContext(ctx, cookie_mode(request, ctx.state.settings))
+
+
+WithCookieMode = Annotated[CookieContext, Depends(_cookie_context)]
 
 
 def cookie_token(request: Request) -> str | None:
