@@ -11,7 +11,7 @@ import jwt
 import pytest
 from sqlalchemy import func, select, update
 
-from authsvc.store.fastlane import RefreshFastLane
+from authsvc.store.fastlane import FastLane
 from authsvc.store.models import RefreshToken, Session, User
 from tests.conftest import Harness
 
@@ -63,7 +63,7 @@ async def test_a_rotation_leaves_the_same_rows_on_either_path(harness: Harness) 
         first = second
 
 
-def _lane(harness: Harness) -> RefreshFastLane:
+def _lane(harness: Harness) -> FastLane:
     lane = harness.state.database.fast_lane
     assert lane is not None
     return lane
@@ -118,3 +118,34 @@ async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str
     async with harness.state.database.read() as db:
         used = (await db.execute(select(RefreshToken.used_at))).scalars().all()
     assert used == [None]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "case", ["live", "other_user", "denied", "session_ended", "revoked", "disabled"]
+)
+async def test_fast_lane_access_user_is_the_access_check(harness: Harness, case: str) -> None:
+    from authsvc.store.models import DeniedAccessToken
+
+    user_id = uuid.UUID(await harness.create_user(roles=["ops"]))
+    claims = jwt.decode(
+        (await harness.login())["access_token"], options={"verify_signature": False}
+    )
+    sid, jti = uuid.UUID(claims["sid"]), claims["jti"]
+    now = harness.clock.now()
+    subject = uuid.uuid4() if case == "other_user" else user_id
+    async with harness.state.database.transaction() as db:
+        if case == "denied":
+            db.add(DeniedAccessToken(jti=jti, session_id=sid, expires_at=now, created_at=now))
+        elif case == "session_ended":
+            await db.execute(update(Session).values(expires_at=now))
+        elif case == "revoked":
+            await db.execute(update(Session).values(revoked_at=now))
+        elif case == "disabled":
+            await db.execute(update(User).values(is_active=False))
+    found = await _lane(harness).access_user(sid, subject, jti, now)
+    if case == "live":
+        assert found is not None
+        assert (found.id, found.username, found.roles) == (user_id, "alice", ["ops"])
+    else:
+        assert found is None

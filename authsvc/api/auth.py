@@ -134,9 +134,9 @@ async def logout(
 async def me(state: State, db: ReadDB, now: Now, token: Bearer) -> MeResponse:
     principal = await state.auth.me(db, token, now)
     return MeResponse(
-        id=principal.user.id,
-        username=principal.user.username,
-        roles=list(principal.user.roles or []),
+        id=principal.user_id,
+        username=principal.username,
+        roles=principal.roles,
         session_id=principal.claims.sid,
         scope=principal.claims.scope,
     )

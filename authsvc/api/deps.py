@@ -90,8 +90,14 @@ async def _write_failure(session: AsyncSession, exc: AuthError) -> None:
 
 
 async def _read_scope(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_state(request).database.read() as session:
+    session = get_state(request).database.readonly_sessions()
+    try:
         yield session
+    finally:
+        # Like write_scope: a session never used (/auth/me on the fast lane) has nothing to
+        # close. Closing ends a read transaction and keeps loaded objects readable.
+        if session.in_transaction():
+            await session.close()
 
 
 WriteDB = Annotated[AsyncSession, Depends(_write_scope, scope="function")]

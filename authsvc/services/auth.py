@@ -58,7 +58,11 @@ class TokenPair:
 
 @dataclass(frozen=True)
 class Principal:
-    user: User
+    """Who an access token speaks for, after every revocation check."""
+
+    user_id: uuid.UUID
+    username: str
+    roles: list[str]
     claims: AccessClaims
 
 
@@ -398,12 +402,19 @@ class AuthService:
         return claims
 
     async def me(self, db: AsyncSession, token: str, now: datetime) -> Principal:
-        """authenticate() plus the user, with the revocation checks and the user in one query."""
+        """authenticate() plus the user, with the revocation checks and the user in one query
+        (on PostgreSQL on the fast lane: no transaction, one round trip)."""
         claims, sid, sub = await self._verified(db, token, now)
+        lane = self.database.fast_lane
+        if lane is not None:
+            found = await lane.access_user(sid, sub, claims.jti, now)
+            if found is None:
+                raise InvalidToken()
+            return Principal(found.id, found.username, found.roles, claims)
         user = await SessionRepository(db).user_if_access_allowed(sid, sub, claims.jti, now)
         if user is None:
             raise InvalidToken()
-        return Principal(user=user, claims=claims)
+        return Principal(user.id, user.username, list(user.roles or []), claims)
 
     async def _verified(
         self, db: AsyncSession, token: str, now: datetime

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
-from authsvc.store.fastlane import RefreshFastLane
+from authsvc.store.fastlane import FastLane
 
 log = logging.getLogger("authsvc.store")
 
@@ -195,9 +195,10 @@ class Database:
             expire_on_commit=False,
             autoflush=False,
         )
-        # PostgreSQL only: the one-statement refresh (fastlane.py); SQLite takes the full path.
+        # PostgreSQL only: one-statement refresh and /auth/me (fastlane.py); SQLite takes the
+        # full path.
         self.fast_lane = (
-            RefreshFastLane(
+            FastLane(
                 url,
                 pool_size=pool_size,
                 timeout=timeout,

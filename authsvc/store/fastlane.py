@@ -1,4 +1,5 @@
-"""The refresh hot path on PostgreSQL: one statement, one round trip, on a small asyncpg pool.
+"""The hot paths on PostgreSQL (refresh, /auth/me): one statement, one round trip, on a small
+asyncpg pool.
 
 A refresh through the SQLAlchemy session costs four round trips (BEGIN, read, rotate, COMMIT)
 and ~1.2 ms of worker CPU on this machine's 2 cores, more than half a refresh's
@@ -65,6 +66,28 @@ SELECT spent.session_id, spent.user_id, spent.roles, spent.scope, spent.client_i
 """
 
 
+# /auth/me: the user of a live session of theirs, if the jti is not denied. $1 session id, $2
+# user id (the token's sub), $3 jti, $4 now. The same conditions as
+# repositories._access_conditions.
+ACCESS_USER_SQL: Final = """
+SELECT u.id, u.username, u.roles::text
+  FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+ WHERE s.id = $1
+   AND s.user_id = $2
+   AND s.revoked_at IS NULL
+   AND s.expires_at > $4
+   AND u.is_active
+   AND NOT EXISTS (SELECT 1 FROM denied_access_tokens AS d WHERE d.jti = $3)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUser:
+    id: uuid.UUID
+    username: str
+    roles: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class FreshRotation:
     """What a successful one-statement rotation leaves the caller to sign."""
@@ -80,11 +103,11 @@ class FreshRotation:
 async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
     """The pool's default reset on release is a round trip (advisory unlocks, CLOSE ALL,
     UNLISTEN, RESET ALL), 6% of a refresh in the profile. These connections only ever run
-    ROTATE_SQL, autocommitted: no session state to undo. (asyncpg still rolls back an open
+    the statements above, autocommitted: no session state to undo. (asyncpg still rolls back an open
     transaction, and drops a connection that failed, before calling this.)"""
 
 
-class RefreshFastLane:
+class FastLane:
     def __init__(
         self, url: str, *, pool_size: int, timeout: float, server_settings: dict[str, str]
     ) -> None:
@@ -125,22 +148,9 @@ class RefreshFastLane:
     ) -> FreshRotation | None:
         """Spend a live token and record its successor in one autocommitted statement; None
         when the token is not a live, unspent one of `client_id` (the caller decides why)."""
-        try:
-            pool = await self._get_pool()
-            # A bounded wait only when every connection is busy: the timeout's machinery
-            # costs a refresh ~3% (connecting is bounded by the connect timeout anyway).
-            timeout = None if pool.get_idle_size() else self._timeout
-            async with pool.acquire(timeout=timeout) as connection:
-                row: Any = await connection.fetchrow(
-                    ROTATE_SQL, digest, now, client_id, successor_digest, max_expires_at
-                )
-        except asyncpg.PostgresError as exc:
-            if not str(exc.sqlstate or "").startswith(TRANSIENT_SQLSTATE):
-                raise
-            raise DatabaseUnavailable("refresh fast lane", None, exc) from exc
-        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            # Connection lost or refused, or no connection within the timeout.
-            raise DatabaseUnavailable("refresh fast lane", None, exc) from exc
+        row = await self._fetchrow(
+            ROTATE_SQL, digest, now, client_id, successor_digest, max_expires_at
+        )
         if row is None:
             return None
         return FreshRotation(
@@ -151,6 +161,31 @@ class RefreshFastLane:
             client_id=row[4],
             expires_at=row[5],
         )
+
+    async def access_user(
+        self, session_id: uuid.UUID, user_id: uuid.UUID, jti: str, now: datetime
+    ) -> AccessUser | None:
+        """SessionRepository.user_if_access_allowed, in one autocommitted read."""
+        row = await self._fetchrow(ACCESS_USER_SQL, session_id, user_id, jti, now)
+        if row is None:
+            return None
+        return AccessUser(id=row[0], username=row[1], roles=json.loads(row[2]) if row[2] else [])
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        try:
+            pool = await self._get_pool()
+            # A bounded wait only when every connection is busy: the timeout's machinery
+            # costs a refresh ~3% (connecting is bounded by the connect timeout anyway).
+            timeout = None if pool.get_idle_size() else self._timeout
+            async with pool.acquire(timeout=timeout) as connection:
+                return await connection.fetchrow(sql, *args)
+        except asyncpg.PostgresError as exc:
+            if not str(exc.sqlstate or "").startswith(TRANSIENT_SQLSTATE):
+                raise
+            raise DatabaseUnavailable("fast lane", None, exc) from exc
+        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            # Connection lost or refused, or no connection within the timeout.
+            raise DatabaseUnavailable("fast lane", None, exc) from exc
 
     async def close(self) -> None:
         if self._pool is not None:
