@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from authsvc import __version__
 from authsvc.api import auth, discovery, health, metrics, oauth, revocations, sessions, well_known
 from authsvc.api.http_guard import HttpGuard
+from authsvc.api.jwks_edge import JWKSEdge
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
 from authsvc.clock import Clock, SystemClock
@@ -158,4 +159,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)
     # Added last, so outermost: it sees every answer, the body-size 413 included.
     app.add_middleware(RequestObserver, metrics=state.metrics, access_log=settings.access_log)
+    # Outside everything: plain JWKS requests are answered here with the stack's own answer
+    # (see api/jwks_edge.py); all others pass on at the cost of one comparison.
+    app.add_middleware(JWKSEdge, state=state, cors=bool(cors_origins))
     return app

@@ -1,5 +1,6 @@
-"""In-process ASGI loop (no network): CPU us per request of authsvc JWKS, of each of its
-middlewares, and of bench/hello_app.py. Usage: .venv/bin/python bench/inproc_jwks.py [N]
+"""In-process ASGI loop (no network): CPU us per request of authsvc JWKS (answered by
+JWKSEdge), of the same through the whole stack without it, of each of our middlewares, and of
+bench/hello_app.py. Usage: .venv/bin/python bench/inproc_jwks.py [N]
 """
 import asyncio, sys, time, tempfile, os
 from pathlib import Path
@@ -55,6 +56,9 @@ async def main():
             app.user_middleware = [m for m in um if m.cls.__name__ in keep]
             app.middleware_stack = app.build_middleware_stack()
             res["none"] = await loop_app(app, "/.well-known/jwks.json", n)
+        app.user_middleware = [m for m in um if m.cls.__name__ != "JWKSEdge"]
+        app.middleware_stack = app.build_middleware_stack()
+        res["stack"] = await loop_app(app, "/.well-known/jwks.json", n)
         for name in ("RequestObserver", "HttpGuard", "BodySizeLimit"):
             app.user_middleware = [m for m in um if m.cls.__name__ == name]
             app.middleware_stack = app.build_middleware_stack()
@@ -62,6 +66,7 @@ async def main():
         app.user_middleware = um
         app.middleware_stack = app.build_middleware_stack()
     print(f"jwks {a:.1f} us  hello {h:.1f}  static {s:.1f}  ratio hello/jwks {h/a:.2f}  static/jwks {s/a:.2f}")
-    print("jwks w/o our middleware %.1f us; added by: %s" % (res["none"], {k: round(v, 1) for k, v in res.items() if k != "none"}))
+    print(f"jwks through the whole stack (no JWKSEdge) {res['stack']:.1f} us  ratio hello/stack {h/res['stack']:.2f}")
+    print("jwks w/o our middleware %.1f us; added by: %s" % (res["none"], {k: round(v, 1) for k, v in res.items() if k not in ("none", "stack")}))
 
 uvloop.run(main())

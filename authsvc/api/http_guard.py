@@ -65,6 +65,19 @@ def _add_raw(headers: list[tuple[bytes, bytes]], csp: tuple[bytes, bytes] | None
         headers.append(_PRAGMA_RAW)
 
 
+def _csp_raw(path: str) -> tuple[bytes, bytes] | None:
+    if path.startswith(_DOCS_PATHS):
+        return None
+    spa = path == _SPA_PATH or path.startswith(_SPA_PATH + "/")
+    return _SPA_CSP_RAW if spa else _CSP_RAW
+
+
+def add_response_headers(headers: list[tuple[bytes, bytes]], path: str) -> None:
+    """Append to a response's raw headers (lower-cased byte pairs) what HttpGuard appends to
+    the answer for `path`: for answers made without passing through it (api/jwks_edge.py)."""
+    _add_raw(headers, _csp_raw(path))
+
+
 class HttpGuard:
     def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
         self.app = app
@@ -75,10 +88,9 @@ class HttpGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        docs = path.startswith(_DOCS_PATHS)
-        spa = path == _SPA_PATH or path.startswith(_SPA_PATH + "/")
-        csp = SPA_CSP if spa else CSP
-        csp_raw = None if docs else (_SPA_CSP_RAW if spa else _CSP_RAW)
+        csp_raw = _csp_raw(path)
+        docs = csp_raw is None
+        csp = SPA_CSP if csp_raw is _SPA_CSP_RAW else CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

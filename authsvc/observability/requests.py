@@ -26,12 +26,51 @@ _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(candidate):
-                return candidate
-            break
+            return request_id_from(value)
+    return request_id_from(None)
+
+
+def request_id_from(given: bytes | None) -> str:
+    """The request id for a request whose first X-Request-ID header is `given`."""
+    if given is not None:
+        candidate = given.decode("latin-1")
+        if _REQUEST_ID.fullmatch(candidate):
+            return candidate
     # 128 random bits as 32 hex digits (like uuid4().hex, at a quarter of its cost).
     return os.urandom(16).hex()
+
+
+def record_request(
+    metrics: Metrics,
+    access_log: bool,
+    scope: Scope,
+    route: str,
+    status: int,
+    elapsed: float,
+    request_id: str,
+) -> None:
+    """Count one answered request and write its access-log line (when enabled)."""
+    method = str(scope.get("method", ""))
+    metrics.request(route, method, status, elapsed)
+    if access_log:
+        path = str(scope.get("path", ""))[:256]
+        client = scope.get("client")
+        log.info(
+            "%s %s %d %.1fms",
+            method,
+            path,
+            status,
+            elapsed * 1000,
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client[0] if client else None,
+            },
+        )
 
 
 class RequestObserver:
@@ -70,24 +109,6 @@ class RequestObserver:
             route = scope.get("route")
             # The route template, not the path: bounded label values whatever clients send.
             template = getattr(route, "path", None) or "<unmatched>"
-            method = str(scope.get("method", ""))
-            self.metrics.request(template, method, status, elapsed)
-            if self.access_log:
-                path = str(scope.get("path", ""))[:256]
-                client = scope.get("client")
-                log.info(
-                    "%s %s %d %.1fms",
-                    method,
-                    path,
-                    status,
-                    elapsed * 1000,
-                    extra={
-                        "request_id": request_id,
-                        "method": method,
-                        "path": path,
-                        "route": template,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "client": client[0] if client else None,
-                    },
-                )
+            record_request(
+                self.metrics, self.access_log, scope, template, status, elapsed, request_id
+            )

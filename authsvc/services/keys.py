@@ -19,6 +19,13 @@ from authsvc.store.db import MIGRATION_LOCK_ID, Database
 from authsvc.store.models import SigningKey
 from authsvc.store.repositories import SigningKeyRepository
 
+_RenderedJWKS = tuple[KeyRing, datetime, datetime | None, bytes]
+
+
+def _jwks_current(cached: _RenderedJWKS, ring: KeyRing, now: datetime) -> bool:
+    """Whether a rendered JWKS (ring, rendered at, valid until, body) still describes `ring`."""
+    return cached[0] is ring and cached[1] <= now and (cached[2] is None or now < cached[2])
+
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -41,7 +48,7 @@ class KeyService:
         self._fingerprint: object = None
         self._loaded_at: datetime | None = None
         self._lock = asyncio.Lock()
-        self._jwks: tuple[KeyRing, datetime, datetime | None, bytes] | None = None
+        self._jwks: _RenderedJWKS | None = None
         self._reload_interval = timedelta(seconds=settings.key_reload_interval)
 
     @property
@@ -68,12 +75,7 @@ class KeyService:
             async with database.read() as db:
                 ring = await self.ring_at(db, now)
         cached = self._jwks
-        if (
-            cached is None
-            or cached[0] is not ring
-            or now < cached[1]
-            or (cached[2] is not None and now >= cached[2])
-        ):
+        if cached is None or not _jwks_current(cached, ring, now):
             # The published set changes only when the ring does or a retired key's last token
             # expires: the body stays valid until the next such instant.
             ends = [
@@ -83,6 +85,15 @@ class KeyService:
             ]
             body = json.dumps(ring.jwks(now), separators=(",", ":")).encode()
             cached = self._jwks = (ring, now, min(ends, default=None), body)
+        return cached[3]
+
+    def cached_jwks(self, now: datetime) -> bytes | None:
+        """The bytes jwks_document would return, when that needs neither a reload nor a
+        re-render; else None. No I/O, so the edge of the HTTP stack can serve the JWKS with it
+        (api/jwks_edge.py) and leave the rest to the route, which calls jwks_document."""
+        cached = self._jwks
+        if cached is None or not self._fresh(now) or not _jwks_current(cached, self._ring, now):
+            return None
         return cached[3]
 
     def _fresh(self, now: datetime) -> bool:
