@@ -406,6 +406,10 @@ def token_file(workdir: Path, name: str, tokens: list[str]) -> Path:
 # -- the two systems under test ------------------------------------------------------------------
 
 
+# --set: settings added to authsvc_env's, for A/B experiments (printed in the report).
+EXTRA_SETTINGS: dict[str, str] = {}
+
+
 def authsvc_env(db_url: str, workdir: Path, kek: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PEER_"))}
     env.update(
@@ -420,6 +424,7 @@ def authsvc_env(db_url: str, workdir: Path, kek: str) -> dict[str, str]:
         AUTHSVC_ARGON2_MEMORY_COST=str(ARGON2[1]),
         AUTHSVC_ARGON2_PARALLELISM=str(ARGON2[2]),
     )
+    env.update(EXTRA_SETTINGS)
     return env
 
 
@@ -537,6 +542,16 @@ def bench_block(
         refresh = on("refresh", "/auth/refresh", "refresh.lua", "refresh", d,
                      str(tokens), "refresh_token", "refresh_token")  # fmt: skip
         me = on("me", "/auth/me", "get.lua", "get", d, pairs[0]["access_token"])
+        floor = None
+        if db == "postgresql":
+            # The refresh floor (bench/floor_app.py) on fresh sessions made through authsvc.
+            fpairs = logins(srv.url + "/auth/login", n, "refresh_token")
+            ftokens = token_file(workdir, f"floor-{workers}", [p["refresh_token"] for p in fpairs])
+            floor_argv = [a.replace("hello_app:app", "floor_app:app") for a in hello_argv]
+            with Server(floor_argv, env, BENCH, "/health") as fsrv:
+                fsrv.pg_db = pg_db
+                floor = drive(fsrv, wrk_cpus, "refresh floor", "/refresh", "refresh.lua",
+                              "refresh", d, str(ftokens), "refresh_token", "refresh_token")  # fmt: skip
         import httpx
 
         jwks_bytes = len(httpx.get(srv.url + "/.well-known/jwks.json").content)
@@ -613,6 +628,12 @@ def bench_block(
             else "",
         )
     )
+    if floor is not None:
+        rows.append(runrow("refresh vs floor", refresh, baseline=floor.rps,
+                           baseline_name="bare FastAPI refresh",
+                           baseline_cpu_ms=total_cpu(floor),
+                           ratio=refresh.rps / floor.rps))  # fmt: skip
+        rows[-1].extra["floor"] = asdict(floor)
     r = jwks.rps / hello.rps
     rows.append(runrow("jwks", jwks, baseline=hello.rps, baseline_name="FastAPI hello world",
                        baseline_cpu_ms=total_cpu(hello),
@@ -788,7 +809,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5, quick 1)")
     parser.add_argument("--no-peer", action="store_true", help="skip the simplejwt peer")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--set", action="append", default=[], metavar="AUTHSVC_X=VALUE",
+                        help="an extra authsvc setting for the servers (experiments)")
     opts = parser.parse_args()
+    for item in opts.set:
+        name, _, value = item.partition("=")
+        if not name.startswith("AUTHSVC_"):
+            parser.error(f"--set {item}: not an AUTHSVC_ setting")
+        EXTRA_SETTINGS[name] = value
     opts.duration = opts.duration or (1.0 if opts.quick else 4.0)
     if opts.quick:
         WRK.update(WRK_QUICK)
@@ -805,6 +833,8 @@ def main() -> int:
     log(f"machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg_start']}")
     log(f"cores: {layout}")
     log(f"argon2id t={ARGON2[0]} m={ARGON2[1]} KiB p={ARGON2[2]}; wrk {WRK}")
+    if EXTRA_SETTINGS:
+        log(f"extra settings: {EXTRA_SETTINGS}")
     peer_python = ensure_peer_venv() if with_peer else None
 
     from cryptography.fernet import Fernet
@@ -856,7 +886,7 @@ def main() -> int:
         (
             r.extra[k]["wrk_cpu"]
             for r in rows
-            for k in ("run", "hello", "static", "peer")
+            for k in ("run", "hello", "static", "peer", "floor")
             if k in r.extra
         ),
         default=0.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import get_state
@@ -38,9 +38,3 @@ def jwks_response(body: bytes, max_age: int) -> Response:
 # Caches and CDNs revalidate with HEAD (RFC 9110 section 9.3.2); same answer, the server drops
 # the body. Kept out of the OpenAPI document, which describes GET.
 router.add_api_route(JWKS_PATH, jwks, methods=["HEAD"], include_in_schema=False)
-
-
-def add_routes(app: FastAPI) -> None:
-    """This router's routes straight on the app's router (see create_app)."""
-    for route in router.routes:
-        app.router.routes.append(route)

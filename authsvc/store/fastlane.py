@@ -117,6 +117,7 @@ class FastLane:
         self._timeout = timeout
         self._server_settings = server_settings
         self._pool: asyncpg.Pool | None = None
+        self._in_use = 0  # statements in flight (each holds or awaits one connection)
         self._lock = asyncio.Lock()
 
     async def _get_pool(self) -> asyncpg.Pool:
@@ -174,11 +175,16 @@ class FastLane:
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
         try:
             pool = await self._get_pool()
-            # A bounded wait only when every connection is busy: the timeout's machinery
-            # costs a refresh ~3% (connecting is bounded by the connect timeout anyway).
-            timeout = None if pool.get_idle_size() else self._timeout
-            async with pool.acquire(timeout=timeout) as connection:
-                return await connection.fetchrow(sql, *args)
+            # A bounded wait only when every connection is taken: the timeout's machinery
+            # costs a refresh ~3% (connecting is bounded by the connect timeout anyway), and
+            # so does asking the pool (get_idle_size walks every connection); we count.
+            timeout = None if self._in_use < self._pool_size else self._timeout
+            self._in_use += 1
+            try:
+                async with pool.acquire(timeout=timeout) as connection:
+                    return await connection.fetchrow(sql, *args)
+            finally:
+                self._in_use -= 1
         except asyncpg.PostgresError as exc:
             if not str(exc.sqlstate or "").startswith(TRANSIENT_SQLSTATE):
                 raise
