@@ -83,8 +83,8 @@ class Metrics:
         # Every outcome is visible at 0 from the start, so rate() works before the first event.
         for outcome in LOGIN_OUTCOMES:
             self.logins.labels(outcome)
-        for outcome in REFRESH_OUTCOMES:
-            self.refreshes.labels(outcome)
+        # Refresh outcomes are a fixed set counted on the hottest write path: children kept.
+        self._refresh_children = {o: self.refreshes.labels(o) for o in REFRESH_OUTCOMES}
         # The labelled children per (route, method, status): `.labels()` costs more than the
         # count itself on every request. Bounded like the series themselves (route templates).
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -107,7 +107,7 @@ class Metrics:
         self.logins.labels(outcome).inc()
 
     def refresh(self, outcome: str) -> None:
-        self.refreshes.labels(outcome).inc()
+        self._refresh_children[outcome].inc()
 
     def rate_limited(self, limit: str) -> None:
         """For the rate limiter: count one refused request under the limit's name."""
