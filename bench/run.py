@@ -355,6 +355,7 @@ def merge(name: str, runs: list[Run]) -> Run:
         busy=sum(r.busy for r in runs) / len(runs),
         server_cpu_ms=per_request("server_cpu_ms"),
         db_cpu_ms=per_request("db_cpu_ms"),
+        first_error=next((r.first_error for r in runs if r.first_error), ""),
     )
 
 
@@ -537,21 +538,34 @@ def bench_block(
         login = on("login", "/auth/login", "login.lua", "login", login_d, USERNAME, PASSWORD)
         argon2_b = primitive("argon2", server_cpus, raw_time, 1)
         raw_argon2, argon2_cpu = (argon2_a[0] + argon2_b[0]) / 2, (argon2_a[1] + argon2_b[1]) / 2
-        pairs = logins(srv.url + "/auth/login", n, "refresh_token")
-        tokens = token_file(workdir, f"authsvc-{db}-{workers}", [p["refresh_token"] for p in pairs])
-        refresh = on("refresh", "/auth/refresh", "refresh.lua", "refresh", d,
-                     str(tokens), "refresh_token", "refresh_token")  # fmt: skip
-        me = on("me", "/auth/me", "get.lua", "get", d, pairs[0]["access_token"])
-        floor = None
+        rounds = 1 if opts.quick else 2
+        part = max(1.0, d / rounds)
+        fsrv = None
         if db == "postgresql":
-            # The refresh floor (bench/floor_app.py) on fresh sessions made through authsvc.
-            fpairs = logins(srv.url + "/auth/login", n, "refresh_token")
-            ftokens = token_file(workdir, f"floor-{workers}", [p["refresh_token"] for p in fpairs])
+            # The refresh floor (bench/floor_app.py), on sessions made through authsvc; it and
+            # authsvc's refresh alternate (both servers up), like the JWKS and its baselines.
             floor_argv = [a.replace("hello_app:app", "floor_app:app") for a in hello_argv]
-            with Server(floor_argv, env, BENCH, "/health") as fsrv:
-                fsrv.pg_db = pg_db
-                floor = drive(fsrv, wrk_cpus, "refresh floor", "/refresh", "refresh.lua",
-                              "refresh", d, str(ftokens), "refresh_token", "refresh_token")  # fmt: skip
+            fsrv = servers.enter_context(Server(floor_argv, env, BENCH, "/health"))
+            fsrv.pg_db = pg_db
+        refresh_runs: list[Run] = []
+        floor_runs: list[Run] = []
+        for i in range(rounds):
+            # Fresh chains for every run: wrk starts each run from its token file.
+            pairs = logins(srv.url + "/auth/login", n, "refresh_token")
+            tokens = token_file(workdir, f"authsvc-{db}-{workers}-{i}",
+                                [p["refresh_token"] for p in pairs])  # fmt: skip
+            refresh_runs.append(on("refresh", "/auth/refresh", "refresh.lua", "refresh", part,
+                                   str(tokens), "refresh_token", "refresh_token"))  # fmt: skip
+            if fsrv is not None:
+                fpairs = logins(srv.url + "/auth/login", n, "refresh_token")
+                ftokens = token_file(workdir, f"floor-{workers}-{i}",
+                                     [p["refresh_token"] for p in fpairs])  # fmt: skip
+                floor_runs.append(drive(fsrv, wrk_cpus, "refresh floor", "/refresh",
+                                        "refresh.lua", "refresh", part, str(ftokens),
+                                        "refresh_token", "refresh_token"))  # fmt: skip
+        refresh = merge("refresh", refresh_runs)
+        floor = merge("refresh floor", floor_runs) if floor_runs else None
+        me = on("me", "/auth/me", "get.lua", "get", d, pairs[0]["access_token"])
         import httpx
 
         jwks_bytes = len(httpx.get(srv.url + "/.well-known/jwks.json").content)
@@ -560,8 +574,6 @@ def bench_block(
         drive(hsrv, wrk_cpus, "hello warm-up", "/hello", "get.lua", "get", 1)
         # JWKS and its baselines alternate (two rounds of half the time each, both servers up),
         # so that the machine's other load falls on all three alike.
-        rounds = 1 if opts.quick else 2
-        part = max(1.0, d / rounds)
         runs: dict[str, list[Run]] = {"jwks": [], "hello": [], "static": []}
         for _ in range(rounds):
             runs["jwks"].append(on("jwks", "/.well-known/jwks.json", "get.lua", "get", part))
