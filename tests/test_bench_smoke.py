@@ -1,4 +1,5 @@
-"""The benchmark runner still works end to end (bench/run.py --quick on SQLite).
+"""The benchmark runner still works end to end (bench/run.py --quick, on SQLite and on
+PostgreSQL, where the refresh floor of bench/floor_app.py runs too).
 
 A smoke test, not a benchmark: it checks that every figure was measured, with no failed
 request and no broken refresh chain. No timing is asserted. Skipped where Debian's wrk is not
@@ -24,20 +25,24 @@ pytestmark = [
 ]
 
 
-def test_quick_benchmark_measures_every_figure_without_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def test_quick_benchmark_measures_every_figure_without_errors(tmp_path: Path, db: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--db", "sqlite",
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--db", db,
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=110, cwd=ROOT, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "results.json").read_text())
     figures = {row["figure"].split(" [")[0]: row for row in result["rows"]}
-    assert set(figures) >= {"login", "refresh", "jwks", "/auth/me"}
+    expected = {"login", "refresh", "jwks", "/auth/me"}
+    assert set(figures) >= (expected | {"refresh vs floor"} if db == "postgresql" else expected)
     for row in result["rows"]:
-        run = row["extra"]["run"]
-        assert run["requests"] > 0, row
-        assert run["errors"] == 0, row
-        assert run["broken_chains"] == 0, row
+        for key in ("run", "floor"):
+            run = row["extra"].get(key)
+            if run is not None:
+                assert run["requests"] > 0, row
+                assert run["errors"] == 0, row
+                assert run["broken_chains"] == 0, row
         assert row["baseline"] and row["baseline"] > 0, row
     assert "| figure" in (tmp_path / "results.md").read_text()
