@@ -66,6 +66,11 @@ class Principal:
     claims: AccessClaims
 
 
+def _subject(user: User) -> tuple[uuid.UUID, list[str]]:
+    """What an access token says of its user: id and roles."""
+    return user.id, list(user.roles or [])
+
+
 class AuthService:
     def __init__(
         self,
@@ -199,9 +204,8 @@ class AuthService:
             now,
             audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, client.ip),
         )
-        pair = await self._pair(
-            db, user, session.id, token, expires_at, now, **self._grant(session, audience, scope)
-        )
+        grant = self._grant(session, audience, scope)
+        pair = await self._issue(db, *_subject(user), session.id, token, expires_at, now, **grant)
         self.metrics.login("success")
         return pair
 
@@ -346,7 +350,9 @@ class AuthService:
             expires_at=expires_at,
         )
         if await tokens.rotate(row.id, successor_row, now):
-            pair = await self._pair(db, user, session.id, successor, expires_at, now, **grant)
+            pair = await self._issue(
+                db, *_subject(user), session.id, successor, expires_at, now, **grant
+            )
             return pair, "rotated"
 
         # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
@@ -363,7 +369,9 @@ class AuthService:
             and child.expires_at > now
             and await sessions.is_live(session.id, now)
         ):
-            pair = await self._pair(db, user, session.id, successor, child.expires_at, now, **grant)
+            pair = await self._issue(
+                db, *_subject(user), session.id, successor, child.expires_at, now, **grant
+            )
             return pair, "grace_retry"
         await sessions.revoke(
             [session.id],
@@ -516,32 +524,6 @@ class AuthService:
     def _refresh_expiry(self, session: Session, now: datetime) -> datetime:
         # Rotation never extends a session past its absolute lifetime.
         return min(now + timedelta(seconds=self.settings.refresh_token_ttl), session.expires_at)
-
-    async def _pair(
-        self,
-        db: AsyncSession,
-        user: User,
-        session_id: uuid.UUID,
-        refresh_token: str,
-        refresh_expires_at: datetime,
-        now: datetime,
-        *,
-        client_id: str | None = None,
-        audience: str | None = None,
-        scope: str | None = None,
-    ) -> TokenPair:
-        return await self._issue(
-            db,
-            user.id,
-            list(user.roles or []),
-            session_id,
-            refresh_token,
-            refresh_expires_at,
-            now,
-            client_id=client_id,
-            audience=audience,
-            scope=scope,
-        )
 
     async def _issue(
         self,
