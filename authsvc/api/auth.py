@@ -41,11 +41,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _no_store(response: Response) -> None:
-    # RFC 6749 section 5.1: responses carrying tokens must not be cached.
-    response.headers.update(NO_STORE)
-
-
 @router.post("/login", response_model=TokenResponse, responses=_ERRORS)
 async def login(
     cookie_mode: CookieMode,
@@ -54,13 +49,11 @@ async def login(
     db: WriteDB,
     now: Now,
     client: Client,
-    response: Response,
 ) -> Any:
     pair = await state.auth.login(db, body.username, body.password, now, client)
     if cookie_mode:
         return browser.cookie_response(pair)
-    _no_store(response)
-    return TokenResponse.of(pair)
+    return token_response(pair)
 
 
 @router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
@@ -88,8 +81,8 @@ async def refresh(
 
 
 def token_response(pair: TokenPair) -> Response:
-    """The JSON token response, rendered here: FastAPI's validation and serialization of a
-    response model cost more than the four fields are worth."""
+    """The JSON token response (TokenResponse's fields, in its order), rendered here: FastAPI's
+    validation and serialization of a response model cost more than five fields are worth."""
     return JSONResponse(
         {
             "access_token": pair.access_token,

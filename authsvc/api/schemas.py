@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from authsvc.services.auth import TokenPair
-
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=False)
@@ -33,15 +31,6 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
-
-    @classmethod
-    def of(cls, pair: TokenPair) -> TokenResponse:
-        return cls(
-            access_token=pair.access_token,
-            expires_in=pair.expires_in,
-            refresh_token=pair.refresh_token,
-            refresh_expires_in=pair.refresh_expires_in,
-        )
 
 
 class MeResponse(BaseModel):
