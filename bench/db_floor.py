@@ -6,7 +6,7 @@ COMMIT) against a private database on 127.0.0.1:5432.
 
     .venv/bin/python bench/db_floor.py [N]
 """
-import asyncio, sys, os, json, subprocess, tempfile, time, contextlib
+import sys, os, subprocess, tempfile, time, contextlib
 from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))

@@ -2,7 +2,7 @@
 JWKSEdge), of the same through the whole stack without it, of each of our middlewares, and of
 bench/hello_app.py. Usage: .venv/bin/python bench/inproc_jwks.py [N]
 """
-import asyncio, sys, time, tempfile, os
+import sys, time, tempfile, os
 from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
