@@ -239,6 +239,15 @@ class Database:
         if self.dialect == "sqlite":
             self.refresh_lane = SQLiteLane(self.engine, sqlite_writer(self.engine).held)
 
+    def refresh_lane_for(self, session: AsyncSession) -> RefreshLane | None:
+        """The refresh lane, unless `session`'s transaction holds SQLite's writer lock (the
+        OAuth token endpoint reads its client in the request's session before the refresh):
+        the lane would wait for that lock, held by the request that waits for the lane, until
+        the writer lock's timeout. That request takes the full path in its own transaction."""
+        if self.dialect == "sqlite" and session.in_transaction():
+            return None
+        return self.refresh_lane
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work outside a request (CLI, start-up): commit on success."""

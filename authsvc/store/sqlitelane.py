@@ -130,8 +130,9 @@ class SQLiteLane:
                 async with self._writer():
                     # aiosqlite 0.22.1 has no public way to run a callable in the
                     # connection's thread; _execute is how its own methods do it (it queues
-                    # the call and awaits its result), and how SQLAlchemy's dialect sets the
-                    # isolation level. The callable gets the sqlite3 connection itself.
+                    # the call and awaits its result; SQLAlchemy's dialect goes to its queue
+                    # directly to set the isolation level). The callable gets the sqlite3
+                    # connection itself.
                     stored = cast(
                         _Stored | None, await driver._execute(_rotate, driver._conn, params)
                     )
