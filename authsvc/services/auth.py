@@ -295,10 +295,11 @@ class AuthService:
             raise InvalidRefreshToken()
         digest = self.refresh_tokens.digest(token)
         successor = self.refresh_tokens.successor(token)
-        lane = self.database.fast_lane
+        lane = self.database.refresh_lane_for(db)
         if lane is not None and scope is None:
-            # The common case in one statement (store/fastlane.py); None sends every other
-            # case (and a token another request just spent) down the full path below.
+            # The common case in one step (store/fastlane.py, store/sqlitelane.py); None
+            # sends every other case (and a token another request just spent) down the full
+            # path below.
             fresh = await lane.rotate(
                 digest,
                 self.refresh_tokens.digest(successor),

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
-from authsvc.store.fastlane import FastLane
+from authsvc.store.fastlane import FastLane, RefreshLane
+from authsvc.store.sqlitelane import SQLiteLane
 
 log = logging.getLogger("authsvc.store")
 
@@ -151,13 +152,38 @@ class _SQLiteWriter:
         if lock is not None:
             lock.release()
 
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """The same lock, held by a coroutine for a write that runs outside SQLAlchemy's
+        transactions (store/sqlitelane.py). Nothing is put in the connection record, so the
+        pool's checkin hook has nothing to release: this scope releases it, on every path."""
+        lock = self._lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), self.wait)
+        except TimeoutError as exc:
+            raise SQLiteWriterTimeout(
+                f"no SQLite write lock within {self.wait} s", None, exc
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
 
 class SQLiteWriterTimeout(OperationalError):
     """Waited too long for this process's SQLite write lock (rendered as a 503)."""
 
 
+# Each SQLite engine's writer lock, for the code that writes on its raw connections.
+_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, _SQLiteWriter] = weakref.WeakKeyDictionary()
+
+
+def sqlite_writer(engine: AsyncEngine) -> _SQLiteWriter:
+    return _WRITERS[engine]
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    writer = _SQLiteWriter(wait=30.0)  # as long as the busy_timeout below
+    writer = _WRITERS[engine] = _SQLiteWriter(wait=30.0)  # as long as the busy_timeout below
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -195,8 +221,7 @@ class Database:
             expire_on_commit=False,
             autoflush=False,
         )
-        # PostgreSQL only: one-statement refresh and /auth/me (fastlane.py); SQLite takes the
-        # full path.
+        # PostgreSQL only: one-statement refresh and /auth/me (fastlane.py).
         self.fast_lane = (
             FastLane(
                 url,
@@ -207,6 +232,21 @@ class Database:
             if self.dialect == "postgresql"
             else None
         )
+        # A live token's rotation without the session's machinery: the fast lane on
+        # PostgreSQL, one call in the driver's thread on SQLite (sqlitelane.py). /auth/me stays
+        # on the session on SQLite: a read needs no writer lock and few thread hops.
+        self.refresh_lane: RefreshLane | None = self.fast_lane
+        if self.dialect == "sqlite":
+            self.refresh_lane = SQLiteLane(self.engine, sqlite_writer(self.engine).held)
+
+    def refresh_lane_for(self, session: AsyncSession) -> RefreshLane | None:
+        """The refresh lane, unless `session`'s transaction holds SQLite's writer lock (the
+        OAuth token endpoint reads its client in the request's session before the refresh):
+        the lane would wait for that lock, held by the request that waits for the lane, until
+        the writer lock's timeout. That request takes the full path in its own transaction."""
+        if self.dialect == "sqlite" and session.in_transaction():
+            return None
+        return self.refresh_lane
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -26,7 +26,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -98,6 +98,19 @@ class FreshRotation:
     scope: str | None
     client_id: str | None
     expires_at: datetime  # the successor's
+
+
+class RefreshLane(Protocol):
+    """A live token's rotation in one step: FastLane here, SQLiteLane (sqlitelane.py)."""
+
+    async def rotate(
+        self,
+        digest: bytes,
+        successor_digest: bytes,
+        now: datetime,
+        client_id: str | None,
+        max_expires_at: datetime,
+    ) -> FreshRotation | None: ...
 
 
 async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
