@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from authsvc.config import Settings
 from tests.live import clean_env, live_server
 
 pytestmark = pytest.mark.slow
@@ -60,8 +61,43 @@ def test_runnable_blocks_name_the_server_only_through_base() -> None:
 def test_no_unmarked_page_has_markers() -> None:
     # A marker on a page the test does not know about would silently never run.
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    marked = {str(p.relative_to(ROOT)) for p in pages if MARKER in p.read_text()}
+    marked = {
+        str(p.relative_to(ROOT))
+        for p in pages
+        if MARKER in (line.strip() for line in p.read_text().splitlines())
+    }
     assert marked == set(PAGES)
+
+
+def test_configuration_page_names_every_setting() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [
+        name
+        for name in ("AUTHSVC_" + field.upper() for field in Settings.model_fields)
+        if f"`{name}`" not in page
+    ]
+    assert missing == []
+
+
+_LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    # GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens.
+    prose = re.sub(r"^```.*?^```$", "", page.read_text(), flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.+)$", prose, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_pages_resolve() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target, anchor in _LINK.findall(page.read_text()):
+            linked = (page.parent / target).resolve() if target else page
+            if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}#{anchor}")
+    assert broken == []
 
 
 @pytest.fixture(scope="module")
