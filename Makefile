@@ -22,7 +22,7 @@ $(BENCH_STAMP): $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	touch $(BENCH_STAMP)
 
-# The benchmarks (a few minutes; see README "Benchmarks"). bench-quick is a < 60 s smoke run.
+# The benchmarks (a few minutes; see docs/benchmarks.md). bench-quick is a < 60 s smoke run.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 

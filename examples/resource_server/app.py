@@ -1,11 +1,12 @@
 """A small resource server protected by authsvc.verifier.
 
-    AUTHSVC_URL=http://127.0.0.1:8000 uvicorn --app-dir examples/resource_server app:app --port 9000
+    AUTHSVC_URL=http://127.0.0.1:8000 .venv/bin/uvicorn --app-dir examples/resource_server app:app --port 9000
 
 Settings (environment):
     AUTHSVC_URL                  where authsvc answers (JWKS and revocation feed); required
     RESOURCE_ISSUER              expected `iss`; default AUTHSVC_URL
-    RESOURCE_AUDIENCE            expected `aud`; default "authsvc"
+    RESOURCE_AUDIENCE            expected `aud`; default "authsvc", the AUTHSVC_AUDIENCE default
+                                 that tokens from /auth/login carry
     RESOURCE_POLL_INTERVAL       seconds between revocation-feed polls; default 3
     RESOURCE_KID_REFETCH_INTERVAL  least seconds between JWKS refetches for unknown kids; default 30
 """

@@ -1,0 +1,149 @@
+"""The shell examples of the README and docs/ run as written against a live server.
+
+A block is run when the line before its ```sh fence is `<!-- docs-test: run -->`. The blocks of
+one page run in order in one bash process (so variables carry from block to block); pages run in
+the order of PAGES, against one server, because the docs pages build on the README walk-through
+(its user alice). Blocks name the server only through `BASE=http://127.0.0.1:8000`, which is
+replaced by the test server's address. They run in a scratch directory whose `.venv` is the
+repository's, so `.venv/bin/authsvc` and `.venv/bin/python` are the ones `make test` installed,
+and nothing they write lands in the checkout.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authsvc.config import Settings
+from tests.live import clean_env, live_server
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [
+    "README.md",
+    "docs/cli.md",
+    "docs/tokens.md",
+    "docs/oauth-clients.md",
+    "docs/resource-servers.md",
+]
+MARKER = "<!-- docs-test: run -->"
+DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"
+_FENCE = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
+
+
+def runnable_blocks(page: Path) -> list[str]:
+    text = page.read_text()
+    blocks = []
+    for match in _FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        if before.strip() == MARKER:
+            blocks.append(match.group(1))
+    return blocks
+
+
+def test_runnable_blocks_name_the_server_only_through_base() -> None:
+    for name in PAGES:
+        blocks = runnable_blocks(ROOT / name)
+        assert blocks, f"{name}: no block marked {MARKER}"
+        script = "\n".join(blocks)
+        assert script.count(DOCUMENTED_BASE) <= 1, f"{name}: set {DOCUMENTED_BASE} once"
+        # Sample answers in comments may show the documented address; commands may not.
+        commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+        rest = "\n".join(commands).replace(DOCUMENTED_BASE, "")
+        assert ":8000" not in rest, f"{name}: refer to the server as $BASE"
+
+
+def test_no_unmarked_page_has_markers() -> None:
+    # A marker on a page the test does not know about would silently never run.
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    marked = {
+        str(p.relative_to(ROOT))
+        for p in pages
+        if MARKER in (line.strip() for line in p.read_text().splitlines())
+    }
+    assert marked == set(PAGES)
+
+
+def test_configuration_page_names_every_setting() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [
+        name
+        for name in ("AUTHSVC_" + field.upper() for field in Settings.model_fields)
+        if f"`{name}`" not in page
+    ]
+    assert missing == []
+
+
+_LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    # GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens.
+    prose = re.sub(r"^```.*?^```$", "", page.read_text(), flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.+)$", prose, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_pages_resolve() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target, anchor in _LINK.findall(page.read_text()):
+            linked = (page.parent / target).resolve() if target else page
+            if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}#{anchor}")
+    assert broken == []
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("curl") is None or shutil.which("bash") is None:
+        pytest.skip("the docs' examples need curl and bash")
+    venv = ROOT / ".venv"
+    if not (venv / "bin" / "authsvc").exists():
+        pytest.skip("the docs call .venv/bin/authsvc: run `make test` (it creates .venv)")
+    work = tmp_path_factory.mktemp("docs")
+    (work / ".venv").symlink_to(venv)
+    return work
+
+
+@pytest.fixture(scope="module")
+def env(workdir: Path) -> dict[str, str]:
+    # The CLI in the blocks must reach the server's database and development KEK.
+    return {"AUTHSVC_DATA_DIR": str(workdir / "data")}
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path, env: dict[str, str]) -> Iterator[str]:
+    with live_server(workdir, **env) as base:
+        yield base
+
+
+def run_page(name: str, base: str, workdir: Path, env: dict[str, str]) -> str:
+    script = "\n".join(runnable_blocks(ROOT / name)).replace(DOCUMENTED_BASE, f"BASE={base}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=workdir,
+        env=clean_env(AUTHSVC_ISSUER=base, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, str]) -> None:
+    outputs = {name: run_page(name, server, workdir, env) for name in PAGES}
+
+    readme = outputs["README.md"]
+    assert '"username":"alice"' in readme and '"roles":["admin"]' in readme
+    assert readme.rstrip().endswith("204\n401")
+    assert "Verdict: VALID" in outputs["docs/resource-servers.md"]
