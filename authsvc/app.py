@@ -145,9 +145,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(discovery.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
-        from fastapi.staticfiles import StaticFiles
+        from authsvc.api.spa import SpaFiles
 
-        app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
+        app.mount("/spa", SpaFiles(directory=settings.spa_dir, html=True), name="spa")
     app.include_router(metrics.router)
     if settings.docs_enabled:
         install_docs(app, app.openapi_url or "/openapi.json")

@@ -5,12 +5,14 @@ answer is built from the Host header."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from authsvc.api.http_guard import CSP
+from authsvc.app import create_app
 from tests.conftest import PASSWORD, Harness
 from tests.test_oauth import basic, make_client
 
@@ -179,3 +181,18 @@ async def test_nothing_echoes_the_host_header(harness: Harness) -> None:
         response = await harness.client.get(path, headers={"Host": "evil.example"})
         assert "evil.example" not in response.text, path
         assert all("evil.example" not in v for v in response.headers.values()), path
+
+
+async def test_spa_directory_redirects_are_relative(settings: Any, tmp_path: Path) -> None:
+    (tmp_path / "spa" / "sub").mkdir(parents=True)
+    (tmp_path / "spa" / "index.html").write_text("<p>spa</p>")
+    (tmp_path / "spa" / "sub" / "index.html").write_text("<p>sub</p>")
+    app = create_app(settings.model_copy(update={"spa_dir": tmp_path / "spa"}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        evil = {"Host": "evil.example"}
+        redirected = await client.get("/spa/sub", headers=evil)
+        assert redirected.status_code == 307
+        assert redirected.headers["location"] == "sub/"
+        assert (await client.get("/spa/sub/", headers=evil)).text == "<p>sub</p>"
+        assert (await client.get("/spa", headers=evil)).status_code == 404
