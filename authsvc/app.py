@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import auth, discovery, health, metrics, oauth, revocations, sessions, well_known
-from authsvc.api.http_guard import HttpGuard
+from authsvc.api.docs import install_docs
+from authsvc.api.http_guard import HttpGuard, StrictJson
 from authsvc.api.jwks_edge import JWKSEdge
 from authsvc.api.limits import BodySizeLimit
 from authsvc.api.state import AppState
@@ -122,6 +123,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         summary="Issues RS256 access tokens and rotating refresh tokens.",
         lifespan=lifespan,
+        # No trailing-slash redirects: Starlette builds them from the Host header (an open
+        # redirect to any host a client names); /auth/me/ is simply not found.
+        redirect_slashes=False,
+        # The docs pages are added below, only when enabled and with their own CSP.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.authsvc = state
     install_error_handlers(app)
@@ -138,10 +145,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(discovery.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
-        from fastapi.staticfiles import StaticFiles
+        from authsvc.api.spa import SpaFiles
 
-        app.mount("/spa", StaticFiles(directory=settings.spa_dir, html=True), name="spa")
+        app.mount("/spa", SpaFiles(directory=settings.spa_dir, html=True), name="spa")
     app.include_router(metrics.router)
+    if settings.docs_enabled:
+        install_docs(app, app.openapi_url or "/openapi.json")
+    # Inside the body limit, which bounds what StrictJson reads.
+    app.add_middleware(StrictJson)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     cors_origins = set(settings.cors_origin_list)
     if settings.allowed_origins:

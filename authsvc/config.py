@@ -6,6 +6,7 @@ import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +88,9 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     # Largest accepted request header block, bytes (431 above it).
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # The interactive API docs (/docs, /redoc): pages that load their scripts from a CDN.
+    # Default: on in development, off in production.
+    api_docs_enabled: bool | None = None
 
     # Observability and housekeeping (README: "Metrics", "Logs", "Housekeeping").
     log_format: Literal["json", "text"] | None = None
@@ -101,7 +105,7 @@ class Settings(BaseSettings):
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
         # RFC 8414 section 2: the issuer is an https URL with no query or fragment; plain http is
-        # tolerated for local development and checked in production below.
+        # tolerated for local development and refused in production (_production_needs_secrets).
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("issuer must be an http(s) URL without query or fragment")
         return value.rstrip("/")
@@ -140,6 +144,13 @@ class Settings(BaseSettings):
                 raise ValueError("AUTHSVC_DATABASE_URL is required when AUTHSVC_ENV=production")
             if self.spa_dir is not None:
                 raise ValueError("AUTHSVC_SPA_DIR serves the example SPA in development only")
+            if self.issuer.startswith("http://") and not _is_loopback_url(self.issuer):
+                # RFC 8414 section 2 / RFC 6749 section 3.1: tokens and the browser cookie
+                # travel to this origin; only a loopback address may do without TLS.
+                raise ValueError(
+                    f"AUTHSVC_ISSUER must be an https:// URL when AUTHSVC_ENV=production "
+                    f"(got {self.issuer!r})"
+                )
         return self
 
     @model_validator(mode="after")
@@ -171,6 +182,12 @@ class Settings(BaseSettings):
         return frozenset({own, *(o for o in extra if o)})
 
     @property
+    def docs_enabled(self) -> bool:
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.env != "production"
+
+    @property
     def resolved_log_format(self) -> str:
         """JSON lines in production (for log shippers), readable text in development."""
         if self.log_format is not None:
@@ -192,6 +209,16 @@ class Settings(BaseSettings):
         # The embedded SQLite default migrates itself so that one command starts a server;
         # shared databases are migrated on purpose, with `authsvc migrate`.
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(value: str) -> list[str]:

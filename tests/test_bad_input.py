@@ -155,3 +155,19 @@ async def test_arbitrary_json_never_500s(harness: Harness, path: str) -> None:
 
     await anyio.to_thread.run_sync(check)
     assert not failures, failures[:5]
+
+
+async def test_every_operation_with_a_body_documents_its_413(harness: Harness) -> None:
+    """The body limit answers 413 before any route runs: the schema must say so."""
+    schema = (await harness.client.get("/openapi.json")).json()
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation and "413" not in operation["responses"]
+    ]
+    assert missing == []
+    response = await harness.client.post(
+        "/auth/password", content=b"x" * 100_000, headers={"Content-Type": "application/json"}
+    )
+    _assert_envelope(response, 413)

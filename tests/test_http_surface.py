@@ -3,7 +3,11 @@ Authorization parsing."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from authsvc.api.http_guard import CSP
 from authsvc.app import create_app
 from authsvc.config import ConfigError, load_settings
-from tests.conftest import PASSWORD, Harness
+from tests.conftest import PASSWORD, TEST_KEK, Harness
 
 pytestmark = pytest.mark.anyio
 
@@ -85,10 +89,74 @@ async def test_jwks_keeps_its_own_caching(harness: Harness) -> None:
     assert_security_headers(response)
 
 
-async def test_docs_have_no_restrictive_csp(harness: Harness) -> None:
-    response = await harness.client.get("/docs")
+def csp_directives(response: httpx.Response) -> dict[str, list[str]]:
+    policy = response.headers["content-security-policy"]
+    return {d.split()[0]: d.split()[1:] for d in (p.strip() for p in policy.split(";")) if d}
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_docs_pages_carry_a_csp_naming_exactly_their_assets(
+    harness: Harness, path: str
+) -> None:
+    response = await harness.client.get(path)
     assert response.status_code == 200
-    assert_security_headers(response, csp=False)
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value
+    policy = csp_directives(response)
+    assert policy["default-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'"]
+    page = response.text
+    external = set(re.findall(r'(?:src|href)="(https?://[^"]+)"', page))
+    assert external and {urlsplit(url).netloc for url in external} == {"cdn.jsdelivr.net"}
+    hosts = {s for s in policy["script-src"] if not s.startswith("'")}
+    assert hosts == {"https://cdn.jsdelivr.net"}
+    # Every inline script is allowed by its hash, and nothing else inline runs.
+    assert "'unsafe-inline'" not in policy["script-src"]
+    for body in re.findall(r"<script>(.*?)</script>", page, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"]
+
+
+async def test_docs_are_off_in_production_unless_enabled(settings: Any) -> None:
+    production = settings.model_copy(update={"env": "production"})
+    for overrides, status in [({}, 404), ({"api_docs_enabled": True}, 200)]:
+        app = create_app(production.model_copy(update=overrides))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in ("/docs", "/redoc"):
+                response = await client.get(path)
+                assert response.status_code == status, (overrides, path)
+                if status == 404:
+                    assert_security_headers(response)
+    assert load_settings(env="development").docs_enabled
+    assert not load_settings(
+        env="production", key_encryption_key=TEST_KEK, database_url="sqlite:///x.db"
+    ).docs_enabled
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://auth.example", "http://auth.example:8000", "http://10.0.0.1"]
+)
+def test_production_refuses_a_plain_http_issuer(issuer: str) -> None:
+    with pytest.raises(ConfigError, match="AUTHSVC_ISSUER"):
+        load_settings(
+            env="production",
+            key_encryption_key=TEST_KEK,
+            database_url="sqlite:///x.db",
+            issuer=issuer,
+        )
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://auth.example", "http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]"],
+)
+def test_production_accepts_https_and_loopback_issuers(issuer: str) -> None:
+    settings = load_settings(
+        env="production", key_encryption_key=TEST_KEK, database_url="sqlite:///x.db", issuer=issuer
+    )
+    assert settings.issuer == issuer
 
 
 async def test_cors_is_off_by_default(harness: Harness) -> None:

@@ -33,7 +33,8 @@ def wants_cookie(request: Request, settings: Settings) -> bool:
 
 def check_csrf(request: Request, settings: Settings) -> None:
     origin = request.headers.get("origin")
-    if origin is None or origin.rstrip("/") not in settings.allowed_origin_set:
+    # RFC 6454 section 7: an Origin is scheme://host[:port], compared exactly.
+    if origin is None or origin not in settings.allowed_origin_set:
         raise CSRFRejected("The request's Origin is not allowed.")
     if request.headers.get(CSRF_HEADER) != "1":
         raise CSRFRejected(f"The {CSRF_HEADER} header is required.")

@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from authsvc.api.deps import Client, Now, State, WriteDB
+from authsvc.api.oauth_params import oauth_form
 from authsvc.errors import (
     NO_STORE,
     AuthError,
@@ -37,9 +38,6 @@ from authsvc.errors import (
     render_oauth,
 )
 from authsvc.services.clients import ClientCredentials
-
-FORM_TYPE = "application/x-www-form-urlencoded"
-MAX_FIELDS = 16
 
 
 def as_oauth(exc: AuthError) -> AuthError:
@@ -79,29 +77,8 @@ class OAuthRoute(APIRoute):
 router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=OAuthRoute)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """RFC 6749 section 3.2: form-encoded, each parameter at most once, empty means omitted."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != FORM_TYPE:
-        raise OAuthInvalidRequest(f"The body must be {FORM_TYPE}.")
-    try:
-        pairs = parse_qsl(
-            (await request.body()).decode("utf-8"),
-            keep_blank_values=True,
-            strict_parsing=False,
-            max_num_fields=MAX_FIELDS,
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise OAuthInvalidRequest("The body is not valid form data.") from exc
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            raise OAuthInvalidRequest(f"The {name} parameter is repeated.")
-        form[name] = value
-    return {k: v for k, v in form.items() if v != ""}
-
-
-Form = Annotated[dict[str, str], Depends(_form)]
+# Parsed per endpoint in api/oauth_params.py: unknown parameters ignored, known ones once.
+Form = Annotated[dict[str, str], Depends(oauth_form)]
 
 
 async def _credentials(request: Request, form: Form) -> ClientCredentials:
@@ -140,7 +117,7 @@ class OAuthErrorBody(BaseModel):
 
 
 def _form_body(required: list[str], optional: list[str]) -> dict[str, Any]:
-    """The form-encoded request body, for the OpenAPI document (parsed by hand in _form)."""
+    """The form-encoded request body, for the OpenAPI document (parsed in api/oauth_params.py)."""
     fields = {name: {"type": "string"} for name in [*required, *optional]}
     return {
         "requestBody": {

@@ -38,7 +38,12 @@ async def revoke_session(
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+# The body limit (api/limits.py) answers 413 before the body is read.
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_ERRORS, 413: {"model": ErrorResponse}},
+)
 async def change_password(
     body: PasswordChangeRequest, state: State, db: WriteDB, now: Now, token: Bearer
 ) -> Response:
