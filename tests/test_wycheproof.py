@@ -1,6 +1,6 @@
 """Public JWS test vectors against authsvc's one signature check (verify_jws_signature).
 
-Wycheproof (C2SP, ../shared/testvectors, see its README.md): for each RS256 group the group's
+Wycheproof (C2SP, tests/vectors, see its README.md): for each RS256 group the group's
 public key and RS256 are pinned and only the signature is checked; `valid` cases must verify and
 `invalid` ones must be refused. Every group for another algorithm (HS256, ES256, PS256, RS384,
 ...) or with a key not meant for RS256 signatures must be refused whole. RFC 7520 section 4.1
@@ -22,7 +22,7 @@ from authsvc.security.tokens import (
     verify_jws_signature,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "testvectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 WYCHEPROOF = VECTORS / "wycheproof_json_web_signature_test.json"
 
 
