@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from authsvc.config import load_settings
 from authsvc.security.secrets import load_secrets
-from authsvc.security.tokens import RefreshTokens
+from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.store.fastlane import ROTATE_SQL
 
 settings = load_settings()

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authsvc.errors import InvalidToken
+from authsvc.jose.jws import MAX_TOKEN_LENGTH
 from authsvc.security.keys import LoadedKey, public_jwk
-from authsvc.security.tokens import MAX_TOKEN_LENGTH
 from authsvc.store.repositories import DenylistRepository
 from tests.conftest import Harness
 

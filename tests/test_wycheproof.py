@@ -16,11 +16,7 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidSignature
 
-from authsvc.security.tokens import (
-    MalformedToken,
-    public_key_from_jwk,
-    verify_jws_signature,
-)
+from authsvc.jose.jws import MalformedToken, public_key_from_jwk, verify_jws_signature
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 WYCHEPROOF = VECTORS / "wycheproof_json_web_signature_test.json"
