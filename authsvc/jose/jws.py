@@ -167,13 +167,6 @@ def verify_signature(jws: CompactJWS, key: rsa.RSAPublicKey) -> None:
     key.verify(jws.signature, jws.signing_input, _PADDING, _SHA256)
 
 
-def verify_jws_signature(token: str, key: rsa.RSAPublicKey) -> CompactJWS:
-    """Decode a compact JWS and check its signature (`decode_compact` + `verify_signature`)."""
-    jws = decode_compact(token)
-    verify_signature(jws, key)
-    return jws
-
-
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> rsa.RSAPublicKey:
     """An RS256 verification key from a JWK, refusing keys not meant for it (RFC 7517 4.2-4.4).
 
