@@ -21,9 +21,10 @@ from authsvc.config import Settings, load_settings
 from authsvc.errors import install_error_handlers
 from authsvc.observability.metrics import Metrics, key_age_seconds
 from authsvc.observability.requests import RequestObserver
+from authsvc.security.access_tokens import AccessTokens
 from authsvc.security.passwords import PasswordHasher
+from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
-from authsvc.security.tokens import AccessTokens, RefreshTokens
 from authsvc.services.auth import AuthService
 from authsvc.services.clients import ClientService
 from authsvc.services.housekeeping import Housekeeper

@@ -30,8 +30,8 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 from authsvc.config import load_settings
+from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
-from authsvc.security.tokens import RefreshTokens
 from authsvc.store.fastlane import ROTATE_SQL
 
 settings = load_settings()
@@ -96,9 +96,7 @@ async def refresh(body: Body) -> JSONResponse:
         "scope": row[3] or settings.default_scope,
         "roles": json.loads(row[2]) if row[2] else [],
     }
-    access = jwt.encode(
-        claims, KEY, algorithm="RS256", headers={"kid": "floor", "typ": "at+jwt"}
-    )
+    access = jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "floor", "typ": "at+jwt"})
     return JSONResponse(
         {
             "access_token": access,

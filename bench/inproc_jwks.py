@@ -2,30 +2,42 @@
 JWKSEdge), of the same through the whole stack without it, of each of our middlewares, and of
 bench/hello_app.py. Usage: .venv/bin/python bench/inproc_jwks.py [N]
 """
-import sys, time, tempfile, os
+
+import os
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # for tests.conftest
 os.environ.setdefault("BENCH_STATIC_BYTES", "462")
-import uvloop
-from tests.conftest import make_settings
-from authsvc.app import create_app
-from authsvc.store.db import upgrade
-import hello_app
+
+import hello_app  # noqa: E402 - reads BENCH_STATIC_BYTES at import
+import uvloop  # noqa: E402
+
+from authsvc.app import create_app  # noqa: E402
+from authsvc.store.db import upgrade  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
+
 
 def scope(path):
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
             "root_path": "", "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}  # fmt: skip
+
 
 async def receive():
     return {"type": "http.request", "body": b"", "more_body": False}
 
+
 async def loop_app(app, path, n):
     out = []
+
     async def send(m):
         out.append(m)
+
     for _ in range(200):
         await app(scope(path), receive, send)
     assert out[0]["status"] == 200, out[:2]
@@ -38,7 +50,11 @@ async def loop_app(app, path, n):
         best = min(best, (time.process_time() - t) / n * 1e6)
     return best
 
-TMP = Path(tempfile.mkdtemp()); URL = f"sqlite:///{TMP/'a.db'}"; upgrade(URL)
+
+TMP = Path(tempfile.mkdtemp())
+URL = f"sqlite:///{TMP / 'a.db'}"
+upgrade(URL)
+
 
 async def main():
     tmp, url = TMP, URL
@@ -52,10 +68,9 @@ async def main():
         # layers: build app without our middlewares
         um = app.user_middleware[:]
         res = {}
-        for keep in ([],):
-            app.user_middleware = [m for m in um if m.cls.__name__ in keep]
-            app.middleware_stack = app.build_middleware_stack()
-            res["none"] = await loop_app(app, "/.well-known/jwks.json", n)
+        app.user_middleware = []
+        app.middleware_stack = app.build_middleware_stack()
+        res["none"] = await loop_app(app, "/.well-known/jwks.json", n)
         app.user_middleware = [m for m in um if m.cls.__name__ != "JWKSEdge"]
         app.middleware_stack = app.build_middleware_stack()
         res["stack"] = await loop_app(app, "/.well-known/jwks.json", n)
@@ -65,8 +80,16 @@ async def main():
             res[name] = await loop_app(app, "/.well-known/jwks.json", n) - res["none"]
         app.user_middleware = um
         app.middleware_stack = app.build_middleware_stack()
-    print(f"jwks {a:.1f} us  hello {h:.1f}  static {s:.1f}  ratio hello/jwks {h/a:.2f}  static/jwks {s/a:.2f}")
-    print(f"jwks through the whole stack (no JWKSEdge) {res['stack']:.1f} us  ratio hello/stack {h/res['stack']:.2f}")
-    print("jwks w/o our middleware %.1f us; added by: %s" % (res["none"], {k: round(v, 1) for k, v in res.items() if k not in ("none", "stack")}))
+    print(
+        f"jwks {a:.1f} us  hello {h:.1f}  static {s:.1f}  ratio hello/jwks {h / a:.2f}  "
+        f"static/jwks {s / a:.2f}"
+    )
+    print(
+        f"jwks through the whole stack (no JWKSEdge) {res['stack']:.1f} us  "
+        f"ratio hello/stack {h / res['stack']:.2f}"
+    )
+    added = {k: round(v, 1) for k, v in res.items() if k not in ("none", "stack")}
+    print(f"jwks w/o our middleware {res['none']:.1f} us; added by: {added}")
+
 
 uvloop.run(main())

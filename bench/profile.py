@@ -21,9 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import run as bench
+from runner import common, load, servers
 
 BUCKETS = [
     # Matched in this order against the whole stack; the leaf decides the first two.
@@ -81,44 +79,44 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--seconds", type=int, default=10)
     opts = parser.parse_args()
-    server_cpus, wrk_cpus, layout = bench.cpu_layout()
+    server_cpus, wrk_cpus, layout = servers.cpu_layout()
     from cryptography.fernet import Fernet
 
-    bench.RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = bench.RESULTS / f"profile-{opts.endpoint}-{opts.db}"
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = common.RESULTS / f"profile-{opts.endpoint}-{opts.db}"
     with tempfile.TemporaryDirectory(prefix="authsvc-prof-") as tmp, contextlib.ExitStack() as st:
         workdir = Path(tmp)
         if opts.db == "sqlite":
             db_url: str | None = f"sqlite:///{workdir / 'authsvc.db'}"
         else:
-            db_url = st.enter_context(bench.postgres_database())
+            db_url = st.enter_context(servers.postgres_database())
         assert db_url is not None
-        env = bench.authsvc_env(db_url, workdir, Fernet.generate_key().decode())
-        cli = str(bench.BIN / "authsvc")
+        env = servers.authsvc_env(db_url, workdir, Fernet.generate_key().decode())
+        cli = str(common.BIN / "authsvc")
         subprocess.run([cli, "migrate"], env=env, check=True, capture_output=True)
-        subprocess.run([cli, "users", "create", bench.USERNAME, "--password-stdin"], env=env,
-                       input=bench.PASSWORD + "\n", text=True, check=True,
+        subprocess.run([cli, "users", "create", common.USERNAME, "--password-stdin"], env=env,
+                       input=common.PASSWORD + "\n", text=True, check=True,
                        capture_output=True)  # fmt: skip
         serve = ["taskset", "-c", server_cpus, cli, "serve", "--port", "{port}", "--workers", "1"]
-        with bench.Server(serve, env, bench.ROOT, "/readyz") as srv:
-            n = bench.WRK["refresh"]["connections"]
-            pairs = bench.logins(srv.url + "/auth/login", n, "refresh_token")
-            tokens = bench.token_file(workdir, "prof", [p["refresh_token"] for p in pairs])
+        with servers.Server(serve, env, common.ROOT, "/readyz") as srv:
+            n = common.WRK["refresh"]["connections"]
+            pairs = load.logins(srv.url + "/auth/login", n, "refresh_token")
+            tokens = load.token_file(workdir, "prof", [p["refresh_token"] for p in pairs])
             script, kind, path, args = {
                 "refresh": ("refresh.lua", "refresh", "/auth/refresh",
                             [str(tokens), "refresh_token", "refresh_token"]),
-                "login": ("login.lua", "login", "/auth/login", [bench.USERNAME, bench.PASSWORD]),
+                "login": ("login.lua", "login", "/auth/login", [common.USERNAME, common.PASSWORD]),
                 "me": ("get.lua", "get", "/auth/me", [pairs[0]["access_token"]]),
                 "jwks": ("get.lua", "get", "/.well-known/jwks.json", []),
             }[opts.endpoint]  # fmt: skip
             pid = srv.worker_pids()[0]
             spy = subprocess.Popen(
-                [str(bench.BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
+                [str(common.BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
                  str(opts.seconds), "--format", "raw", "--rate", "200", "--nonblocking",
                  "-o", f"{stem}.txt"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            bench.drive(srv, wrk_cpus, opts.endpoint, path, script, kind, opts.seconds, *args)
+            load.drive(srv, wrk_cpus, opts.endpoint, path, script, kind, opts.seconds, *args)
             spy.wait(timeout=60)
     print(f"cores: {layout}")
     print(summarise(Path(f"{stem}.txt")))

@@ -1,5 +1,7 @@
 """Forged and malformed access tokens: every one gets 401 invalid_token, never a 500, never a
-network call, on every endpoint that takes an access token (GET /auth/me, POST /auth/logout).
+network call, on every endpoint that takes an access token (GET /auth/me, POST /auth/logout),
+and the same refusal from `authsvc.verifier` (what resource servers run): each test runs
+against both callers.
 
 Most forgeries below are signed with the server's *real* signing key, so the only check that
 can stop them is the one the case is about (a leaked key is not the threat model, but this is
@@ -16,19 +18,20 @@ import hmac
 import json
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authsvc.errors import InvalidToken
+from authsvc.jose.jws import MAX_TOKEN_LENGTH
 from authsvc.security.keys import LoadedKey, public_jwk
-from authsvc.security.tokens import MAX_TOKEN_LENGTH
 from authsvc.store.repositories import DenylistRepository
+from authsvc.verifier import AuthenticationFailed, TokenError, Verifier
 from tests.conftest import Harness
 
 pytestmark = pytest.mark.anyio
@@ -105,6 +108,18 @@ def _changed(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 Case = Callable[[Forge], str]
+
+
+def _set_header(**changes: Any) -> Case:
+    return lambda f: f.with_header(**changes)
+
+
+def _set_claim(claim: str, value: Any) -> Case:
+    return lambda f: f.with_claims(**{claim: value})
+
+
+def _map_claim(claim: str, change: Callable[[Any], Any]) -> Case:
+    return lambda f: f.with_claims(**{claim: change(f.claims[claim])})
 
 
 def _none_cases() -> dict[str, Case]:
@@ -241,7 +256,7 @@ def _header_member_cases() -> dict[str, Case]:
 
 def _typ_cases() -> dict[str, Case]:
     return {
-        f"typ {value!r}": (lambda f, v=value: f.with_header(typ=v))
+        f"typ {value!r}": _set_header(typ=value)
         for value in [
             _DROP,
             "JWT",
@@ -262,14 +277,14 @@ def _typ_cases() -> dict[str, Case]:
 def _time_cases() -> dict[str, Case]:
     cases: dict[str, Case] = {}
     for claim in ("exp", "nbf", "iat"):
-        cases[f"{claim} missing"] = lambda f, c=claim: f.with_claims(**{c: _DROP})
-        cases[f"{claim} string"] = lambda f, c=claim: f.with_claims(**{c: str(f.claims[c])})
-        cases[f"{claim} null"] = lambda f, c=claim: f.with_claims(**{c: None})
-        cases[f"{claim} true"] = lambda f, c=claim: f.with_claims(**{c: True})
-        cases[f"{claim} list"] = lambda f, c=claim: f.with_claims(**{c: [f.claims[c]]})
-        cases[f"{claim} huge"] = lambda f, c=claim: f.with_claims(**{c: 10**30})
+        cases[f"{claim} missing"] = _set_claim(claim, _DROP)
+        cases[f"{claim} string"] = _map_claim(claim, str)
+        cases[f"{claim} null"] = _set_claim(claim, None)
+        cases[f"{claim} true"] = _set_claim(claim, True)
+        cases[f"{claim} list"] = _map_claim(claim, lambda value: [value])
+        cases[f"{claim} huge"] = _set_claim(claim, 10**30)
     for literal in ("NaN", "Infinity", "-Infinity", "1e400"):
-        cases[f"exp {literal}"] = lambda f, lit=literal: _raw_claim(f, "exp", lit)
+        cases[f"exp {literal}"] = functools.partial(_raw_claim, claim="exp", literal=literal)
     cases["nbf NaN"] = lambda f: _raw_claim(f, "nbf", "NaN")
     cases["iat -Infinity in exp slot"] = lambda f: _raw_claim(f, "exp", "-Infinity")
     cases["exp past beyond leeway"] = lambda f: f.with_claims(exp=f.now - f.leeway - 1)
@@ -459,6 +474,89 @@ def _connections(sock: socket.socket) -> int:
         count += 1
 
 
+# Checks that need the server's database (does this user or session exist?): a resource
+# server learns of ended sessions only through the revocation feed, which these never entered.
+SERVER_ONLY = frozenset({"sub of nobody", "sub not a uuid", "sid of no session", "sid not a uuid"})
+
+
+class Caller(Protocol):
+    name: str
+
+    async def problems(self, token: str) -> list[str]:
+        """Present the token; what went wrong (empty when it was refused as it should be)."""
+        ...
+
+    async def accepts(self, token: str) -> bool: ...
+
+    async def sync(self) -> None:
+        """Let the caller learn of logouts (the verifier polls the revocation feed)."""
+        ...
+
+
+@dataclass
+class ServerCaller:
+    harness: Harness
+    name: str = "server"
+
+    async def problems(self, token: str) -> list[str]:
+        return await _refused(self.harness, token)
+
+    async def accepts(self, token: str) -> bool:
+        return (await self.harness.me(token)).status_code == 200
+
+    async def sync(self) -> None:
+        return None
+
+
+@dataclass
+class VerifierCaller:
+    verifier: Verifier
+    name: str = "verifier"
+
+    async def problems(self, token: str) -> list[str]:
+        problems = []
+        try:
+            await self.verifier.verify(token)
+            problems.append("verify() accepted it")
+        except TokenError:
+            pass
+        try:
+            await self.verifier.authenticate(f"Bearer {token}")
+            problems.append("authenticate() accepted it")
+        except AuthenticationFailed as exc:
+            if exc.status != 401 or exc.error != "invalid_token":
+                problems.append(f"authenticate() -> {exc.status} {exc.error}")
+        return problems
+
+    async def accepts(self, token: str) -> bool:
+        try:
+            await self.verifier.verify(token)
+        except TokenError:
+            return False
+        return True
+
+    async def sync(self) -> None:
+        assert await self.verifier.sync()
+
+
+@pytest.fixture(params=["server", "verifier"])
+async def caller(request: pytest.FixtureRequest, harness: Harness) -> AsyncIterator[Caller]:
+    if request.param == "server":
+        yield ServerCaller(harness)
+        return
+    settings = harness.state.settings
+    verifier = Verifier(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        leeway=settings.token_leeway_seconds,
+        http_client=harness.client,
+        clock=lambda: harness.clock.now().timestamp(),
+        poll_interval=3600.0,  # polled by the tests (sync), not in the background
+    )
+    async with verifier:
+        yield VerifierCaller(verifier)
+
+
 async def forge_for(harness: Harness, listener: socket.socket | None = None) -> Forge:
     await harness.create_user()
     tokens = await harness.login()
@@ -513,65 +611,73 @@ async def _refused(harness: Harness, token: str) -> list[str]:
 
 @pytest.mark.parametrize("group", list(GROUPS))
 async def test_forged_tokens_are_refused_with_401(
-    harness: Harness, listener: socket.socket, group: str
+    harness: Harness, caller: Caller, listener: socket.socket, group: str
 ) -> None:
     forge = await forge_for(harness, listener)
     # Control: the forge's own re-signing of the unchanged token is accepted, so every 401
     # below comes from the one rule its case breaks.
-    assert (await harness.me(forge.sign())).status_code == 200
+    assert await caller.accepts(forge.sign())
     failures = []
     for name, make in GROUPS[group]().items():
+        if caller.name != "server" and name in SERVER_ONLY:
+            continue
         token = make(forge)
         assert token != forge.token, name
-        for problem in await _refused(harness, token):
+        for problem in await caller.problems(token):
             failures.append(f"{name}: {problem}")
     assert not failures, "\n".join(failures)
     # Nothing the tokens named was fetched, and the real session is untouched.
     assert _connections(listener) == 0
-    assert (await harness.me(forge.token)).status_code == 200
+    assert await caller.accepts(forge.token)
 
 
-async def test_time_claims_get_the_configured_leeway(harness: Harness) -> None:
+async def test_time_claims_get_the_configured_leeway(harness: Harness, caller: Caller) -> None:
     forge = await forge_for(harness)
     leeway = forge.leeway
     assert leeway == harness.state.settings.token_leeway_seconds > 0
     now = forge.now
     past = {"iat": now - 100, "nbf": now - 100}
-    assert (await harness.me(forge.with_claims(exp=now - leeway + 1, **past))).status_code == 200
-    assert (await harness.me(forge.with_claims(nbf=now + leeway - 1))).status_code == 200
-    assert (await harness.me(forge.with_claims(iat=now + leeway - 1))).status_code == 200
-    assert (await harness.me(forge.with_claims(exp=now - leeway, **past))).status_code == 401
-    assert (await harness.me(forge.with_claims(nbf=now + leeway + 1))).status_code == 401
+    assert await caller.accepts(forge.with_claims(exp=now - leeway + 1, **past))
+    assert await caller.accepts(forge.with_claims(nbf=now + leeway - 1))
+    assert await caller.accepts(forge.with_claims(iat=now + leeway - 1))
+    assert not await caller.accepts(forge.with_claims(exp=now - leeway, **past))
+    assert not await caller.accepts(forge.with_claims(nbf=now + leeway + 1))
 
 
 @pytest.mark.parametrize("settings_overrides", [{"token_leeway_seconds": 0}])
-async def test_zero_leeway_is_exact(harness: Harness) -> None:
+async def test_zero_leeway_is_exact(harness: Harness, caller: Caller) -> None:
     forge = await forge_for(harness)
-    assert (await harness.me(forge.with_claims(nbf=forge.now))).status_code == 200
-    assert (await harness.me(forge.with_claims(nbf=forge.now + 1))).status_code == 401
-    assert (await harness.me(forge.with_claims(exp=forge.now, iat=0))).status_code == 401
+    assert await caller.accepts(forge.with_claims(nbf=forge.now))
+    assert not await caller.accepts(forge.with_claims(nbf=forge.now + 1))
+    assert not await caller.accepts(forge.with_claims(exp=forge.now, iat=0))
     harness.clock.advance(299)
-    assert (await harness.me(forge.token)).status_code == 200
+    assert await caller.accepts(forge.token)
     harness.clock.advance(1)
-    assert (await harness.me(forge.token)).status_code == 401
+    assert not await caller.accepts(forge.token)
 
 
-async def test_logged_out_token_with_padding_added_stays_refused(harness: Harness) -> None:
+async def test_logged_out_token_with_padding_added_stays_refused(
+    harness: Harness, caller: Caller
+) -> None:
     forge = await forge_for(harness)
+    assert await caller.accepts(forge.token)
     response = await harness.client.post(
         "/auth/logout", headers={"Authorization": f"Bearer {forge.token}"}
     )
     assert response.status_code == 204
+    await caller.sync()
     for variant in (
         forge.token,
         _padded(forge.token),
         forge.token + "=",
         forge.sign(),  # same claims, a fresh serialisation
     ):
-        assert await _refused(harness, variant) == []
+        assert await caller.problems(variant) == []
 
 
-async def test_denylist_is_keyed_by_jti_not_by_token_string(harness: Harness) -> None:
+async def test_denylist_is_keyed_by_jti_not_by_token_string(
+    harness: Harness, caller: Caller
+) -> None:
     """A denylisted jti is refused in any spelling, while its session stays usable."""
     forge = await forge_for(harness)
     now = harness.clock.now()
@@ -582,18 +688,19 @@ async def test_denylist_is_keyed_by_jti_not_by_token_string(harness: Harness) ->
             datetime.fromtimestamp(forge.claims["exp"], tz=now.tzinfo),
             now,
         )
+    await caller.sync()
     respelled = forge.with_claims(iat=forge.claims["iat"] - 1, x="different bytes")
     assert respelled != forge.token
-    assert await _refused(harness, forge.token) == []
-    assert await _refused(harness, respelled) == []
+    assert await caller.problems(forge.token) == []
+    assert await caller.problems(respelled) == []
     # Another jti on the same (live) session is fine: it was the jti that was refused.
-    assert (await harness.me(forge.with_claims(jti="another-jti"))).status_code == 200
+    assert await caller.accepts(forge.with_claims(jti="another-jti"))
 
 
-async def test_refresh_token_is_not_a_bearer_token(harness: Harness) -> None:
+async def test_refresh_token_is_not_a_bearer_token(harness: Harness, caller: Caller) -> None:
     await harness.create_user()
     tokens = await harness.login()
-    assert await _refused(harness, tokens["refresh_token"]) == []
+    assert await caller.problems(tokens["refresh_token"]) == []
 
 
 async def test_access_token_is_not_a_refresh_token(harness: Harness) -> None:

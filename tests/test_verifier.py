@@ -200,6 +200,9 @@ async def test_expired_tokens_are_refused_even_from_the_cache(world: World) -> N
     [
         ({"aud": "other"}, {}),
         ({"aud": ["x", "y"]}, {}),
+        # authsvc issues `aud` as one string (as the server checks it): a list is not ours.
+        ({"aud": ["x", "api.test"]}, {}),
+        ({"aud": ["api.test"]}, {}),
         ({"iss": "https://evil.test"}, {}),
         ({"exp": 1}, {}),
         ({"nbf": 4102444800}, {}),
@@ -222,17 +225,11 @@ async def test_pinned_checks_refuse(
             await verifier.verify(world.sign(world.claims(**claims), headers))
 
 
-async def test_an_audience_list_containing_ours_is_accepted(world: World) -> None:
-    async with world.verifier() as verifier:
-        claims = await verifier.verify(world.sign(world.claims(aud=["x", "api.test"])))
-    assert claims.aud == ("x", "api.test")
-
-
 async def test_other_algorithms_and_forged_signatures_are_refused(world: World) -> None:
     good = world.sign(world.claims())
     kid = jwt.get_unverified_header(good)["kid"]
     hs = jwt.encode(world.claims(), "s" * 32, algorithm="HS256", headers={"kid": kid})
-    none = jwt.encode(world.claims(), None, algorithm="none", headers={"kid": kid})
+    none = jwt.encode(world.claims(), "", algorithm="none", headers={"kid": kid})
     other_key = generate_private_key(2048)
     forged = jwt.encode(
         world.claims(), other_key, algorithm="RS256", headers={"kid": kid, "typ": "at+jwt"}

@@ -52,3 +52,29 @@ def test_verifier_imports_with_server_modules_blocked() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_jose_needs_only_cryptography() -> None:
+    """The token format both sides share: the verifier's dependencies minus httpx and FastAPI."""
+    blocked = (*BLOCKED, "httpx", "fastapi", "starlette", "pydantic", "authsvc.verifier")
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        BLOCKED = {blocked!r}
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                    raise ImportError("blocked: " + name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import authsvc.jose.access_token, authsvc.jose.bearer, authsvc.jose.jws
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

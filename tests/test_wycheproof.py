@@ -1,6 +1,8 @@
-"""Public JWS test vectors against authsvc's one signature check (verify_jws_signature).
+"""Public JWS test vectors against authsvc's one signature check (authsvc.jose), as each of its
+two callers reaches it: the server (`AccessTokens`, whose keys are RS256 signing keys) and
+`authsvc.verifier` (whose keys come from a JWKS).
 
-Wycheproof (C2SP, ../shared/testvectors, see its README.md): for each RS256 group the group's
+Wycheproof (C2SP, tests/vectors, see its README.md): for each RS256 group the group's
 public key and RS256 are pinned and only the signature is checked; `valid` cases must verify and
 `invalid` ones must be refused. Every group for another algorithm (HS256, ES256, PS256, RS384,
 ...) or with a key not meant for RS256 signatures must be refused whole. RFC 7520 section 4.1
@@ -10,19 +12,24 @@ public key and RS256 are pinned and only the signature is checked; `valid` cases
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authsvc.security.tokens import (
+from authsvc.jose.jws import (
+    CompactJWS,
     MalformedToken,
+    decode_compact,
     public_key_from_jwk,
-    verify_jws_signature,
+    verify_signature,
 )
+from authsvc.verifier.jwks import parse_jwks
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "testvectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 WYCHEPROOF = VECTORS / "wycheproof_json_web_signature_test.json"
 
 
@@ -31,22 +38,54 @@ def _groups() -> list[dict[str, Any]]:
     return groups
 
 
-def _verifies(jwk: dict[str, Any] | None, jws: object) -> bool:
-    """The verifier's answer: a key from the JWK, then the signature; any refusal is False."""
+def _server_key(jwk: dict[str, Any]) -> rsa.RSAPublicKey | None:
+    # The server's key ring holds only RS256 signing keys: a JWK not meant for that is not one.
+    try:
+        return public_key_from_jwk(jwk)
+    except MalformedToken:
+        return None
+
+
+def _verifier_key(jwk: dict[str, Any]) -> rsa.RSAPublicKey | None:
+    # A resource server's keys are what its JWKS parsing keeps of the published set.
+    kid = jwk.get("kid", "the-kid")
+    return parse_jwks({"keys": [{"kid": kid, **jwk}]}).get(kid)
+
+
+KeyFrom = Callable[[dict[str, Any]], rsa.RSAPublicKey | None]
+CALLERS: dict[str, KeyFrom] = {"server": _server_key, "verifier": _verifier_key}
+
+
+@pytest.fixture(params=list(CALLERS))
+def key_from(request: pytest.FixtureRequest) -> KeyFrom:
+    return CALLERS[request.param]
+
+
+def _verify(jws: str, key: rsa.RSAPublicKey) -> CompactJWS:
+    """What both callers run once they hold the key: decode, then check the signature."""
+    parsed = decode_compact(jws)
+    verify_signature(parsed, key)
+    return parsed
+
+
+def _verifies(key_from: KeyFrom, jwk: dict[str, Any] | None, jws: object) -> bool:
+    """The caller's answer: its key from the JWK, then the signature; any refusal is False."""
     if jwk is None or not isinstance(jws, str):
         # No public key (symmetric groups carry only the secret) or JSON serialization:
         # nothing a verifier that takes compact RS256 tokens could accept.
         return False
+    key = key_from(jwk)
+    if key is None:
+        return False
     try:
-        key = public_key_from_jwk(jwk)
-        verify_jws_signature(jws, key)
-    except (MalformedToken, InvalidSignature, KeyError, ValueError):
+        _verify(jws, key)
+    except (MalformedToken, InvalidSignature):
         return False
     return True
 
 
 def _is_rs256_group(group: dict[str, Any]) -> bool:
-    return group.get("public", {}).get("alg") == "RS256"
+    return bool(group.get("public", {}).get("alg") == "RS256")
 
 
 def test_the_wycheproof_file_is_the_one_described() -> None:
@@ -60,12 +99,12 @@ def test_the_wycheproof_file_is_the_one_described() -> None:
 @pytest.mark.parametrize(
     "group", [g for g in _groups() if _is_rs256_group(g)], ids=lambda g: g["comment"]
 )
-def test_wycheproof_rs256_groups(group: dict[str, Any]) -> None:
+def test_wycheproof_rs256_groups(key_from: KeyFrom, group: dict[str, Any]) -> None:
     wrong = []
     for case in group["tests"]:
         assert case["result"] in ("valid", "invalid"), case  # no "acceptable" cases here
         expected = case["result"] == "valid"
-        if _verifies(group["public"], case["jws"]) != expected:
+        if _verifies(key_from, group["public"], case["jws"]) != expected:
             wrong.append(f"tcId {case['tcId']} ({case['comment']}): expected {case['result']}")
     assert not wrong, "\n".join(wrong)
 
@@ -75,14 +114,16 @@ def test_wycheproof_rs256_groups(group: dict[str, Any]) -> None:
     [g for g in _groups() if not _is_rs256_group(g)],
     ids=lambda g: f"{g['comment']}-{g['tests'][0]['tcId']}",
 )
-def test_wycheproof_other_groups_are_all_refused(group: dict[str, Any]) -> None:
+def test_wycheproof_other_groups_are_all_refused(key_from: KeyFrom, group: dict[str, Any]) -> None:
     """Other algorithms, and RSA keys marked for encryption: refused, valid or not."""
     jwk = group.get("public")
-    accepted = [case["tcId"] for case in group["tests"] if _verifies(jwk, case["jws"])]
+    accepted = [case["tcId"] for case in group["tests"] if _verifies(key_from, jwk, case["jws"])]
     assert not accepted
     # A verifier handed the group's private JWK (or secret) must refuse it just the same.
     private = group.get("private")
-    assert not [case["tcId"] for case in group["tests"] if _verifies(private, case["jws"])]
+    assert not [
+        case["tcId"] for case in group["tests"] if _verifies(key_from, private, case["jws"])
+    ]
 
 
 # RFC 7520 section 3.3 (Figure 3), the RSA public key of bilbo.baggins@hobbiton.example.
@@ -114,14 +155,17 @@ RFC7520_PAYLOAD = (
 )
 
 
-def test_rfc7520_rs256_example_verifies() -> None:
-    jws = verify_jws_signature(RFC7520_RS256_JWS, public_key_from_jwk(RFC7520_RSA_PUBLIC))
+def test_rfc7520_rs256_example_verifies(key_from: KeyFrom) -> None:
+    key = key_from(RFC7520_RSA_PUBLIC)
+    assert key is not None
+    jws = _verify(RFC7520_RS256_JWS, key)
     assert jws.header == {"alg": "RS256", "kid": "bilbo.baggins@hobbiton.example"}
     assert jws.payload.decode("utf-8") == RFC7520_PAYLOAD
 
 
-def test_rfc7520_rs256_example_altered_is_refused() -> None:
-    key = public_key_from_jwk(RFC7520_RSA_PUBLIC)
+def test_rfc7520_rs256_example_altered_is_refused(key_from: KeyFrom) -> None:
+    key = key_from(RFC7520_RSA_PUBLIC)
+    assert key is not None
     header, payload, signature = RFC7520_RS256_JWS.split(".")
     for forged in (
         f"{header}.{payload[:-1]}A.{signature}",
@@ -130,4 +174,4 @@ def test_rfc7520_rs256_example_altered_is_refused() -> None:
         f"{header}.{payload}.{signature}==",
     ):
         with pytest.raises((MalformedToken, InvalidSignature)):
-            verify_jws_signature(forged, key)
+            _verify(forged, key)

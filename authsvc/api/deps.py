@@ -16,6 +16,8 @@ from authsvc.api.client_ip import client_address
 from authsvc.api.state import AppState
 from authsvc.config import Settings
 from authsvc.errors import AuthError, InvalidToken
+from authsvc.jose.bearer import parse_bearer
+from authsvc.jose.jws import MalformedToken
 from authsvc.services.auth import ClientInfo
 from authsvc.store.db import Database
 
@@ -144,24 +146,24 @@ def request_context(request: Request) -> RequestContext:
     return RequestContext(state, state.clock.now(), client_info(request, state.settings))
 
 
-def parse_bearer(header: str | None) -> str:
-    """RFC 6750 section 2.1: `Bearer <token>`, the scheme case-insensitive; nothing else."""
-    if header is None:
+def bearer_token(header: str | None) -> str:
+    """The bearer token of an Authorization header; InvalidToken if absent or malformed."""
+    try:
+        token = parse_bearer(header)
+    except MalformedToken:
+        raise InvalidToken() from None
+    if token is None:
         raise InvalidToken(missing=True)
-    scheme, _, token = header.partition(" ")
-    token = token.strip(" ")
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise InvalidToken()
     return token
 
 
 async def _bearer(request: Request) -> str:
-    return parse_bearer(request.headers.get("authorization"))
+    return bearer_token(request.headers.get("authorization"))
 
 
 async def _optional_bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
-    return None if header is None else parse_bearer(header)
+    return None if header is None else bearer_token(header)
 
 
 Bearer = Annotated[str, Depends(_bearer)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from authsvc.api.deps import State, parse_bearer
+from authsvc.api.deps import State, bearer_token
 from authsvc.errors import InvalidToken, NotFound
 from authsvc.observability.metrics import CONTENT_TYPE, token_matches
 
@@ -20,7 +20,7 @@ async def metrics(request: Request, state: State) -> Response:
     expected = state.settings.metrics_token
     if expected is None:
         raise NotFound()
-    presented = parse_bearer(request.headers.get("authorization"))
+    presented = bearer_token(request.headers.get("authorization"))
     if not token_matches(presented, expected.get_secret_value()):
         raise InvalidToken("Wrong metrics token.")
     return Response(

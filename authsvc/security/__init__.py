@@ -1,1 +1,4 @@
-"""Crypto: passwords, signing keys, access and refresh tokens, server secrets."""
+"""Crypto: passwords, signing keys, access and refresh tokens, server secrets.
+
+The JWS format itself lives in `authsvc.jose`, which resource servers import too.
+"""

@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-ALGORITHM = "RS256"
+from authsvc.jose.jws import ALGORITHM as ALGORITHM  # what every key here signs with
 
 
 def b64url_uint(value: int) -> str:

@@ -22,8 +22,9 @@ from authsvc.errors import (
     ServiceUnavailable,
 )
 from authsvc.observability.metrics import Metrics
+from authsvc.security.access_tokens import AccessClaims, AccessTokens
 from authsvc.security.passwords import PasswordHasher
-from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
+from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.services import audit
 from authsvc.services.keys import KeyService
 from authsvc.services.ratelimit import RateLimiter

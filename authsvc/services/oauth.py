@@ -18,8 +18,8 @@ from authsvc.errors import (
     OAuthInvalidRequest,
     UnsupportedGrantType,
 )
+from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
-from authsvc.security.tokens import AccessClaims
 from authsvc.services.auth import AuthService, ClientInfo, TokenPair
 from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
 from authsvc.store.clients import ClientRepository

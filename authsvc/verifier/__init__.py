@@ -10,7 +10,7 @@ database code (tests/test_verifier_isolation.py holds it to that).
     async def things(claims: AccessClaims = Depends(verifier.require(scopes=["api"]))): ...
 """
 
-from authsvc.verifier._jws import AccessClaims, TokenError
+from authsvc.verifier.claims import AccessClaims, TokenError
 from authsvc.verifier.core import AuthenticationFailed, Verifier
 from authsvc.verifier.middleware import VerifierMiddleware
 

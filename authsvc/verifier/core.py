@@ -14,9 +14,12 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from cryptography.exceptions import InvalidSignature
 
-from authsvc.verifier import _jws
-from authsvc.verifier._jws import AccessClaims, Policy, TokenError
+from authsvc.jose.access_token import REQUIRED_CLAIMS, claim_problems, header_problems
+from authsvc.jose.bearer import parse_bearer
+from authsvc.jose.jws import MalformedToken, decode_compact, verify_signature
+from authsvc.verifier.claims import AccessClaims, Policy, TokenError, typed
 from authsvc.verifier.jwks import JWKSCache
 from authsvc.verifier.revocations import FeedError, RevocationList
 
@@ -57,17 +60,6 @@ class _Cached:
     valid_until: float
 
 
-def parse_bearer(header: str | None) -> str | None:
-    """RFC 6750 section 2.1: `Bearer <token>`, scheme case-insensitive. None when absent."""
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip(" ")
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise TokenError("malformed Authorization header")
-    return token
-
-
 class Verifier:
     """Verifies authsvc access tokens locally and enforces logouts from the revocation feed.
 
@@ -93,7 +85,7 @@ class Verifier:
         http_client: httpx.AsyncClient | None = None,
         realm: str | None = None,
         clock: Callable[[], float] = time.time,
-        required_claims: tuple[str, ...] = _jws.REQUIRED_CLAIMS,
+        required_claims: tuple[str, ...] = REQUIRED_CLAIMS,
     ) -> None:
         base = (authsvc_url or issuer).rstrip("/")
         self.policy = Policy(
@@ -231,22 +223,34 @@ class Verifier:
         return claims
 
     async def _verify_fully(self, token: str, now: float) -> AccessClaims:
-        parsed = _jws.parse(token)
-        problems = _jws.header_problems(parsed.header, self.policy)
+        policy = self.policy
+        try:
+            jws = decode_compact(token)
+            problems = header_problems(jws.header, policy.token_types)
+            if problems:
+                raise TokenError("; ".join(problems.values()))
+            kid: str = jws.header["kid"]
+            key = await self.jwks.key(kid)
+            if key is None:
+                raise TokenError(f"unknown kid {kid!r}")
+            self.stats.signature_checks += 1
+            verify_signature(jws, key)
+            claims = jws.claims()
+        except MalformedToken as exc:
+            raise TokenError(exc.reason) from None
+        except InvalidSignature:
+            raise TokenError("bad signature") from None
+        problems = claim_problems(
+            claims,
+            issuer=policy.issuer,
+            audience=policy.audience,
+            leeway=policy.leeway,
+            now=now,
+            required=policy.required_claims,
+        )
         if problems:
             raise TokenError("; ".join(problems.values()))
-        kid: str = parsed.header["kid"]
-        key = await self.jwks.key(kid)
-        if key is None:
-            raise TokenError(f"unknown kid {kid!r}")
-        self.stats.signature_checks += 1
-        if not _jws.signature_ok(parsed, key):
-            raise TokenError("bad signature")
-        claims = _jws.payload(parsed)
-        problems = _jws.claim_problems(claims, self.policy, now)
-        if problems:
-            raise TokenError("; ".join(problems.values()))
-        return _jws.typed(claims, kid)
+        return typed(claims, kid)
 
     def _check_not_revoked(self, claims: AccessClaims) -> None:
         if self.revocations is not None and self.revocations.is_revoked(claims.jti, claims.sid):
@@ -283,7 +287,7 @@ class Verifier:
             if token is None:
                 raise AuthenticationFailed(401, None, "Authentication required.", self.realm)
             claims = await self.verify(token)
-        except TokenError as exc:
+        except (TokenError, MalformedToken) as exc:
             self.stats.refused += 1
             log.debug("access token refused: %s", exc.reason)
             raise AuthenticationFailed(

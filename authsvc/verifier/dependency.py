@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 
-from authsvc.verifier._jws import AccessClaims
+from authsvc.verifier.claims import AccessClaims
 from authsvc.verifier.core import AuthenticationFailed
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authsvc.verifier._jws import rsa_key_from_jwk
+from authsvc.jose.jws import MalformedToken, public_key_from_jwk
 
 log = logging.getLogger("authsvc.verifier")
 
@@ -35,10 +35,14 @@ def parse_jwks(document: Any) -> dict[str, rsa.RSAPublicKey]:
         raise ValueError("not a JWK Set")
     keys: dict[str, rsa.RSAPublicKey] = {}
     for jwk in document["keys"]:
-        if isinstance(jwk, Mapping):
-            key = rsa_key_from_jwk(jwk)
-            if key is not None:
-                keys[jwk["kid"]] = key
+        # Keys we cannot use for RS256 (other types, encryption keys, no kid) are skipped: a
+        # JWKS may publish them for other parties.
+        if not isinstance(jwk, Mapping) or not isinstance(jwk.get("kid"), str):
+            continue
+        try:
+            keys[jwk["kid"]] = public_key_from_jwk(jwk)
+        except MalformedToken as exc:
+            log.debug("JWKS key %r skipped: %s", jwk["kid"], exc.reason)
     return keys
 
 
