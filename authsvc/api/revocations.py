@@ -1,7 +1,7 @@
 """GET /auth/revocations: the revocation feed resource servers poll (see services.revocations).
 
 Public on purpose: it holds only random ids (128-bit jtis, random session UUIDs) and expiry
-times, which grant nothing; the README explains the choice.
+times, which grant nothing (docs/resource-servers.md, "The revocation feed").
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Needs only cryptography and httpx (FastAPI for the dependency); never imports the server's
 database code (tests/test_verifier_isolation.py holds it to that).
 
-    verifier = Verifier(issuer="https://auth.example.com", audience="api.example.com")
+    # audience: AUTHSVC_AUDIENCE for tokens from /auth/login, the client's audience for
+    # tokens issued to an OAuth client that has one.
+    verifier = Verifier(issuer="https://auth.example.com", audience="authsvc")
     app = FastAPI(lifespan=verifier.lifespan)
 
     @app.get("/things")
