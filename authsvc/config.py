@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     # Largest accepted request header block, bytes (431 above it).
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # Slow and idle clients (authsvc/server.py): how long a request's header block and its body
+    # may take to arrive, how long an idle keep-alive connection stays open, connection caps.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout_seconds: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_client: int = Field(100, ge=0)
 
     # Observability and housekeeping (README: "Metrics", "Logs", "Housekeeping").
     log_format: Literal["json", "text"] | None = None
