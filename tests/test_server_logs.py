@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from authsvc.observability.logs import JsonFormatter, TextFormatter
-from tests.conftest import Harness
+from tests import pg
+from tests.conftest import Harness, backends
 from tests.live import cli, live_server
 
 PASSWORD = "correct horse battery staple"
@@ -24,10 +25,21 @@ def _lines(workdir: Path) -> list[str]:
     return (workdir / "serve.log").read_text(encoding="utf-8").splitlines()
 
 
-def test_debug_logs_show_no_hash_token_or_password(tmp_path: Path) -> None:
-    made = cli(tmp_path, "users", "create", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", backends())
+def test_debug_logs_show_no_hash_token_or_password(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"AUTHSVC_LOG_LEVEL": "debug", "AUTHSVC_LOG_FORMAT": "text"}
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        pg.truncate_all(url)
+        env["AUTHSVC_DATABASE_URL"] = url
+    made = cli(
+        tmp_path, "users", "create", "alice", "--password-stdin", stdin=PASSWORD + "\n", **env
+    )
     assert made.returncode == 0, made.stderr
-    with live_server(tmp_path, AUTHSVC_LOG_LEVEL="debug", AUTHSVC_LOG_FORMAT="text") as base:
+    with live_server(tmp_path, **env) as base:
         first = httpx.post(f"{base}/auth/login", json={"username": "alice", "password": PASSWORD})
         assert first.status_code == 200, first.text
         tokens = first.json()
@@ -72,6 +84,7 @@ def _raw_get(base: str, target: bytes) -> bytes:
 FORGED = b"2026-01-01 00:00:00,000 INFO    authsvc.access GET /admin 200 1.0ms"
 
 
+@pytest.mark.slow
 def test_a_path_cannot_forge_a_text_log_line_or_send_terminal_escapes(tmp_path: Path) -> None:
     with live_server(tmp_path, AUTHSVC_LOG_FORMAT="text") as base:
         target = b"/x%0a" + FORGED.replace(b" ", b"%20") + b"%0d%1b%5b31m%e2%80%a8%c2%9b"
@@ -85,6 +98,7 @@ def test_a_path_cannot_forge_a_text_log_line_or_send_terminal_escapes(tmp_path: 
     assert "\\r\\x1b[31m\\u2028\\x9b 404" in access[0]
 
 
+@pytest.mark.slow
 def test_json_logs_from_two_workers_are_plain_and_say_start_up_news_once(tmp_path: Path) -> None:
     with live_server(tmp_path, args=("--workers", "2"), AUTHSVC_LOG_FORMAT="json") as base:
         assert httpx.get(f"{base}/healthz").status_code == 200

@@ -19,6 +19,8 @@ import pytest
 
 from tests.live import live_server
 
+pytestmark = pytest.mark.slow
+
 HEADER_TIMEOUT = 1.5
 BODY_TIMEOUT = 1.5
 KEEPALIVE = 1
