@@ -187,3 +187,25 @@ def test_a_process_holds_at_most_its_connection_cap(server: tuple[int, int]) -> 
     while _healthz(port) != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_a_header_block_that_never_ends_is_cut_at_its_size_limit(server: tuple[int, int]) -> None:
+    port, _ = server
+    with _connect(port, "127.0.0.31") as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Filler: " + b"a" * 4000 + b"\r\n"
+        sent = 0
+        try:
+            for _ in range(64):  # 256 KB, far above AUTHSVC_MAX_HEADER_BYTES (16 KiB)
+                sock.sendall(line)
+                sent += len(line)
+                time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        _, answer = _closed_after(sock, HEADER_TIMEOUT)
+    assert sent < 64 * 1024
+    assert answer in (
+        b"",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+        b"connection: close\r\n\r\n",
+    )
