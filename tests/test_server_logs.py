@@ -30,16 +30,20 @@ def _lines(workdir: Path) -> list[str]:
 def test_debug_logs_show_no_hash_token_or_password(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = {"AUTHSVC_LOG_LEVEL": "debug", "AUTHSVC_LOG_FORMAT": "text"}
+    url = ""  # an empty setting is unset: the embedded SQLite database
     if backend == "postgresql":
-        url: str = request.getfixturevalue("postgres_url")
+        url = request.getfixturevalue("postgres_url")
         pg.truncate_all(url)
-        env["AUTHSVC_DATABASE_URL"] = url
     made = cli(
-        tmp_path, "users", "create", "alice", "--password-stdin", stdin=PASSWORD + "\n", **env
+        tmp_path,
+        *("users", "create", "alice", "--password-stdin"),
+        stdin=PASSWORD + "\n",
+        AUTHSVC_DATABASE_URL=url,
     )
     assert made.returncode == 0, made.stderr
-    with live_server(tmp_path, **env) as base:
+    with live_server(
+        tmp_path, AUTHSVC_LOG_LEVEL="debug", AUTHSVC_LOG_FORMAT="text", AUTHSVC_DATABASE_URL=url
+    ) as base:
         first = httpx.post(f"{base}/auth/login", json={"username": "alice", "password": PASSWORD})
         assert first.status_code == 200, first.text
         tokens = first.json()
