@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import logging
-import logging.config
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -93,44 +91,13 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Start the HTTP server (migrating the embedded SQLite database first)."""
-    import uvicorn
-
-    from authsvc.observability.logs import logging_config
-    from authsvc.security.secrets import load_secrets
-    from authsvc.store.db import upgrade
+    from authsvc.server import serve as run_server
 
     settings = _settings()
-    log_config = logging_config(settings.resolved_log_format, settings.log_level)
-    logging.config.dictConfig(log_config)
     try:
-        load_secrets(settings)  # create the development KEK once, before workers race for it
+        run_server(settings, host or settings.host, port or settings.port, workers)
     except ConfigError as exc:
         raise _fail(f"configuration error: {exc}", 2) from exc
-    if settings.key_encryption_key is None:
-        logging.getLogger("authsvc").warning(
-            "development mode: signing keys are encrypted under the key-encryption key in %s; "
-            "do not use this for real deployments (set AUTHSVC_ENV=production and "
-            "AUTHSVC_KEY_ENCRYPTION_KEY)",
-            settings.data_dir,
-        )
-    if settings.should_auto_migrate:
-        upgrade(settings.resolved_database_url)
-    if workers > 1 and settings.is_sqlite:
-        typer.echo("note: SQLite is for a single host; use PostgreSQL to scale out", err=True)
-    uvicorn.run(
-        "authsvc.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        # Applied in every worker; authsvc.access writes the one line per request instead.
-        log_config=log_config,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
-    )
 
 
 @app.command()

@@ -91,8 +91,15 @@ class Settings(BaseSettings):
     # The interactive API docs (/docs, /redoc): pages that load their scripts from a CDN.
     # Default: on in development, off in production.
     api_docs_enabled: bool | None = None
+    # Slow and idle clients (authsvc/server.py): how long a request's header block and its body
+    # may take to arrive, how long an idle keep-alive connection stays open, connection caps.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout_seconds: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_client: int = Field(100, ge=0)
 
-    # Observability and housekeeping (README: "Metrics", "Logs", "Housekeeping").
+    # Observability and housekeeping (docs/operations.md).
     log_format: Literal["json", "text"] | None = None
     metrics_token: SecretStr | None = None
     prune_interval: int = Field(3600, ge=0)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,11 +50,17 @@ def cli(cwd: Path, *args: str, stdin: str = "", **env: str) -> subprocess.Comple
 
 @contextmanager
 def live_server(
-    workdir: Path, host: str = "127.0.0.1", *, set_issuer: bool = True, **env: str
+    workdir: Path,
+    host: str = "127.0.0.1",
+    *,
+    set_issuer: bool = True,
+    args: Sequence[str] = (),
+    **env: str,
 ) -> Iterator[str]:
     """Yield the base URL (http://{host}:{port}) of a ready server run from `workdir`.
 
-    The issuer is the server's own URL unless `set_issuer` is false (the embedded default)."""
+    The issuer is the server's own URL unless `set_issuer` is false (the embedded default);
+    `args` are further `serve` options (`--workers`)."""
     port = free_port()
     base = f"http://{host}:{port}"
     log = workdir / "serve.log"
@@ -62,7 +68,7 @@ def live_server(
         env = {"AUTHSVC_ISSUER": base, **env}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)],
+            [*CLI, "serve", "--port", str(port), *args],
             cwd=workdir,
             env=clean_env(**env),
             stdout=out,

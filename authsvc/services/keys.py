@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,8 @@ from authsvc.services import audit
 from authsvc.store.db import MIGRATION_LOCK_ID, Database
 from authsvc.store.models import SigningKey
 from authsvc.store.repositories import SigningKeyRepository
+
+log = logging.getLogger("authsvc.keys")
 
 _RenderedJWKS = tuple[KeyRing, datetime, datetime | None, bytes]
 
@@ -144,7 +147,8 @@ class KeyService:
         if ring.signing_key(now) is None and not any(
             k.state(now, self.unpublish_after) == "published" for k in ring.keys
         ):
-            await self._create(db, now, activates_at=now)
+            row = await self._create(db, now, activates_at=now)
+            log.info("created signing key %s; it signs from now", row.kid)
             ring = await self.reload(db, now)
         return ring
 
@@ -154,6 +158,11 @@ class KeyService:
         activates_at = now + timedelta(seconds=self.settings.publish_ahead)
         await SigningKeyRepository(db).retire_active(activates_at)
         row = await self._create(db, now, activates_at=activates_at)
+        log.info(
+            "rotated signing keys: published %s, it signs from %s",
+            row.kid,
+            row.activates_at.isoformat(timespec="seconds"),
+        )
         await self.reload(db, now)
         await audit.record(
             db,
