@@ -7,9 +7,9 @@
 - `Cache-Control: no-store` and `Pragma: no-cache` on every response that did not choose its
   own caching (the JWKS does), so no response that carries a token can ever be cached
   (RFC 6749 section 5.1), whichever endpoint it comes from.
-- Request headers larger than `max_header_bytes` in total get 431 before any routing. uvicorn's
-  h11 parser has its own limit (`authsvc serve` sets it to the same value); this one also holds
-  behind any server or parser.
+- Request headers larger than `max_header_bytes` in total get 431 before any routing; this holds
+  behind any server. `authsvc serve` also cuts a header block that grows past it (plus 8 KiB)
+  before it is complete (authsvc/server.py).
 - A request that repeats a header we read as one value (two `Authorization` headers, two
   `Origin`s...) gets 400: which one counts would otherwise depend on who reads it (the proxy,
   the framework, a log), and a valid and an invalid credential must not add up to a valid one.
