@@ -25,6 +25,7 @@ from authsvc.observability.metrics import Metrics
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
 from authsvc.services import audit
+from authsvc.services.context import RequestContext
 from authsvc.services.keys import KeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
@@ -38,12 +39,6 @@ from authsvc.store.repositories import (
 )
 
 LogoutScope = Literal["local", "others", "global"]
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    ip: str | None = None
-    user_agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +94,7 @@ class AuthService:
         db: AsyncSession,
         username: str,
         password: str,
-        now: datetime,
-        client: ClientInfo,
+        ctx: RequestContext,
         *,
         client_id: str | None = None,
         audience: str | None = None,
@@ -108,14 +102,13 @@ class AuthService:
     ) -> TokenPair:
         """Rate limits (per address, per name, backoff after failures), then _login."""
         try:
-            await self.limiter.check_address("login", client.ip, now)
-            async with self.limiter.login_attempt(username, now):
+            await self.limiter.check_address("login", ctx.ip, ctx.now)
+            async with self.limiter.login_attempt(username, ctx.now):
                 return await self._login(
                     db,
                     username,
                     password,
-                    now,
-                    client,
+                    ctx,
                     client_id=client_id,
                     audience=audience,
                     scope=scope,
@@ -129,8 +122,7 @@ class AuthService:
         db: AsyncSession,
         username: str,
         password: str,
-        now: datetime,
-        client: ClientInfo,
+        ctx: RequestContext,
         *,
         client_id: str | None = None,
         audience: str | None = None,
@@ -145,6 +137,7 @@ class AuthService:
         work (a dummy hash is checked for unknown names). The user is read in a short read-only
         transaction so that no write lock or pooled connection is held during hashing.
         """
+        now = ctx.now
         try:
             name = normalize_username(username)
         except InvalidUsername:
@@ -165,14 +158,14 @@ class AuthService:
         # A disabled user fails here too, before any further work: a right password for a
         # disabled account must not take measurably longer than a wrong one.
         if disabled_id is not None:
-            raise self._login_failed(now, client, disabled_id, name, "disabled")
+            raise self._login_failed(ctx, disabled_id, name, "disabled")
         if not ok or user_id is None:
             raise self._login_failed(
-                now, client, user_id, name, "bad_password" if user_id else "unknown_user"
+                ctx, user_id, name, "bad_password" if user_id else "unknown_user"
             )
         user = await UserRepository(db).by_id(user_id)
         if user is None or not user.is_active:
-            raise self._login_failed(now, client, user_id, name, "disabled")
+            raise self._login_failed(ctx, user_id, name, "disabled")
         if new_hash is not None and user.password_hash == stored_hash:
             user.password_hash = new_hash
             user.updated_at = now
@@ -182,8 +175,8 @@ class AuthService:
             created_at=now,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.session_max_age),
-            client_ip=(client.ip or None) and client.ip[:64],
-            user_agent=(client.user_agent or None) and client.user_agent[:512],
+            client_ip=(ctx.ip or None) and ctx.ip[:64],
+            user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
             client_id=client_id,
             scope=scope,
         )
@@ -202,7 +195,7 @@ class AuthService:
         await audit.record(
             db,
             now,
-            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, client.ip),
+            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
         )
         grant = self._grant(session, audience, scope)
         pair = await self._issue(db, *_subject(user), session.id, token, expires_at, now, **grant)
@@ -211,8 +204,7 @@ class AuthService:
 
     def _login_failed(
         self,
-        now: datetime,
-        client: ClientInfo,
+        ctx: RequestContext,
         user_id: uuid.UUID | None,
         name: str | None,
         reason: str,
@@ -225,10 +217,10 @@ class AuthService:
             user_id=user_id,
             # An unknown name is not kept: it is often a password typed in the wrong field.
             username=name if user_id is not None else None,
-            ip=client.ip,
+            ip=ctx.ip,
             details={"reason": reason},
         )
-        error.failure_writes.append(audit.writer(now, entry))
+        error.failure_writes.append(audit.writer(ctx.now, entry))
         return error
 
     # -- refresh -----------------------------------------------------------------------------
@@ -237,8 +229,7 @@ class AuthService:
         self,
         db: AsyncSession,
         token: str,
-        now: datetime,
-        client: ClientInfo | None = None,
+        ctx: RequestContext,
         *,
         client_id: str | None = None,
         audience: str | None = None,
@@ -246,7 +237,7 @@ class AuthService:
     ) -> TokenPair:
         """Rate limit per address, then rotate; counts each outcome (see `_rotate`)."""
         try:
-            await self.limiter.check_address("refresh", client.ip if client else None, now)
+            await self.limiter.check_address("refresh", ctx.ip, ctx.now)
         except RateLimited:
             self.metrics.rate_limited("refresh")
             raise
@@ -254,8 +245,7 @@ class AuthService:
             pair, outcome = await self._rotate(
                 db,
                 token,
-                now,
-                client or ClientInfo(),
+                ctx,
                 client_id=client_id,
                 audience=audience,
                 scope=scope,
@@ -273,8 +263,7 @@ class AuthService:
         self,
         db: AsyncSession,
         token: str,
-        now: datetime,
-        client: ClientInfo,
+        ctx: RequestContext,
         *,
         client_id: str | None = None,
         audience: str | None = None,
@@ -291,6 +280,7 @@ class AuthService:
         A token only refreshes for the client it was issued to (RFC 6749 section 6; None is the
         first-party JSON API), checked before it is spent; `scope` may narrow, never widen.
         """
+        now = ctx.now
         if not self.refresh_tokens.well_formed(token):
             raise InvalidRefreshToken()
         digest = self.refresh_tokens.digest(token)
@@ -390,10 +380,10 @@ class AuthService:
                 user.id,
                 user.username,
                 session.id,
-                client.ip,
+                ctx.ip,
                 details={
                     "session_ip": session.client_ip,
-                    "reused_from_ip": client.ip,
+                    "reused_from_ip": ctx.ip,
                     "token_first_used_at": used_at.isoformat() if used_at else None,
                 },
             ),
@@ -410,9 +400,10 @@ class AuthService:
             raise InvalidToken()
         return claims
 
-    async def me(self, db: AsyncSession, token: str, now: datetime) -> Principal:
+    async def me(self, db: AsyncSession, token: str, ctx: RequestContext) -> Principal:
         """authenticate() plus the user, with the revocation checks and the user in one query
         (on PostgreSQL on the fast lane: no transaction, one round trip)."""
+        now = ctx.now
         claims, sid, sub = await self._verified(db, token, now)
         lane = self.database.fast_lane
         if lane is not None:
@@ -441,18 +432,18 @@ class AuthService:
     async def logout(
         self,
         db: AsyncSession,
-        now: datetime,
+        ctx: RequestContext,
         *,
         access_token: str | None,
         refresh_token: str | None,
-        scope: LogoutScope = "local",
-        client: ClientInfo | None = None,
+        scope: LogoutScope,
     ) -> None:
         """Revoke the caller's session (local), their other sessions (others) or all (global).
 
         The presented access token's jti is denylisted unless its session stays alive (others);
         every other access token of a revoked session is refused through its sid.
         """
+        now = ctx.now
         claims: AccessClaims | None = None
         session_id: uuid.UUID | None = None
         user_id: uuid.UUID | None = None
@@ -503,7 +494,7 @@ class AuthService:
                 audit.LOGOUT,
                 user_id,
                 session_id=session_id,
-                ip=client.ip if client else None,
+                ip=ctx.ip,
                 details={"scope": scope, "sessions_revoked": revoked},
             ),
         )

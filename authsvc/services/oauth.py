@@ -20,8 +20,9 @@ from authsvc.errors import (
 )
 from authsvc.security.keys import ALGORITHM
 from authsvc.security.tokens import AccessClaims
-from authsvc.services.auth import AuthService, ClientInfo, TokenPair
+from authsvc.services.auth import AuthService, TokenPair
 from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
+from authsvc.services.context import RequestContext
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import RefreshToken, Session, User
 from authsvc.store.repositories import (
@@ -47,8 +48,7 @@ class OAuthService:
         db: AsyncSession,
         creds: ClientCredentials,
         params: Mapping[str, str],
-        now: datetime,
-        info: ClientInfo,
+        ctx: RequestContext,
     ) -> TokenPair:
         grant_type = _required(params, "grant_type")
         client = await self.clients.authenticate(db, creds)
@@ -67,8 +67,7 @@ class OAuthService:
                 db,
                 username,
                 password,
-                now,
-                info,
+                ctx,
                 client_id=client.client_id,
                 audience=audience,
                 scope=_normal_scope(scope) or self.settings.default_scope,
@@ -78,7 +77,7 @@ class OAuthService:
         return await self.auth.refresh(
             db,
             refresh_token,
-            now,
+            ctx,
             client_id=client.client_id,
             audience=audience,
             scope=_normal_scope(scope),
@@ -87,13 +86,18 @@ class OAuthService:
     # -- POST /oauth/revoke ------------------------------------------------------------------
 
     async def revoke(
-        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+        self,
+        db: AsyncSession,
+        creds: ClientCredentials,
+        params: Mapping[str, str],
+        ctx: RequestContext,
     ) -> None:
         """RFC 7009 section 2.1. Unknown, expired or malformed tokens are not an error (2.2).
 
         A refresh token revokes its whole session (so its access tokens too); an access token
         is denylisted by jti. A token issued to another client is refused (invalid_grant).
         """
+        now = ctx.now
         token = _required(params, "token")
         client = await self.clients.authenticate(db, creds)
         # The hint only orders the search (section 2.1); our two kinds never look alike.
@@ -124,9 +128,14 @@ class OAuthService:
     # -- POST /oauth/introspect --------------------------------------------------------------
 
     async def introspect(
-        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+        self,
+        db: AsyncSession,
+        creds: ClientCredentials,
+        params: Mapping[str, str],
+        ctx: RequestContext,
     ) -> dict[str, Any]:
         """RFC 7662 section 2.2: `{"active": false}` for anything not valid right now."""
+        now = ctx.now
         token = _required(params, "token")
         await self.clients.authenticate(db, creds, confidential_only=True)
         inactive: dict[str, Any] = {"active": False}

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
 from authsvc.services.auth import AuthService
+from authsvc.services.context import RequestContext
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
 from authsvc.store.repositories import SessionRepository, UserRepository
@@ -33,9 +34,11 @@ class SessionService:
         self.auth = auth
         self.users = users
 
-    async def list(self, db: AsyncSession, token: str, now: datetime) -> Sequence[SessionView]:
-        claims = await self.auth.authenticate(db, token, now)
-        rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), now)
+    async def list(
+        self, db: AsyncSession, token: str, ctx: RequestContext
+    ) -> Sequence[SessionView]:
+        claims = await self.auth.authenticate(db, token, ctx.now)
+        rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), ctx.now)
         return [
             SessionView(
                 id=s.id,
@@ -50,9 +53,12 @@ class SessionService:
             for s in rows
         ]
 
-    async def revoke(self, db: AsyncSession, token: str, session_id: str, now: datetime) -> None:
+    async def revoke(
+        self, db: AsyncSession, token: str, session_id: str, ctx: RequestContext
+    ) -> None:
         """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
         session ids cannot be probed."""
+        now = ctx.now
         claims = await self.auth.authenticate(db, token, now)
         try:
             target = uuid.UUID(session_id)
@@ -74,13 +80,14 @@ class SessionService:
         )
 
     async def change_password(
-        self, db: AsyncSession, token: str, current: str, new: str, now: datetime
+        self, db: AsyncSession, token: str, current: str, new: str, ctx: RequestContext
     ) -> None:
         """Check the current password, set the new one, revoke every other session.
 
         The hashing happens in a short read-only transaction first, so no write lock is held
         while argon2 runs; the write then only lands if the hash did not change meanwhile.
         """
+        now = ctx.now
         async with self.auth.database.read() as reader:
             claims = await self.auth.authenticate(reader, token, now)
             user = await UserRepository(reader).by_id(uuid.UUID(claims.sub))
