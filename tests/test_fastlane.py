@@ -1,6 +1,6 @@
-"""The one-step refresh (store/fastlane.py on PostgreSQL, store/sqlitelane.py on SQLite): it
-leaves exactly the rows the full path leaves, and it declines every token that is not live and
-unspent, writing nothing."""
+"""The rotation statement (store/rotation.py) on both databases and on both of its paths: the
+lane (asyncpg on PostgreSQL, the lane's own thread on SQLite) and the request's session. It
+leaves the same rows either way, and declines every token that is not live, writing nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import jwt
 import pytest
 from sqlalchemy import func, select, text, update
 
-from authsvc.store.fastlane import RefreshLane
 from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.rotation import FreshRotation, RefreshLane, rotate_in_session, rotation_values
 from tests.conftest import Harness
 
 pytestmark = pytest.mark.anyio
@@ -72,6 +72,17 @@ def _lane(harness: Harness) -> RefreshLane:
     return lane
 
 
+PATHS = ["lane", "session"]
+
+
+async def _rotate(harness: Harness, path: str, *args: Any) -> FreshRotation | None:
+    values = rotation_values(*args)
+    if path == "lane":
+        return await _lane(harness).rotate(values)
+    async with harness.state.database.transaction() as db:
+        return await rotate_in_session(db, values)
+
+
 # Each value as SQLite stores it: its storage class and its text (hex for a BLOB).
 _STORED = """
 SELECT {columns} FROM refresh_tokens AS t JOIN sessions AS s ON s.id = t.session_id
@@ -96,9 +107,10 @@ async def _stored(harness: Harness, sid: uuid.UUID) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_the_sqlite_lane_stores_values_as_the_orm_does(harness: Harness) -> None:
-    # Two sessions rotated at the same instant, one on the lane and one on the full path:
-    # the same stored values, byte for byte, but for the ids and digests that differ anyway.
+async def test_the_sqlite_lane_stores_values_as_the_session_does(harness: Harness) -> None:
+    # Two sessions rotated at the same instant, one on the lane and one in the request's
+    # session: the same stored values, byte for byte, but for the ids and digests that differ
+    # anyway.
     await harness.create_user(roles=["admin"])
     on_lane, on_full_path = await harness.login(), await harness.login()
     harness.clock.advance(1000.123456)  # microseconds too
@@ -128,24 +140,28 @@ async def _count(harness: Harness) -> int:
         return int((await db.execute(select(func.count()).select_from(RefreshToken))).scalar_one())
 
 
-async def test_fast_lane_rotates_a_live_token_once(harness: Harness) -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_statement_rotates_a_live_token_once(harness: Harness, path: str) -> None:
     await harness.create_user(roles=["ops"])
     token = (await harness.login())["refresh_token"]
     tokens = harness.state.auth.refresh_tokens
     now = harness.clock.now()
     later = now + timedelta(days=1)
     args = (tokens.digest(token), b"s" * 32, now, None, later)
-    fresh = await _lane(harness).rotate(*args)
+    fresh = await _rotate(harness, path, *args)
     assert fresh is not None
     assert fresh.roles == ["ops"] and fresh.client_id is None and fresh.expires_at == later
-    assert await _lane(harness).rotate(*args) is None  # spent: the caller's full path decides
+    assert await _rotate(harness, path, *args) is None  # spent: the caller decides why
     assert await _count(harness) == 2
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "case", ["unknown", "other_client", "expired", "session_ended", "revoked", "disabled"]
 )
-async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str) -> None:
+async def test_the_statement_declines_and_writes_nothing(
+    harness: Harness, case: str, path: str
+) -> None:
     await harness.create_user()
     token = (await harness.login())["refresh_token"]
     digest = harness.state.auth.refresh_tokens.digest(token)
@@ -165,7 +181,7 @@ async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str
         elif case == "disabled":
             await db.execute(update(User).values(is_active=False))
     before = await _count(harness)
-    assert await _lane(harness).rotate(digest, b"s" * 32, now, client_id, now) is None
+    assert await _rotate(harness, path, digest, b"s" * 32, now, client_id, now) is None
     assert await _count(harness) == before
     async with harness.state.database.read() as db:
         used = (await db.execute(select(RefreshToken.used_at))).scalars().all()
@@ -216,7 +232,9 @@ async def test_the_sqlite_lane_rolls_back_and_frees_the_writer_lock_on_an_error(
     later = now + timedelta(seconds=5)
     # A successor digest that is already taken fails the INSERT, after the UPDATEs.
     with pytest.raises(sqlite3.IntegrityError):
-        await _lane(harness).rotate(digest, digest, later, None, later + timedelta(days=1))
+        await _lane(harness).rotate(
+            rotation_values(digest, digest, later, None, later + timedelta(days=1))
+        )
     async with harness.state.database.read() as db:
         session = (await db.execute(select(Session))).scalar_one()
         used = (await db.execute(select(RefreshToken.used_at))).scalars().all()

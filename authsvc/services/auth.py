@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from authsvc.errors import (
     ServiceUnavailable,
 )
 from authsvc.observability.metrics import Metrics
+from authsvc.security.keys import KeyRing
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, AccessTokens, RefreshTokens
 from authsvc.services import audit
@@ -37,6 +38,7 @@ from authsvc.store.repositories import (
     SessionRepository,
     UserRepository,
 )
+from authsvc.store.rotation import rotate_in_session, rotation_values
 
 LogoutScope = Literal["local", "others", "global"]
 
@@ -49,6 +51,16 @@ class TokenPair:
     refresh_expires_in: int
     session_id: uuid.UUID
     scope: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an OAuth client's tokens carry besides the defaults (all None for the JSON API):
+    the client, the audience of its resource servers, the scope granted."""
+
+    client_id: str | None
+    audience: str | None
+    scope: str | None
 
 
 @dataclass(frozen=True)
@@ -197,8 +209,16 @@ class AuthService:
             now,
             audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
         )
-        grant = self._grant(session, audience, scope)
-        pair = await self._issue(db, *_subject(user), session.id, token, expires_at, now, **grant)
+        grant = Grant(session.client_id, audience, scope)
+        pair = self._sign(
+            await self._signing_ring(db, now),
+            *_subject(user),
+            session.id,
+            token,
+            expires_at,
+            now,
+            grant,
+        )
         self.metrics.login("success")
         return pair
 
@@ -271,100 +291,90 @@ class AuthService:
     ) -> tuple[TokenPair, str]:
         """Rotate a refresh token (one-time use), with reuse detection and a grace window.
 
-        - first use: mark used (compare-and-set), issue its successor;
-        - used again within the grace window while the successor is unused: an honest retry
+        The rotation itself is store/rotation.py's one statement, on whichever path runs it
+        (the fast lanes, or the request's transaction); it declines, writing nothing, any token
+        that is not live. Then only the reason is decided here:
+        - spent within the grace window while its successor is unused: an honest retry
           (another tab, a lost response), answered with that same successor;
-        - any other reuse: theft is assumed and the whole session is revoked, and that write
-          is committed although the request fails.
+        - spent otherwise: theft is assumed and the whole session is revoked, and that write
+          is committed although the request fails;
+        - anything else: invalid.
+
+        One order on every path: the signing key is checked first (a 503 spends nothing), then
+        the statement runs, then the access token is signed.
 
         A token only refreshes for the client it was issued to (RFC 6749 section 6; None is the
-        first-party JSON API), checked before it is spent; `scope` may narrow, never widen.
+        first-party JSON API); `scope` may narrow, never widen, and is checked before the token
+        is spent.
         """
         now = ctx.now
         if not self.refresh_tokens.well_formed(token):
             raise InvalidRefreshToken()
+        ring = await self._signing_ring(db, now)
         digest = self.refresh_tokens.digest(token)
         successor = self.refresh_tokens.successor(token)
-        lane = self.database.refresh_lane_for(db)
-        if lane is not None and scope is None:
-            # The common case in one step (store/fastlane.py, store/sqlitelane.py); None
-            # sends every other case (and a token another request just spent) down the full
-            # path below.
-            fresh = await lane.rotate(
-                digest,
-                self.refresh_tokens.digest(successor),
-                now,
-                client_id,
-                now + timedelta(seconds=self.settings.refresh_token_ttl),
-            )
-            if fresh is not None:
-                pair = await self._issue(
-                    db,
-                    fresh.user_id,
-                    fresh.roles,
-                    fresh.session_id,
-                    successor,
-                    fresh.expires_at,
-                    now,
-                    client_id=fresh.client_id,
-                    audience=audience,
-                    scope=fresh.scope,
-                )
-                return pair, "rotated"
         tokens = RefreshTokenRepository(db)
+        if scope is not None:
+            found = await tokens.for_rotation(digest)
+            if found is None or found[1].client_id != client_id:
+                raise InvalidRefreshToken()
+            granted = found[1].scope or self.settings.default_scope
+            if not set(scope.split()) <= set(granted.split()):
+                raise InvalidScope()
+        values = rotation_values(
+            digest,
+            self.refresh_tokens.digest(successor),
+            now,
+            client_id,
+            now + timedelta(seconds=self.settings.refresh_token_ttl),
+        )
+        lane = self.database.refresh_lane_for(db)
+        fresh = await (lane.rotate(values) if lane is not None else rotate_in_session(db, values))
+        if fresh is not None:
+            grant = Grant(fresh.client_id, audience, scope or fresh.scope)
+            pair = self._sign(
+                ring,
+                fresh.user_id,
+                fresh.roles,
+                fresh.session_id,
+                successor,
+                fresh.expires_at,
+                now,
+                grant,
+            )
+            return pair, "rotated"
+
+        # Declined: find out why. A token spent a moment ago by a racing request is spent here
+        # too (its statement waited for that request's commit).
         found = await tokens.for_rotation(digest)
         if found is None:
             raise InvalidRefreshToken()
         row, session, user = found
-        if not self.refresh_tokens.same_digest(row.digest, digest):
-            raise InvalidRefreshToken()
         if (
-            session.revoked_at is not None
+            not self.refresh_tokens.same_digest(row.digest, digest)
+            or row.used_at is None
+            or session.revoked_at is not None
             or session.expires_at <= now
             or row.expires_at <= now
             or not user.is_active
             or session.client_id != client_id
         ):
             raise InvalidRefreshToken()
-        granted = session.scope or self.settings.default_scope
-        if scope is not None and not set(scope.split()) <= set(granted.split()):
-            raise InvalidScope()
-        grant = self._grant(session, audience, scope or session.scope)
-
-        sessions = SessionRepository(db)
-        expires_at = self._refresh_expiry(session, now)
-        successor_row = RefreshToken(
-            session_id=session.id,
-            parent_id=row.id,
-            digest=self.refresh_tokens.digest(successor),
-            issued_at=now,
-            expires_at=expires_at,
-        )
-        if await tokens.rotate(row.id, successor_row, now):
-            pair = await self._issue(
-                db, *_subject(user), session.id, successor, expires_at, now, **grant
-            )
-            return pair, "rotated"
-
-        # Lost the compare-and-set: the token was used before (or a moment ago, by a racing
-        # request whose commit we waited for). Re-read what that use left behind.
-        used_at = await tokens.used_at(row.id)
+        grant = Grant(session.client_id, audience, scope or session.scope)
         child = await tokens.child_of(row.id)
         grace = self.settings.refresh_reuse_grace_seconds
         if (
             grace > 0
-            and used_at is not None
-            and now - used_at <= timedelta(seconds=grace)
+            and now - row.used_at <= timedelta(seconds=grace)
             and child is not None
             and child.used_at is None
             and child.expires_at > now
-            and await sessions.is_live(session.id, now)
         ):
-            pair = await self._issue(
-                db, *_subject(user), session.id, successor, child.expires_at, now, **grant
+            pair = self._sign(
+                ring, *_subject(user), session.id, successor, child.expires_at, now, grant
             )
             return pair, "grace_retry"
-        await sessions.revoke(
+        await SessionRepository(db).revoke(
             [session.id],
             now,
             "refresh_token_reused",
@@ -384,7 +394,7 @@ class AuthService:
                 details={
                     "session_ip": session.client_ip,
                     "reused_from_ip": ctx.ip,
-                    "token_first_used_at": used_at.isoformat() if used_at else None,
+                    "token_first_used_at": row.used_at.isoformat(),
                 },
             ),
         )
@@ -508,41 +518,38 @@ class AuthService:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _grant(session: Session, audience: str | None, scope: str | None) -> dict[str, Any]:
-        """What an OAuth client's tokens carry besides the defaults (none for the JSON API)."""
-        return {"client_id": session.client_id, "audience": audience, "scope": scope}
-
     def _refresh_expiry(self, session: Session, now: datetime) -> datetime:
         # Rotation never extends a session past its absolute lifetime.
         return min(now + timedelta(seconds=self.settings.refresh_token_ttl), session.expires_at)
 
-    async def _issue(
+    async def _signing_ring(self, db: AsyncSession, now: datetime) -> KeyRing:
+        """The key ring, if it has a key to sign with now; else 503 before anything is written."""
+        ring = await self.keys.ring_at(db, now)
+        if ring.signing_key(now) is None:
+            raise ServiceUnavailable("No signing key is active.")
+        return ring
+
+    def _sign(
         self,
-        db: AsyncSession,
+        ring: KeyRing,
         user_id: uuid.UUID,
         roles: list[str],
         session_id: uuid.UUID,
         refresh_token: str,
         refresh_expires_at: datetime,
         now: datetime,
-        *,
-        client_id: str | None = None,
-        audience: str | None = None,
-        scope: str | None = None,
+        grant: Grant,
     ) -> TokenPair:
-        ring = await self.keys.ring_at(db, now)
-        if ring.signing_key(now) is None:
-            raise ServiceUnavailable("No signing key is active.")
+        scope = grant.scope or self.settings.default_scope
         access_token, _ = self.access.issue(
             ring,
             now,
             subject=str(user_id),
             session_id=str(session_id),
             roles=roles,
-            scope=scope or self.settings.default_scope,
-            client_id=client_id or "authsvc",
-            audience=audience,
+            scope=scope,
+            client_id=grant.client_id or "authsvc",
+            audience=grant.audience,
         )
         return TokenPair(
             access_token=access_token,
@@ -550,5 +557,5 @@ class AuthService:
             refresh_token=refresh_token,
             refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
             session_id=session_id,
-            scope=scope or self.settings.default_scope,
+            scope=scope,
         )

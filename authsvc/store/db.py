@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
-from authsvc.store.fastlane import FastLane, RefreshLane
-from authsvc.store.sqlitelane import SQLiteLane
+from authsvc.store.fastlane import FastLane
+from authsvc.store.rotation import RefreshLane
+from authsvc.store.sqlitelane import SQLiteLane, configure_connection
 
 log = logging.getLogger("authsvc.store")
 
@@ -188,13 +189,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from the driver so BEGIN is ours (see module doc).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        configure_connection(dbapi_conn)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -233,11 +228,16 @@ class Database:
             else None
         )
         # A live token's rotation without the session's machinery: the fast lane on
-        # PostgreSQL, one call in the driver's thread on SQLite (sqlitelane.py). /auth/me stays
+        # PostgreSQL, one hop to the lane's own thread on SQLite (sqlitelane.py). /auth/me stays
         # on the session on SQLite: a read needs no writer lock and few thread hops.
         self.refresh_lane: RefreshLane | None = self.fast_lane
-        if self.dialect == "sqlite":
-            self.refresh_lane = SQLiteLane(self.engine, sqlite_writer(self.engine).held)
+        self._sqlite_lane: SQLiteLane | None = None
+        path = make_url(self.engine.url).database
+        if self.dialect == "sqlite" and path and path != ":memory:":
+            self._sqlite_lane = SQLiteLane(
+                path, self.engine.dialect, sqlite_writer(self.engine).held
+            )
+            self.refresh_lane = self._sqlite_lane
 
     def refresh_lane_for(self, session: AsyncSession) -> RefreshLane | None:
         """The refresh lane, unless `session`'s transaction holds SQLite's writer lock (the
@@ -295,6 +295,8 @@ class Database:
     async def dispose(self) -> None:
         if self.fast_lane is not None:
             await self.fast_lane.close()
+        if self._sqlite_lane is not None:
+            await self._sqlite_lane.close()
         await self.engine.dispose()
 
 

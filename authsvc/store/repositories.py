@@ -10,16 +10,13 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Insert,
     Row,
     Select,
-    Table,
     and_,
     bindparam,
     delete,
     exists,
     func,
-    insert,
     or_,
     select,
     update,
@@ -90,11 +87,6 @@ class SessionRepository:
 
     async def get(self, session_id: uuid.UUID) -> Session | None:
         return await self.db.get(Session, session_id)
-
-    async def touch(self, session_id: uuid.UUID, now: datetime) -> None:
-        await self.db.execute(
-            update(Session).where(Session.id == session_id).values(last_used_at=now)
-        )
 
     async def revoke(
         self,
@@ -172,39 +164,6 @@ class SessionRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-@functools.cache
-def _pg_rotate_statement() -> Insert:
-    """RefreshTokenRepository.rotate on PostgreSQL, built once (building it per call showed in
-    the profile): spend the token, touch its session, insert the child, in one statement.
-    The parameters are prefixed: an UPDATE executed with a parameter named like a column
-    would also SET that column."""
-    tokens: Table = RefreshToken.__table__  # type: ignore[assignment]
-    sessions: Table = Session.__table__  # type: ignore[assignment]
-    used = (
-        update(tokens)
-        .where(tokens.c.id == bindparam("rt_token_id"), tokens.c.used_at.is_(None))
-        .values(used_at=bindparam("rt_now"))
-        .returning(tokens.c.session_id)
-        .cte("used")
-    )
-    touched = (
-        update(sessions)
-        .where(sessions.c.id == select(used.c.session_id).scalar_subquery())
-        .values(last_used_at=bindparam("rt_now"))
-        .returning(sessions.c.id)
-        .cte("touched")
-    )
-    values = select(
-        used.c.session_id,
-        bindparam("rt_token_id", type_=tokens.c.parent_id.type),
-        bindparam("rt_digest", type_=tokens.c.digest.type),
-        bindparam("rt_issued_at", type_=tokens.c.issued_at.type),
-        bindparam("rt_expires_at", type_=tokens.c.expires_at.type),
-    )
-    columns = ["session_id", "parent_id", "digest", "issued_at", "expires_at"]
-    return insert(tokens).from_select(columns, values).add_cte(touched).returning(tokens.c.id)
-
-
 _ROTATION_MODELS: tuple[type[Base], ...] = (RefreshToken, Session, User)
 
 
@@ -231,7 +190,7 @@ def _rotation_read_statement() -> tuple[Select[Any], tuple[tuple[str, ...], ...]
 
 def _detached(row: Row[Any], keys: tuple[tuple[str, ...], ...]) -> list[Any]:
     """Transient instances holding the row's values, made the way the ORM's loader makes
-    them (new_instance, then the attribute dict): the constructor cost ~13 us per object."""
+    them (new_instance, then the attribute dict), without the constructor's bookkeeping."""
     objects: list[Any] = []
     start = 0
     for model, names in zip(_ROTATION_MODELS, keys, strict=True):
@@ -262,9 +221,9 @@ class RefreshTokenRepository:
         return None if row is None else (row[0], row[1], row[2])
 
     async def for_rotation(self, digest: bytes) -> tuple[RefreshToken, Session, User] | None:
-        """by_digest for a refresh, as a Core query on the session's connection (same
-        transaction): the objects are plain values, not loaded into the session. The ORM's
-        execution and loading cost ~0.3 ms of a ~2 ms refresh (bench/profile.py refresh)."""
+        """by_digest for a declined refresh (store/rotation.py), as a Core query on the
+        session's connection (same transaction): the objects are plain values, not loaded into
+        the session, which skips the ORM's loading on a path every reuse and retry takes."""
         statement, keys = _rotation_read_statement()
         connection = await self.db.connection()
         row = (await connection.execute(statement, {"rt_digest": digest})).first()
@@ -272,55 +231,6 @@ class RefreshTokenRepository:
             return None
         token, session, user = _detached(row, keys)
         return token, session, user
-
-    async def mark_used(self, token_id: int, now: datetime) -> bool:
-        """Compare-and-set: True for exactly one caller however many race on one token.
-
-        On PostgreSQL the losers block on the row lock until the winner commits, then see
-        used_at set; on SQLite writers are serialised by BEGIN IMMEDIATE.
-        """
-        result = await self.db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
-
-    async def rotate(self, token_id: int, child: RefreshToken, now: datetime) -> bool:
-        """Spend a token and record its successor, for exactly one caller (see mark_used):
-        compare-and-set used_at, then insert the child and touch the session's last_used_at,
-        only if the compare-and-set won. False if it lost.
-
-        On PostgreSQL this is one statement (data-modifying CTEs): one round trip instead of
-        three, which the refresh profile showed to be most of a worker's time. Same row locks
-        in the same order (the token row, then the session row), so the same concurrency.
-        """
-        if self.db.get_bind().dialect.name != "postgresql":
-            if not await self.mark_used(token_id, now):
-                return False
-            await self.add(child)
-            await SessionRepository(self.db).touch(child.session_id, now)
-            return True
-        # On the session's connection: a Core statement needs none of the ORM's execution.
-        connection = await self.db.connection()
-        result = await connection.execute(
-            _pg_rotate_statement(),
-            {
-                "rt_token_id": token_id,
-                "rt_now": now,
-                "rt_digest": child.digest,
-                "rt_issued_at": child.issued_at,
-                "rt_expires_at": child.expires_at,
-            },
-        )
-        return result.first() is not None
-
-    async def used_at(self, token_id: int) -> datetime | None:
-        result = await self.db.execute(
-            select(RefreshToken.used_at).where(RefreshToken.id == token_id)
-        )
-        return result.scalar_one_or_none()
 
     async def child_of(self, token_id: int) -> RefreshToken | None:
         result = await self.db.execute(
