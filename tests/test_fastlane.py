@@ -14,7 +14,8 @@ import jwt
 import pytest
 from sqlalchemy import func, select, text, update
 
-from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.access import access_user_in_session, access_values
+from authsvc.store.models import DeniedAccessToken, RefreshToken, Session, User
 from authsvc.store.rotation import FreshRotation, RefreshLane, rotate_in_session, rotation_values
 from tests.conftest import Harness
 
@@ -188,12 +189,17 @@ async def test_the_statement_declines_and_writes_nothing(
     assert used == [None]
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "case", ["live", "other_user", "denied", "session_ended", "revoked", "disabled"]
 )
-async def test_fast_lane_access_user_is_the_access_check(harness: Harness, case: str) -> None:
-    from authsvc.store.models import DeniedAccessToken
+async def test_the_access_statement_is_the_access_check(
+    harness: Harness, case: str, path: str
+) -> None:
+    # store/access.py: on the PostgreSQL fast lane and in a session, on both databases.
+    lane = harness.state.database.fast_lane
+    if path == "lane" and lane is None:
+        pytest.skip("the access check has a lane on PostgreSQL only")
 
     user_id = uuid.UUID(await harness.create_user(roles=["ops"]))
     claims = jwt.decode(
@@ -211,9 +217,12 @@ async def test_fast_lane_access_user_is_the_access_check(harness: Harness, case:
             await db.execute(update(Session).values(revoked_at=now))
         elif case == "disabled":
             await db.execute(update(User).values(is_active=False))
-    lane = harness.state.database.fast_lane
-    assert lane is not None
-    found = await lane.access_user(sid, subject, jti, now)
+    values = access_values(sid, subject, jti, now)
+    if lane is not None and path == "lane":
+        found = await lane.access_user(values)
+    else:
+        async with harness.state.database.read() as db:
+            found = await access_user_in_session(db, values)
     if case == "live":
         assert found is not None
         assert (found.id, found.username, found.roles) == (user_id, "alice", ["ops"])

@@ -30,6 +30,7 @@ from authsvc.services.context import RequestContext
 from authsvc.services.keys import KeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
+from authsvc.store.access import access_user_in_session, access_values
 from authsvc.store.db import Database
 from authsvc.store.models import RefreshToken, Session, User
 from authsvc.store.repositories import (
@@ -402,40 +403,34 @@ class AuthService:
 
     # -- access tokens -----------------------------------------------------------------------
 
-    async def authenticate(self, db: AsyncSession, token: str, now: datetime) -> AccessClaims:
-        """Verify an access token and check it against revocations (by jti and sid)."""
-        claims, sid, sub = await self._verified(db, token, now)
-        # The session must be the subject's: logout acts on `sub`'s sessions.
-        if not await SessionRepository(db).access_allowed(sid, claims.jti, now, user_id=sub):
-            raise InvalidToken()
-        return claims
+    async def authenticate(self, db: AsyncSession, token: str, now: datetime) -> Principal:
+        """An access token for our own audience: verified, then `principal`."""
+        ring = await self.keys.ring_at(db, now)
+        return await self.principal(db, self.access.verify(token, ring, now), now)
 
     async def me(self, db: AsyncSession, token: str, ctx: RequestContext) -> Principal:
-        """authenticate() plus the user, with the revocation checks and the user in one query
-        (on PostgreSQL on the fast lane: no transaction, one round trip)."""
-        now = ctx.now
-        claims, sid, sub = await self._verified(db, token, now)
-        lane = self.database.fast_lane
-        if lane is not None:
-            found = await lane.access_user(sid, sub, claims.jti, now)
-            if found is None:
-                raise InvalidToken()
-            return Principal(found.id, found.username, found.roles, claims)
-        user = await SessionRepository(db).user_if_access_allowed(sid, sub, claims.jti, now)
-        if user is None:
-            raise InvalidToken()
-        return Principal(user.id, user.username, list(user.roles or []), claims)
+        return await self.authenticate(db, token, ctx.now)
 
-    async def _verified(
-        self, db: AsyncSession, token: str, now: datetime
-    ) -> tuple[AccessClaims, uuid.UUID, uuid.UUID]:
-        """Signature and claims checked; (claims, sid, sub). Revocation is the caller's query."""
-        ring = await self.keys.ring_at(db, now)
-        claims = self.access.verify(token, ring, now)
+    async def principal(self, db: AsyncSession, claims: AccessClaims, now: datetime) -> Principal:
+        """The one access check (store/access.py), from verified claims to whom they speak for:
+        the session is live and the subject's (logout and the sessions API act on the subject's
+        sessions), the subject active, the jti not denied. InvalidToken otherwise.
+
+        On PostgreSQL, unless the request's transaction has begun, on the fast lane: no
+        transaction, one round trip."""
         try:
-            return claims, uuid.UUID(claims.sid), uuid.UUID(claims.sub)
+            sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
         except ValueError as exc:
             raise InvalidToken() from exc
+        values = access_values(sid, sub, claims.jti, now)
+        lane = self.database.fast_lane
+        if lane is not None and not db.in_transaction():
+            found = await lane.access_user(values)
+        else:
+            found = await access_user_in_session(db, values)
+        if found is None:
+            raise InvalidToken()
+        return Principal(found.id, found.username, found.roles, claims)
 
     # -- logout ------------------------------------------------------------------------------
 
@@ -459,8 +454,9 @@ class AuthService:
         user_id: uuid.UUID | None = None
         session_revoked = False
         if access_token is not None:
-            claims = await self.authenticate(db, access_token, now)
-            session_id, user_id = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
+            principal = await self.authenticate(db, access_token, now)
+            claims = principal.claims
+            session_id, user_id = uuid.UUID(claims.sid), principal.user_id
         if refresh_token is not None:
             found = (
                 await RefreshTokenRepository(db).by_digest(

@@ -29,8 +29,8 @@ from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
     SessionRepository,
-    UserRepository,
 )
+from authsvc.store.rotation import live_token_in_session
 
 MAX_PARAM = 16384  # generous: longer tokens are simply not ours
 
@@ -113,9 +113,10 @@ class OAuthService:
                 tokens_valid_until=now + self.settings.access_token_horizon,
             )
             return
-        claims = await self._access_claims(db, token, now)
-        if claims is None:
+        verified = await self._access_claims(db, token, now)
+        if verified is None:
             return
+        claims, _ = verified
         if claims.client_id != client.client_id:
             raise InvalidGrant("The token was not issued to this client.")
         await DenylistRepository(db).add(
@@ -137,48 +138,51 @@ class OAuthService:
         """RFC 7662 section 2.2: `{"active": false}` for anything not valid right now."""
         now = ctx.now
         token = _required(params, "token")
-        await self.clients.authenticate(db, creds, confidential_only=True)
+        caller = await self.clients.authenticate(db, creds, confidential_only=True)
         inactive: dict[str, Any] = {"active": False}
-        found = await self._refresh_row(db, token)
-        if found is not None:
-            row, session, user = found
-            if (
-                row.used_at is not None
-                or row.expires_at <= now
-                or session.revoked_at is not None
-                or session.expires_at <= now
-                or not user.is_active
-            ):
+        tokens = self.auth.refresh_tokens
+        if tokens.well_formed(token):
+            # Only the client it was issued to ever holds a refresh token: the live-token rule
+            # (store/rotation.py) with the caller as that client.
+            live = await live_token_in_session(db, tokens.digest(token), now, caller.client_id)
+            if live is None:
                 return inactive
+            issued_at, expires_at, session_id, scope, client_id, user_id, username = live
             return {
                 "active": True,
                 "token_type": "refresh_token",
-                "scope": session.scope or self.settings.default_scope,
-                "client_id": session.client_id or "authsvc",
-                "username": user.username,
-                "sub": str(user.id),
+                "scope": scope or self.settings.default_scope,
+                "client_id": client_id or "authsvc",
+                "username": username,
+                "sub": str(user_id),
                 "iss": self.settings.issuer,
-                "iat": int(row.issued_at.timestamp()),
-                "exp": int(row.expires_at.timestamp()),
-                "sid": str(session.id),
+                "iat": int(issued_at.timestamp()),
+                "exp": int(expires_at.timestamp()),
+                "sid": str(session_id),
             }
-        claims = await self._access_claims(db, token, now)
-        if claims is None:
+        verified = await self._access_claims(db, token, now)
+        if verified is None:
             return inactive
-        sid = _uuid(claims.sid)
-        if sid is None or not await SessionRepository(db).access_allowed(sid, claims.jti, now):
+        claims, audience = verified
+        # An access token is described to the client it was issued to and to the resource
+        # servers it is for (a client whose configured audience is the token's); to any other
+        # client it is as good as unknown (RFC 7662 section 4: the server decides who may ask).
+        if caller.client_id != claims.client_id and (
+            caller.audience is None or caller.audience != audience
+        ):
             return inactive
-        owner = await _user(db, claims.sub)
-        if owner is None:
+        try:
+            principal = await self.auth.principal(db, claims, now)
+        except InvalidToken:
             return inactive
         return {
             "active": True,
             "token_type": "Bearer",
             "scope": claims.scope,
             "client_id": claims.client_id,
-            "username": owner.username,
+            "username": principal.username,
             "sub": claims.sub,
-            "aud": self.auth.access.peek_audience(token),
+            "aud": audience,
             "iss": self.settings.issuer,
             "iat": claims.issued_at,
             "exp": claims.expires_at,
@@ -231,8 +235,9 @@ class OAuthService:
 
     async def _access_claims(
         self, db: AsyncSession, token: str, now: datetime
-    ) -> AccessClaims | None:
-        """A valid access token's claims, for our audience or any client's; None otherwise."""
+    ) -> tuple[AccessClaims, str] | None:
+        """A valid access token's claims and audience, for our audience or any client's; None
+        otherwise."""
         audience = self.auth.access.peek_audience(token)
         if audience is None:
             return None
@@ -242,7 +247,7 @@ class OAuthService:
             return None
         ring = await self.auth.keys.ring_at(db, now)
         try:
-            return self.auth.access.verify(token, ring, now, audience=audience)
+            return self.auth.access.verify(token, ring, now, audience=audience), audience
         except InvalidToken:
             return None
 
@@ -266,9 +271,3 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-async def _user(db: AsyncSession, sub: str) -> User | None:
-    user_id = _uuid(sub)
-    user = None if user_id is None else await UserRepository(db).by_id(user_id)
-    return user if user is not None and user.is_active else None

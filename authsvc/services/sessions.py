@@ -37,7 +37,7 @@ class SessionService:
     async def list(
         self, db: AsyncSession, token: str, ctx: RequestContext
     ) -> Sequence[SessionView]:
-        claims = await self.auth.authenticate(db, token, ctx.now)
+        claims = (await self.auth.authenticate(db, token, ctx.now)).claims
         rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), ctx.now)
         return [
             SessionView(
@@ -59,7 +59,7 @@ class SessionService:
         """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
         session ids cannot be probed."""
         now = ctx.now
-        claims = await self.auth.authenticate(db, token, now)
+        claims = (await self.auth.authenticate(db, token, now)).claims
         try:
             target = uuid.UUID(session_id)
         except ValueError as exc:
@@ -89,7 +89,7 @@ class SessionService:
         """
         now = ctx.now
         async with self.auth.database.read() as reader:
-            claims = await self.auth.authenticate(reader, token, now)
+            claims = (await self.auth.authenticate(reader, token, now)).claims
             user = await UserRepository(reader).by_id(uuid.UUID(claims.sub))
             if user is None or not user.is_active:
                 raise InvalidToken()

@@ -16,38 +16,14 @@ like the engine's own (errors.py).
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from authsvc.store.access import AccessUser, access_user, asyncpg_access
 from authsvc.store.errors import TRANSIENT_SQLSTATE, DatabaseUnavailable
 from authsvc.store.rotation import FreshRotation, asyncpg_rotation, fresh_rotation
-
-# /auth/me: the user of a live session of theirs, if the jti is not denied. $1 session id, $2
-# user id (the token's sub), $3 jti, $4 now. The same conditions as
-# repositories._access_conditions.
-ACCESS_USER_SQL: Final = """
-SELECT u.id, u.username, u.roles::text
-  FROM sessions AS s JOIN users AS u ON u.id = s.user_id
- WHERE s.id = $1
-   AND s.user_id = $2
-   AND s.revoked_at IS NULL
-   AND s.expires_at > $4
-   AND u.is_active
-   AND NOT EXISTS (SELECT 1 FROM denied_access_tokens AS d WHERE d.jti = $3)
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class AccessUser:
-    id: uuid.UUID
-    username: str
-    roles: list[str]
 
 
 async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
@@ -70,6 +46,7 @@ class FastLane:
         self._in_use = 0  # statements in flight (each holds or awaits one connection)
         self._lock = asyncio.Lock()
         self._rotation = asyncpg_rotation()
+        self._access = asyncpg_access()
 
     async def _get_pool(self) -> asyncpg.Pool:
         pool = self._pool
@@ -96,14 +73,10 @@ class FastLane:
         row = await self._fetchrow(self._rotation.sql, *self._rotation.args(values))
         return None if row is None else fresh_rotation(row)
 
-    async def access_user(
-        self, session_id: uuid.UUID, user_id: uuid.UUID, jti: str, now: datetime
-    ) -> AccessUser | None:
-        """SessionRepository.user_if_access_allowed, in one autocommitted read."""
-        row = await self._fetchrow(ACCESS_USER_SQL, session_id, user_id, jti, now)
-        if row is None:
-            return None
-        return AccessUser(id=row[0], username=row[1], roles=json.loads(row[2]) if row[2] else [])
+    async def access_user(self, values: dict[str, Any]) -> AccessUser | None:
+        """access.py's statement, in one autocommitted read."""
+        row = await self._fetchrow(self._access.sql, *self._access.args(values))
+        return None if row is None else access_user(row)
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
         try:

@@ -9,13 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Row,
     Select,
     and_,
     bindparam,
     delete,
-    exists,
     func,
     or_,
     select,
@@ -59,22 +57,6 @@ class UserRepository:
     async def list(self) -> Sequence[User]:
         result = await self.db.execute(select(User).order_by(User.username))
         return result.scalars().all()
-
-
-def _access_conditions(
-    session_id: uuid.UUID, user_id: uuid.UUID | None, jti: str, now: datetime
-) -> list[ColumnElement[bool]]:
-    """What an access token needs besides its signature: a live session (the subject's, when
-    given) of an active user, and a jti that is not denylisted."""
-    owner = [Session.user_id == user_id] if user_id is not None else []
-    return [
-        Session.id == session_id,
-        *owner,
-        Session.revoked_at.is_(None),
-        Session.expires_at > now,
-        User.is_active.is_(True),
-        ~exists().where(DeniedAccessToken.jti == jti),
-    ]
 
 
 class SessionRepository:
@@ -133,30 +115,6 @@ class SessionRepository:
             )
         )
         return list(result.scalars().all())
-
-    async def access_allowed(
-        self, session_id: uuid.UUID, jti: str, now: datetime, user_id: uuid.UUID | None = None
-    ) -> bool:
-        """One round trip: the session is live (and the user's, if given), its user active,
-        and the jti not denied."""
-        result = await self.db.execute(
-            select(Session.id)
-            .join(User, User.id == Session.user_id)
-            .where(*_access_conditions(session_id, user_id, jti, now))
-        )
-        return result.first() is not None
-
-    async def user_if_access_allowed(
-        self, session_id: uuid.UUID, user_id: uuid.UUID, jti: str, now: datetime
-    ) -> User | None:
-        """access_allowed and the user in the same round trip (for /auth/me): the active user,
-        if the session is theirs and live and the jti not denied; else None."""
-        result = await self.db.execute(
-            select(User)
-            .join(Session, User.id == Session.user_id)
-            .where(*_access_conditions(session_id, user_id, jti, now))
-        )
-        return result.scalar_one_or_none()
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
         ids = select(Session.id).where(Session.expires_at <= now).limit(limit)

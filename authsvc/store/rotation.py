@@ -75,6 +75,30 @@ def live_token() -> list[ColumnElement[bool]]:
 
 
 @functools.cache
+def live_token_statement() -> Select[Any]:
+    """The live token itself, unspent (for introspection, RFC 7662): its issue and expiry
+    times, its session's id, scope and client, its user's id and name."""
+    return select(
+        _tokens.c.issued_at,
+        _tokens.c.expires_at,
+        _sessions.c.id,
+        _sessions.c.scope,
+        _sessions.c.client_id,
+        _users.c.id,
+        _users.c.username,
+    ).where(*live_token())
+
+
+async def live_token_in_session(
+    db: AsyncSession, digest: bytes, now: datetime, client_id: str | None
+) -> Any:
+    """live_token_statement's row in the request's session, or None."""
+    connection = await db.connection()
+    values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id}
+    return (await connection.execute(live_token_statement(), values)).first()
+
+
+@functools.cache
 def rotate_statement() -> Select[Any]:
     """PostgreSQL: spend the live token, touch its session and insert the successor, in one
     statement. One row (session id, user id, roles, scope, client id, successor's expiry), or
@@ -131,8 +155,8 @@ def rotate_statement() -> Select[Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledRotation:
-    """rotate_statement compiled for asyncpg: the `$n` SQL and its parameters' names in order."""
+class CompiledStatement:
+    """A statement compiled for asyncpg: the `$n` SQL and its parameters' names in order."""
 
     sql: str
     names: tuple[str, ...]
@@ -142,9 +166,9 @@ class CompiledRotation:
 
 
 @functools.cache
-def asyncpg_rotation() -> CompiledRotation:
+def asyncpg_rotation() -> CompiledStatement:
     compiled = rotate_statement().compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    return CompiledRotation(str(compiled), tuple(compiled.positiontup or ()))
+    return CompiledStatement(str(compiled), tuple(compiled.positiontup or ()))
 
 
 @dataclass(frozen=True, slots=True)
