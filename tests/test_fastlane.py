@@ -59,7 +59,7 @@ async def test_a_rotation_leaves_the_same_rows_on_either_path(harness: Harness) 
         assert child.parent_id == parent.id and child.used_at is None
         assert child.issued_at == now
         assert child.expires_at == min(now + timedelta(seconds=1800), session.expires_at)
-        assert child.digest == harness.state.auth.refresh_tokens.digest(second["refresh_token"])
+        assert child.digest == harness.state.issuer.refresh.digest(second["refresh_token"])
         assert session.last_used_at == now
         assert second["refresh_expires_in"] == int((child.expires_at - now).total_seconds())
         claims = jwt.decode(second["access_token"], options={"verify_signature": False})
@@ -145,7 +145,7 @@ async def _count(harness: Harness) -> int:
 async def test_the_statement_rotates_a_live_token_once(harness: Harness, path: str) -> None:
     await harness.create_user(roles=["ops"])
     token = (await harness.login())["refresh_token"]
-    tokens = harness.state.auth.refresh_tokens
+    tokens = harness.state.issuer.refresh
     now = harness.clock.now()
     later = now + timedelta(days=1)
     args = (tokens.digest(token), b"s" * 32, now, None, later)
@@ -165,7 +165,7 @@ async def test_the_statement_declines_and_writes_nothing(
 ) -> None:
     await harness.create_user()
     token = (await harness.login())["refresh_token"]
-    digest = harness.state.auth.refresh_tokens.digest(token)
+    digest = harness.state.issuer.refresh.digest(token)
     now: datetime = harness.clock.now()
     client_id: str | None = None
     if case == "unknown":
@@ -236,7 +236,7 @@ async def test_the_sqlite_lane_rolls_back_and_frees_the_writer_lock_on_an_error(
 ) -> None:
     await harness.create_user()
     token = (await harness.login())["refresh_token"]
-    digest = harness.state.auth.refresh_tokens.digest(token)
+    digest = harness.state.issuer.refresh.digest(token)
     now = harness.clock.now()
     later = now + timedelta(seconds=5)
     # A successor digest that is already taken fails the INSERT, after the UPDATEs.

@@ -513,7 +513,7 @@ async def test_introspection_refuses_a_token_whose_session_is_not_its_subjects(
     state, now = harness.state, harness.clock.now()
     async with state.database.read() as db:
         ring = await state.keys.ring_at(db, now)
-    forged, _ = state.auth.access.issue(
+    forged, _ = state.issuer.access.issue(
         ring,
         now,
         subject=bob,

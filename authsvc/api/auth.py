@@ -27,7 +27,7 @@ from authsvc.api.schemas import (
     TokenResponse,
 )
 from authsvc.errors import NO_STORE, InvalidRefreshToken
-from authsvc.services.auth import TokenPair
+from authsvc.services.issuer import FIRST_PARTY, TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -48,7 +48,7 @@ async def login(
     db: WriteDB,
     ctx: Context,
 ) -> Any:
-    pair = await state.auth.login(db, body.username, body.password, ctx)
+    pair = await state.login.login(db, body.username, body.password, ctx, FIRST_PARTY)
     if cookie_mode:
         return browser.cookie_response(pair)
     return token_response(pair)
@@ -70,7 +70,7 @@ async def refresh(
         raise InvalidRefreshToken("No refresh token was given.")
     state = context.route.state
     async with write_scope(state.database) as db:
-        pair = await state.auth.refresh(db, token, context.route.ctx)
+        pair = await state.refresh.refresh(db, token, context.route.ctx, FIRST_PARTY)
     # The answer goes back the way the token came, unless the request asks for the cookie.
     if context.cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)
@@ -105,7 +105,7 @@ async def logout(
 ) -> Response:
     body = body or LogoutRequest()
     refresh_token = body.refresh_token or browser.cookie_token(request)
-    await state.auth.logout(
+    await state.logout.logout(
         db,
         ctx,
         access_token=bearer,
@@ -120,7 +120,7 @@ async def logout(
 
 @router.get("/me", response_model=MeResponse, responses=_ERRORS)
 async def me(state: State, db: ReadDB, ctx: Context, token: Bearer) -> MeResponse:
-    principal = await state.auth.me(db, token, ctx)
+    principal = await state.access.me(db, token, ctx)
     return MeResponse(
         id=principal.user_id,
         username=principal.username,

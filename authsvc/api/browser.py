@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from authsvc.api.deps import RouteContext, State, route_context
 from authsvc.config import Settings
 from authsvc.errors import NO_STORE, CSRFRejected
-from authsvc.services.auth import TokenPair
+from authsvc.services.issuer import TokenPair
 
 REFRESH_COOKIE = "__Host-authsvc_rt"
 TRANSPORT_HEADER = "x-authsvc-token-transport"

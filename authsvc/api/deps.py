@@ -13,10 +13,10 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.client_ip import client_address
-from authsvc.api.state import AppState
 from authsvc.config import Settings
 from authsvc.errors import AuthError, InvalidToken
 from authsvc.services.context import RequestContext
+from authsvc.state import AppState
 from authsvc.store.db import Database
 
 log = logging.getLogger("authsvc.api")

@@ -1,5 +1,5 @@
 """The OAuth 2 adapter's rules: token (RFC 6749), revocation (RFC 7009), introspection
-(RFC 7662) and server metadata (RFC 8414), all over the same AuthService as the JSON API."""
+(RFC 7662) and server metadata (RFC 8414), over the same services as the JSON API."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from authsvc.errors import (
 )
 from authsvc.security.keys import ALGORITHM
 from authsvc.security.tokens import AccessClaims
-from authsvc.services.auth import AuthService, TokenPair
+from authsvc.services.access import AccessService
 from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
+from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.login import LoginService
+from authsvc.services.refresh import RefreshService
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import RefreshToken, Session, User
 from authsvc.store.repositories import (
@@ -36,10 +39,21 @@ MAX_PARAM = 16384  # generous: longer tokens are simply not ours
 
 
 class OAuthService:
-    def __init__(self, settings: Settings, auth: AuthService, clients: ClientService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: ClientService,
+        issuer: TokenIssuer,
+        login: LoginService,
+        refresh: RefreshService,
+        access: AccessService,
+    ) -> None:
         self.settings = settings
-        self.auth = auth
         self.clients = clients
+        self.issuer = issuer
+        self.login = login
+        self.refresh = refresh
+        self.access = access
 
     # -- POST /oauth/token -------------------------------------------------------------------
 
@@ -63,25 +77,14 @@ class OAuthService:
             password = _required(params, "password")
             if scope is not None and not set(scope.split()) <= self._scopes():
                 raise InvalidScope()
-            return await self.auth.login(
-                db,
-                username,
-                password,
-                ctx,
-                client_id=client.client_id,
-                audience=audience,
-                scope=_normal_scope(scope) or self.settings.default_scope,
+            grant = Grant(
+                client.client_id, audience, _normal_scope(scope) or self.settings.default_scope
             )
+            return await self.login.login(db, username, password, ctx, grant)
         # RFC 6749 section 6.
         refresh_token = _required(params, "refresh_token")
-        return await self.auth.refresh(
-            db,
-            refresh_token,
-            ctx,
-            client_id=client.client_id,
-            audience=audience,
-            scope=_normal_scope(scope),
-        )
+        grant = Grant(client.client_id, audience, _normal_scope(scope))
+        return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
 
@@ -140,7 +143,7 @@ class OAuthService:
         token = _required(params, "token")
         caller = await self.clients.authenticate(db, creds, confidential_only=True)
         inactive: dict[str, Any] = {"active": False}
-        tokens = self.auth.refresh_tokens
+        tokens = self.issuer.refresh
         if tokens.well_formed(token):
             # Only the client it was issued to ever holds a refresh token: the live-token rule
             # (store/rotation.py) with the caller as that client.
@@ -172,7 +175,7 @@ class OAuthService:
         ):
             return inactive
         try:
-            principal = await self.auth.principal(db, claims, now)
+            principal = await self.access.principal(db, claims, now)
         except InvalidToken:
             return inactive
         return {
@@ -228,7 +231,7 @@ class OAuthService:
     async def _refresh_row(
         self, db: AsyncSession, token: str
     ) -> tuple[RefreshToken, Session, User] | None:
-        tokens = self.auth.refresh_tokens
+        tokens = self.issuer.refresh
         if not tokens.well_formed(token):
             return None
         return await RefreshTokenRepository(db).by_digest(tokens.digest(token))
@@ -238,16 +241,15 @@ class OAuthService:
     ) -> tuple[AccessClaims, str] | None:
         """A valid access token's claims and audience, for our audience or any client's; None
         otherwise."""
-        audience = self.auth.access.peek_audience(token)
+        audience = self.issuer.peek_audience(token)
         if audience is None:
             return None
         if audience != self.settings.audience and audience not in (
             await ClientRepository(db).audiences()
         ):
             return None
-        ring = await self.auth.keys.ring_at(db, now)
         try:
-            return self.auth.access.verify(token, ring, now, audience=audience), audience
+            return await self.issuer.verify(db, token, now, audience=audience), audience
         except InvalidToken:
             return None
 

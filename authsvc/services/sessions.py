@@ -9,11 +9,15 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.config import Settings
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
-from authsvc.services.auth import AuthService
+from authsvc.security.passwords import PasswordHasher
+from authsvc.services.access import AccessService
 from authsvc.services.context import RequestContext
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
+from authsvc.store.db import Database
 from authsvc.store.repositories import SessionRepository, UserRepository
 
 
@@ -30,14 +34,26 @@ class SessionView:
 
 
 class SessionService:
-    def __init__(self, auth: AuthService, users: UserService) -> None:
-        self.auth = auth
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        access: AccessService,
+        passwords: PasswordHasher,
+        limiter: RateLimiter,
+        users: UserService,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.access = access
+        self.passwords = passwords
+        self.limiter = limiter
         self.users = users
 
     async def list(
         self, db: AsyncSession, token: str, ctx: RequestContext
     ) -> Sequence[SessionView]:
-        claims = (await self.auth.authenticate(db, token, ctx.now)).claims
+        claims = (await self.access.authenticate(db, token, ctx.now)).claims
         rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), ctx.now)
         return [
             SessionView(
@@ -59,7 +75,7 @@ class SessionService:
         """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
         session ids cannot be probed."""
         now = ctx.now
-        claims = (await self.auth.authenticate(db, token, now)).claims
+        claims = (await self.access.authenticate(db, token, now)).claims
         try:
             target = uuid.UUID(session_id)
         except ValueError as exc:
@@ -76,7 +92,7 @@ class SessionService:
             [target],
             now,
             "revoked_by_user",
-            tokens_valid_until=now + self.auth.settings.access_token_horizon,
+            tokens_valid_until=now + self.settings.access_token_horizon,
         )
 
     async def change_password(
@@ -88,19 +104,19 @@ class SessionService:
         while argon2 runs; the write then only lands if the hash did not change meanwhile.
         """
         now = ctx.now
-        async with self.auth.database.read() as reader:
-            claims = (await self.auth.authenticate(reader, token, now)).claims
+        async with self.database.read() as reader:
+            claims = (await self.access.authenticate(reader, token, now)).claims
             user = await UserRepository(reader).by_id(uuid.UUID(claims.sub))
             if user is None or not user.is_active:
                 raise InvalidToken()
             old_hash = user.password_hash
         # Guessing the current password with a stolen access token is throttled like login.
-        async with self.auth.limiter.login_attempt(user.username, now):
-            ok, _ = await self.auth.passwords.verify(current, old_hash)
+        async with self.limiter.login_attempt(user.username, now):
+            ok, _ = await self.passwords.verify(current, old_hash)
             if not ok:
                 raise InvalidCredentials("The current password is wrong.")
         self.users.check_password_policy(new)
-        new_hash = await self.auth.passwords.hash(new)
+        new_hash = await self.passwords.hash(new)
         if not await UserSessionRepository(db).replace_password_hash(
             user.id, old_hash, new_hash, now
         ):
