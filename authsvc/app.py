@@ -11,12 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import auth, discovery, health, metrics, oauth, revocations, sessions, well_known
+from authsvc.api.errors import install_error_handlers
 from authsvc.api.http_guard import HttpGuard
 from authsvc.api.jwks_edge import JWKSEdge
 from authsvc.api.limits import BodySizeLimit
 from authsvc.clock import Clock
 from authsvc.config import Settings, load_settings
-from authsvc.errors import install_error_handlers
 from authsvc.observability.requests import RequestObserver
 from authsvc.services.housekeeping import Housekeeper
 from authsvc.state import AppState, build_state

@@ -17,7 +17,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.errors import error_response
+from authsvc.api.errors import error_response
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # The development-only example SPA (AUTHSVC_SPA_DIR, mounted at /spa) is a page: it may load its

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.errors import render_oauth
 from authsvc.errors import (
     NO_STORE,
     AuthError,
@@ -34,7 +35,6 @@ from authsvc.errors import (
     RefreshTokenReused,
     ServiceUnavailable,
     TemporarilyUnavailable,
-    render_oauth,
 )
 from authsvc.services.clients import ClientCredentials
 
