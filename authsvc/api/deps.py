@@ -28,8 +28,7 @@ def get_state(request: Request) -> AppState:
 
 
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
-# dependency in the thread pool, and those thread hops (two to four per request) showed up in
-# the refresh profile as a sixth of the worker's time.
+# dependency in the thread pool, a thread hop per dependency on every request.
 
 
 async def _state(request: Request) -> AppState:
@@ -64,7 +63,7 @@ async def write_scope(database: Database) -> AsyncIterator[AsyncSession]:
         raise
     else:
         # A request that never used its session (a refresh on the fast lane, an early 4xx)
-        # skips the empty commit and close: ~0.1 ms of CPU, a twentieth of a refresh.
+        # skips the empty commit and close, which cost CPU even with nothing to commit.
         if session.in_transaction():
             await session.commit()
     finally:

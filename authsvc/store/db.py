@@ -73,7 +73,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         return engine
     # A fixed pool, no overflow: under load, overflow connections are closed as soon as they
     # are returned and reopened for the next request (TLS negotiation, authentication, a cold
-    # prepared-statement cache each time); the profile of a refresh run showed that churn.
+    # prepared-statement cache each time).
     # Requests beyond the pool wait for a connection, bounded by pool_timeout (a 503).
     engine = create_async_engine(
         aurl,
@@ -82,11 +82,11 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeout,
-        # No pool_pre_ping: it cost every request one more round trip (~8% of a refresh's
-        # worker time in the profile). Instead, an error on a connection asyncpg saw close is a
-        # disconnect to SQLAlchemy (the dialect's is_disconnect), which invalidates it and every
-        # connection pooled before it; so service resumes by itself once the database is back,
-        # and only the request that found a broken connection gets a 503 (tests/test_faults.py).
+        # No pool_pre_ping: it costs every request one more round trip. Instead, an error on a
+        # connection asyncpg saw close is a disconnect to SQLAlchemy (the dialect's
+        # is_disconnect), which invalidates it and every connection pooled before it; so
+        # service resumes by itself once the database is back, and only the request that found
+        # a broken connection gets a 503 (tests/test_faults.py).
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout * 2,
@@ -110,8 +110,8 @@ class _SQLiteWriter:
     """One write transaction at a time per process, queued in the event loop.
 
     SQLite allows one writer; a second BEGIN IMMEDIATE waits in SQLite's busy handler, which
-    polls with growing sleeps (up to 100 ms each) in the driver's thread. Under load that
-    starved waiters for seconds (refresh p99 ~4 s with 16 clients, see bench/). Writers of the
+    polls with growing sleeps (up to 100 ms each) in the driver's thread; under load that
+    starves waiters for seconds. Writers of the
     same process now wait here instead, in FIFO order, and are woken the moment the lock is
     free; the busy handler still arbitrates between processes. The lock is taken when the
     transaction begins and released when its connection goes back to the pool, i.e. after

@@ -1,9 +1,9 @@
 """The refresh rotation on SQLite in one hop to a thread of our own.
 
 The driver (aiosqlite) runs each call in its connection's thread and hands the result back to
-the event loop: a refresh through the session is ~20 such hops (BEGIN IMMEDIATE, then cursor,
+the event loop: a refresh through the session is many such hops (BEGIN IMMEDIATE, then cursor,
 execute, fetch and close for each statement), all of them while this process's writer lock is
-held, so refreshes were bound by that latency rather than by the cores. Here the whole write
+held, so refreshes are bound by that latency rather than by the cores. Here the whole write
 transaction, BEGIN IMMEDIATE to COMMIT, runs as one function in a thread this lane owns, on a
 connection that only that thread opens and uses: one hop under the lock.
 
