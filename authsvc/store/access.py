@@ -17,11 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import DeniedAccessToken, Session, User
-from authsvc.store.rotation import CompiledStatement
+from authsvc.store.rules import CompiledStatement, for_asyncpg, session_live
 
 _sessions: Table = Session.__table__  # type: ignore[assignment]
 _users: Table = User.__table__  # type: ignore[assignment]
@@ -39,8 +38,7 @@ def access_allowed() -> list[ColumnElement[bool]]:
     return [
         _sessions.c.id == _SESSION_ID,
         _sessions.c.user_id == _USER_ID,
-        _sessions.c.revoked_at.is_(None),
-        _sessions.c.expires_at > _NOW,
+        *session_live(_NOW),
         _users.c.id == _sessions.c.user_id,
         _users.c.is_active.is_(True),
         ~exists().where(_denied.c.jti == _JTI),
@@ -54,8 +52,7 @@ def access_statement() -> Select[Any]:
 
 @functools.cache
 def asyncpg_access() -> CompiledStatement:
-    compiled = access_statement().compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    return CompiledStatement(str(compiled), tuple(compiled.positiontup or ()))
+    return for_asyncpg(access_statement())
 
 
 @dataclass(frozen=True, slots=True)

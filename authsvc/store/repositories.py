@@ -31,6 +31,7 @@ from authsvc.store.models import (
     User,
 )
 from authsvc.store.revocations import JTI, SID, RevocationEventRepository
+from authsvc.store.rules import session_live
 
 
 class UserRepository:
@@ -98,21 +99,13 @@ class SessionRepository:
 
     async def is_live(self, session_id: uuid.UUID, now: datetime) -> bool:
         result = await self.db.execute(
-            select(Session.id).where(
-                Session.id == session_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
+            select(Session.id).where(Session.id == session_id, *session_live(now))
         )
         return result.first() is not None
 
     async def live_ids_for_user(self, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
         result = await self.db.execute(
-            select(Session.id).where(
-                Session.user_id == user_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
+            select(Session.id).where(Session.user_id == user_id, *session_live(now))
         )
         return list(result.scalars().all())
 

@@ -37,11 +37,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.rules import CompiledStatement, for_asyncpg, session_live
 
 _tokens: Table = RefreshToken.__table__  # type: ignore[assignment]
 _sessions: Table = Session.__table__  # type: ignore[assignment]
@@ -66,8 +66,7 @@ def live_token() -> list[ColumnElement[bool]]:
         _tokens.c.used_at.is_(None),
         _tokens.c.expires_at > _NOW,
         _sessions.c.id == _tokens.c.session_id,
-        _sessions.c.revoked_at.is_(None),
-        _sessions.c.expires_at > _NOW,
+        *session_live(_NOW),
         _sessions.c.client_id.is_not_distinct_from(_CLIENT_ID),
         _users.c.id == _sessions.c.user_id,
         _users.c.is_active.is_(True),
@@ -154,21 +153,9 @@ def rotate_statement() -> Select[Any]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledStatement:
-    """A statement compiled for asyncpg: the `$n` SQL and its parameters' names in order."""
-
-    sql: str
-    names: tuple[str, ...]
-
-    def args(self, values: dict[str, Any]) -> list[Any]:
-        return [values[name] for name in self.names]
-
-
 @functools.cache
 def asyncpg_rotation() -> CompiledStatement:
-    compiled = rotate_statement().compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    return CompiledStatement(str(compiled), tuple(compiled.positiontup or ()))
+    return for_asyncpg(rotate_statement())
 
 
 @dataclass(frozen=True, slots=True)
