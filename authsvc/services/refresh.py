@@ -96,8 +96,8 @@ class RefreshService:
         successor = self.issuer.refresh.successor(token)
         tokens = RefreshTokenRepository(db)
         if scope is not None:
-            found = await tokens.for_rotation(digest)
-            if found is None or found[1].client_id != client_id:
+            found = await tokens.in_force(digest, now, client_id)
+            if found is None:
                 raise InvalidRefreshToken()
             allowed = found[1].scope or self.settings.default_scope
             if not set(scope.split()) <= set(allowed.split()):
@@ -126,20 +126,13 @@ class RefreshService:
             return pair, "rotated"
 
         # Declined: find out why. A token spent a moment ago by a racing request is spent here
-        # too (its statement waited for that request's commit).
-        found = await tokens.for_rotation(digest)
+        # too (its statement waited for that request's commit). Only a token in force but
+        # spent is a retry or a reuse; anything else is invalid.
+        found = await tokens.in_force(digest, now, client_id)
         if found is None:
             raise InvalidRefreshToken()
         row, session, user = found
-        if (
-            not self.issuer.refresh.same_digest(row.digest, digest)
-            or row.used_at is None
-            or session.revoked_at is not None
-            or session.expires_at <= now
-            or row.expires_at <= now
-            or not user.is_active
-            or session.client_id != client_id
-        ):
+        if row.used_at is None or not self.issuer.refresh.same_digest(row.digest, digest):
             raise InvalidRefreshToken()
         granted = Grant(session.client_id, grant.audience, scope or session.scope)
         child = await tokens.child_of(row.id)

@@ -12,7 +12,6 @@ from sqlalchemy import (
     Row,
     Select,
     and_,
-    bindparam,
     delete,
     func,
     or_,
@@ -31,6 +30,7 @@ from authsvc.store.models import (
     User,
 )
 from authsvc.store.revocations import JTI, SID, RevocationEventRepository
+from authsvc.store.rotation import token_in_force
 from authsvc.store.rules import session_live
 
 
@@ -120,15 +120,10 @@ _ROTATION_MODELS: tuple[type[Base], ...] = (RefreshToken, Session, User)
 
 @functools.cache
 def _rotation_read_statement() -> tuple[Select[Any], tuple[tuple[str, ...], ...]]:
-    """RefreshTokenRepository.for_rotation's query, built once, with each model's attribute
+    """RefreshTokenRepository.in_force's query, built once, with each model's attribute
     names in the order of its columns in the result."""
     tokens, sessions, users = (model.__table__ for model in _ROTATION_MODELS)
-    statement = (
-        select(tokens, sessions, users)
-        .join_from(tokens, sessions, sessions.c.id == tokens.c.session_id)
-        .join(users, users.c.id == sessions.c.user_id)
-        .where(tokens.c.digest == bindparam("rt_digest"))
-    )
+    statement = select(tokens, sessions, users).where(*token_in_force())
     keys = tuple(
         tuple(
             model.__mapper__.get_property_by_column(column).key
@@ -171,13 +166,17 @@ class RefreshTokenRepository:
         row = result.first()
         return None if row is None else (row[0], row[1], row[2])
 
-    async def for_rotation(self, digest: bytes) -> tuple[RefreshToken, Session, User] | None:
-        """by_digest for a declined refresh (store/rotation.py), as a Core query on the
-        session's connection (same transaction): the objects are plain values, not loaded into
-        the session, which skips the ORM's loading on a path every reuse and retry takes."""
+    async def in_force(
+        self, digest: bytes, now: datetime, client_id: str | None
+    ) -> tuple[RefreshToken, Session, User] | None:
+        """The token, its session and user if it is in force for `client_id` at `now`, spent or
+        not (store/rotation.py's token_in_force); for a refresh the rotation declined, or one
+        that narrows its scope. A Core query on the session's connection (same transaction):
+        the objects are plain values, not loaded into the session."""
         statement, keys = _rotation_read_statement()
         connection = await self.db.connection()
-        row = (await connection.execute(statement, {"rt_digest": digest})).first()
+        values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id}
+        row = (await connection.execute(statement, values)).first()
         if row is None:
             return None
         token, session, user = _detached(row, keys)

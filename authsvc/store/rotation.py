@@ -61,9 +61,14 @@ _SESSION_ID = bindparam("rt_session_id", type_=_tokens.c.session_id.type)
 
 def live_token() -> list[ColumnElement[bool]]:
     """The rule: the token with digest `rt_digest` may rotate at `rt_now` for `rt_client_id`."""
+    return [*token_in_force(), _tokens.c.used_at.is_(None)]
+
+
+def token_in_force() -> list[ColumnElement[bool]]:
+    """The rule but for the token being unspent: what a declined token is checked against to
+    tell reuse (in force, but spent) from a token that is simply invalid."""
     return [
         _tokens.c.digest == _DIGEST,
-        _tokens.c.used_at.is_(None),
         _tokens.c.expires_at > _NOW,
         _sessions.c.id == _tokens.c.session_id,
         *session_live(_NOW),
