@@ -16,9 +16,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from authsvc.api.state import AppState
 from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.errors import AuthError
+from authsvc.state import AppState
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _run(work: Callable[[AppState], Awaitable[T]], *, migrate: bool = True) -> T:
     """Run one unit of CLI work against the configured database, with the app's services."""
-    from authsvc.app import build_state  # the CLI stays fast to start for --help
+    from authsvc.state import build_state  # the CLI stays fast to start for --help
 
     settings = _settings()
 

@@ -4,7 +4,8 @@ same PostgreSQL database and driven by the same wrk script.
 
 POST /refresh {"refresh_token": ...}: validate the JSON body (a pydantic model), derive the
 token's digest and its successor (HMAC-SHA256, authsvc's keys), run authsvc's one rotation
-statement (store/fastlane.py ROTATE_SQL) on an asyncpg pool, sign an RS256 access token with
+statement (store/rotation.py, compiled for asyncpg) on an asyncpg pool, sign an RS256 access
+token with
 PyJWT (2048-bit key, the same claims), answer JSON. No middleware, no security headers, request
 ids, metrics, rate limiting, key ring, grace window or reuse detection: what is left of authsvc's
 refresh once everything that is not the floor is taken away. Its rate says what this machine
@@ -32,11 +33,12 @@ from sqlalchemy.engine import make_url
 from authsvc.config import load_settings
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
-from authsvc.store.fastlane import ROTATE_SQL
+from authsvc.store.rotation import asyncpg_rotation, rotation_values
 
 settings = load_settings()
 _secrets = load_secrets(settings)
 tokens = RefreshTokens(_secrets.refresh_digest_key, _secrets.refresh_successor_key)
+ROTATION = asyncpg_rotation()
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 DSN = make_url(settings.resolved_database_url).set(drivername="postgresql")
 pool: Any = None
@@ -72,14 +74,14 @@ async def refresh(body: Body) -> JSONResponse:
     token = body.refresh_token
     successor = tokens.successor(token)
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(
-            ROTATE_SQL,
+        values = rotation_values(
             tokens.digest(token),
+            tokens.digest(successor),
             now,
             None,
-            tokens.digest(successor),
             now + timedelta(seconds=settings.refresh_token_ttl),
         )
+        row = await connection.fetchrow(ROTATION.sql, *ROTATION.args(values))
     if row is None:
         return JSONResponse({"error": "invalid_refresh_token"}, status_code=401)
     iat = int(now.timestamp())

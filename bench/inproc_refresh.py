@@ -111,7 +111,7 @@ async def main(url: str, tmp: Path) -> None:
         ring = state.keys.ring
         t = time.process_time()
         for _ in range(300):
-            state.auth.access.issue(
+            state.issuer.access.issue(
                 ring,
                 state.clock.now(),
                 subject="x",

@@ -21,10 +21,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from authsvc.api.state import AppState
 from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import Settings
+from authsvc.state import AppState
 from authsvc.store.db import upgrade
 from tests import pg
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from authsvc.app import build_state
 from authsvc.cli import parse_since
 from authsvc.services import audit
+from authsvc.state import build_state
 from authsvc.store.models import AuditEvent, Session
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
 from tests.live import cli

@@ -1,6 +1,6 @@
-"""The one-step refresh (store/fastlane.py on PostgreSQL, store/sqlitelane.py on SQLite): it
-leaves exactly the rows the full path leaves, and it declines every token that is not live and
-unspent, writing nothing."""
+"""The rotation statement (store/rotation.py) on both databases and on both of its paths: the
+lane (asyncpg on PostgreSQL, the lane's own thread on SQLite) and the request's session. It
+leaves the same rows either way, and declines every token that is not live, writing nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import jwt
 import pytest
 from sqlalchemy import func, select, text, update
 
-from authsvc.store.fastlane import RefreshLane
-from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.access import access_user_in_session, access_values
+from authsvc.store.models import DeniedAccessToken, RefreshToken, Session, User
+from authsvc.store.rotation import FreshRotation, RefreshLane, rotate_in_session, rotation_values
 from tests.conftest import Harness
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +59,7 @@ async def test_a_rotation_leaves_the_same_rows_on_either_path(harness: Harness) 
         assert child.parent_id == parent.id and child.used_at is None
         assert child.issued_at == now
         assert child.expires_at == min(now + timedelta(seconds=1800), session.expires_at)
-        assert child.digest == harness.state.auth.refresh_tokens.digest(second["refresh_token"])
+        assert child.digest == harness.state.issuer.refresh.digest(second["refresh_token"])
         assert session.last_used_at == now
         assert second["refresh_expires_in"] == int((child.expires_at - now).total_seconds())
         claims = jwt.decode(second["access_token"], options={"verify_signature": False})
@@ -70,6 +71,17 @@ def _lane(harness: Harness) -> RefreshLane:
     lane = harness.state.database.refresh_lane
     assert lane is not None
     return lane
+
+
+PATHS = ["lane", "session"]
+
+
+async def _rotate(harness: Harness, path: str, *args: Any) -> FreshRotation | None:
+    values = rotation_values(*args)
+    if path == "lane":
+        return await _lane(harness).rotate(values)
+    async with harness.state.database.transaction() as db:
+        return await rotate_in_session(db, values)
 
 
 # Each value as SQLite stores it: its storage class and its text (hex for a BLOB).
@@ -96,9 +108,10 @@ async def _stored(harness: Harness, sid: uuid.UUID) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_the_sqlite_lane_stores_values_as_the_orm_does(harness: Harness) -> None:
-    # Two sessions rotated at the same instant, one on the lane and one on the full path:
-    # the same stored values, byte for byte, but for the ids and digests that differ anyway.
+async def test_the_sqlite_lane_stores_values_as_the_session_does(harness: Harness) -> None:
+    # Two sessions rotated at the same instant, one on the lane and one in the request's
+    # session: the same stored values, byte for byte, but for the ids and digests that differ
+    # anyway.
     await harness.create_user(roles=["admin"])
     on_lane, on_full_path = await harness.login(), await harness.login()
     harness.clock.advance(1000.123456)  # microseconds too
@@ -128,27 +141,31 @@ async def _count(harness: Harness) -> int:
         return int((await db.execute(select(func.count()).select_from(RefreshToken))).scalar_one())
 
 
-async def test_fast_lane_rotates_a_live_token_once(harness: Harness) -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_statement_rotates_a_live_token_once(harness: Harness, path: str) -> None:
     await harness.create_user(roles=["ops"])
     token = (await harness.login())["refresh_token"]
-    tokens = harness.state.auth.refresh_tokens
+    tokens = harness.state.issuer.refresh
     now = harness.clock.now()
     later = now + timedelta(days=1)
     args = (tokens.digest(token), b"s" * 32, now, None, later)
-    fresh = await _lane(harness).rotate(*args)
+    fresh = await _rotate(harness, path, *args)
     assert fresh is not None
     assert fresh.roles == ["ops"] and fresh.client_id is None and fresh.expires_at == later
-    assert await _lane(harness).rotate(*args) is None  # spent: the caller's full path decides
+    assert await _rotate(harness, path, *args) is None  # spent: the caller decides why
     assert await _count(harness) == 2
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "case", ["unknown", "other_client", "expired", "session_ended", "revoked", "disabled"]
 )
-async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str) -> None:
+async def test_the_statement_declines_and_writes_nothing(
+    harness: Harness, case: str, path: str
+) -> None:
     await harness.create_user()
     token = (await harness.login())["refresh_token"]
-    digest = harness.state.auth.refresh_tokens.digest(token)
+    digest = harness.state.issuer.refresh.digest(token)
     now: datetime = harness.clock.now()
     client_id: str | None = None
     if case == "unknown":
@@ -165,19 +182,24 @@ async def test_fast_lane_declines_and_writes_nothing(harness: Harness, case: str
         elif case == "disabled":
             await db.execute(update(User).values(is_active=False))
     before = await _count(harness)
-    assert await _lane(harness).rotate(digest, b"s" * 32, now, client_id, now) is None
+    assert await _rotate(harness, path, digest, b"s" * 32, now, client_id, now) is None
     assert await _count(harness) == before
     async with harness.state.database.read() as db:
         used = (await db.execute(select(RefreshToken.used_at))).scalars().all()
     assert used == [None]
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "case", ["live", "other_user", "denied", "session_ended", "revoked", "disabled"]
 )
-async def test_fast_lane_access_user_is_the_access_check(harness: Harness, case: str) -> None:
-    from authsvc.store.models import DeniedAccessToken
+async def test_the_access_statement_is_the_access_check(
+    harness: Harness, case: str, path: str
+) -> None:
+    # store/access.py: on the PostgreSQL fast lane and in a session, on both databases.
+    lane = harness.state.database.fast_lane
+    if path == "lane" and lane is None:
+        pytest.skip("the access check has a lane on PostgreSQL only")
 
     user_id = uuid.UUID(await harness.create_user(roles=["ops"]))
     claims = jwt.decode(
@@ -195,9 +217,12 @@ async def test_fast_lane_access_user_is_the_access_check(harness: Harness, case:
             await db.execute(update(Session).values(revoked_at=now))
         elif case == "disabled":
             await db.execute(update(User).values(is_active=False))
-    lane = harness.state.database.fast_lane
-    assert lane is not None
-    found = await lane.access_user(sid, subject, jti, now)
+    values = access_values(sid, subject, jti, now)
+    if lane is not None and path == "lane":
+        found = await lane.access_user(values)
+    else:
+        async with harness.state.database.read() as db:
+            found = await access_user_in_session(db, values)
     if case == "live":
         assert found is not None
         assert (found.id, found.username, found.roles) == (user_id, "alice", ["ops"])
@@ -211,12 +236,14 @@ async def test_the_sqlite_lane_rolls_back_and_frees_the_writer_lock_on_an_error(
 ) -> None:
     await harness.create_user()
     token = (await harness.login())["refresh_token"]
-    digest = harness.state.auth.refresh_tokens.digest(token)
+    digest = harness.state.issuer.refresh.digest(token)
     now = harness.clock.now()
     later = now + timedelta(seconds=5)
     # A successor digest that is already taken fails the INSERT, after the UPDATEs.
     with pytest.raises(sqlite3.IntegrityError):
-        await _lane(harness).rotate(digest, digest, later, None, later + timedelta(days=1))
+        await _lane(harness).rotate(
+            rotation_values(digest, digest, later, None, later + timedelta(days=1))
+        )
     async with harness.state.database.read() as db:
         session = (await db.execute(select(Session))).scalar_one()
         used = (await db.execute(select(RefreshToken.used_at))).scalars().all()

@@ -588,7 +588,7 @@ async def _refused(harness: Harness, token: str) -> list[str]:
     problems = []
     async with harness.state.database.read() as db:
         try:
-            await harness.state.auth.authenticate(db, token, harness.clock.now())
+            await harness.state.access.authenticate(db, token, harness.clock.now())
             problems.append("authenticate() accepted it")
         except InvalidToken:
             pass

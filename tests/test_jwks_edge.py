@@ -13,11 +13,11 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authsvc.api.jwks_edge import JWKSEdge
-from authsvc.api.state import AppState
 from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import Settings
 from authsvc.observability.logs import JsonFormatter
+from authsvc.state import AppState
 
 pytestmark = pytest.mark.anyio
 

@@ -6,9 +6,9 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from authsvc.app import build_state
 from authsvc.config import Settings
 from authsvc.security.keys import decrypt_private_key
+from authsvc.state import build_state
 from authsvc.store.models import SigningKey
 from tests.conftest import Harness
 

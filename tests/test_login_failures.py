@@ -77,7 +77,7 @@ async def test_failed_logins_take_the_same_time(harness: Harness) -> None:
 
 async def test_the_dummy_hash_costs_what_a_real_one_does(harness: Harness) -> None:
     """The unknown-user path verifies against a hash with the configured parameters."""
-    passwords = harness.state.auth.passwords
+    passwords = harness.state.login.passwords
     real = await passwords.hash(PASSWORD)
     assert passwords._dummy_hash.split("$")[:4] == real.split("$")[:4]
 

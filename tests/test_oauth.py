@@ -396,7 +396,8 @@ async def introspect(harness: Harness, creds: dict[str, str], tok: str) -> httpx
 async def test_introspection_of_live_access_and_refresh_tokens(harness: Harness) -> None:
     user_id = await harness.create_user()
     app_id, _ = await make_client(harness, audience="orders")
-    rs_id, rs_secret = await make_client(harness, confidential=True)
+    # The resource server the tokens are for: a confidential client with that audience.
+    rs_id, rs_secret = await make_client(harness, confidential=True, audience="orders")
     assert rs_secret is not None
     creds = basic(rs_id, rs_secret)
     tokens = await password_grant(harness, app_id)
@@ -419,19 +420,31 @@ async def test_introspection_of_live_access_and_refresh_tokens(harness: Harness)
         "jti": claims["jti"],
         "sid": claims["sid"],
     }
+    # A refresh token is only ever the client's own, never a resource server's business.
     refresh = (await introspect(harness, creds, tokens["refresh_token"])).json()
+    assert refresh == {"active": False}
+
+
+async def test_introspection_of_its_own_refresh_token(harness: Harness) -> None:
+    user_id = await harness.create_user()
+    app_id, secret = await make_client(harness, confidential=True)
+    assert secret is not None
+    tokens = await password_grant(harness, app_id, client_secret=secret)
+    refresh = (await introspect(harness, basic(app_id, secret), tokens["refresh_token"])).json()
+    claims = claims_of(tokens["access_token"])
     assert refresh["active"] is True
     assert refresh["token_type"] == "refresh_token"
     assert refresh["client_id"] == app_id
     assert refresh["sid"] == claims["sid"]
+    assert refresh["sub"] == user_id and refresh["username"] == "alice"
 
 
 async def test_introspection_inactive_for_anything_not_valid_now(harness: Harness) -> None:
     await harness.create_user()
-    app_id, _ = await make_client(harness)
-    rs_id, rs_secret = await make_client(harness, confidential=True)
-    assert rs_secret is not None
-    creds = basic(rs_id, rs_secret)
+    # The client introspects its own tokens (the only client that may see its refresh tokens).
+    app_id, secret = await make_client(harness, confidential=True)
+    assert secret is not None
+    creds = basic(app_id, secret)
 
     async def active(tok: str) -> bool:
         response = await introspect(harness, creds, tok)
@@ -444,7 +457,7 @@ async def test_introspection_inactive_for_anything_not_valid_now(harness: Harnes
     for junk in ("junk", "a.b.c", "rt_" + "A" * 43, "x" * 5000):
         assert not await active(junk)
     # Denylisted jti (logout with only the access token denylists it).
-    a = await password_grant(harness, app_id)
+    a = await password_grant(harness, app_id, client_secret=secret)
     assert await active(a["access_token"])
     logout = await harness.client.post(
         "/auth/logout", headers={"Authorization": f"Bearer {a['access_token']}"}
@@ -453,10 +466,13 @@ async def test_introspection_inactive_for_anything_not_valid_now(harness: Harnes
     assert not await active(a["access_token"])
     assert not await active(a["refresh_token"])
     # Revoked session (by its refresh token), spent refresh token, expired access token.
-    b = await password_grant(harness, app_id)
+    b = await password_grant(harness, app_id, client_secret=secret)
     rotated = (
         await token(
-            harness, grant_type="refresh_token", refresh_token=b["refresh_token"], client_id=app_id
+            harness,
+            creds,
+            grant_type="refresh_token",
+            refresh_token=b["refresh_token"],
         )
     ).json()
     assert not await active(b["refresh_token"])
@@ -464,9 +480,54 @@ async def test_introspection_inactive_for_anything_not_valid_now(harness: Harnes
     harness.clock.advance(harness.state.settings.access_token_ttl + 60)
     assert not await active(rotated["access_token"])
     await harness.client.post(
-        "/oauth/revoke", data={"token": rotated["refresh_token"], "client_id": app_id}
+        "/oauth/revoke", data={"token": rotated["refresh_token"]}, headers=creds
     )
     assert not await active(rotated["refresh_token"])
+
+
+async def test_introspection_by_a_foreign_client_is_inactive(harness: Harness) -> None:
+    await harness.create_user()
+    app_id, _ = await make_client(harness, audience="orders")
+    tokens = await password_grant(harness, app_id)
+    # Confidential, but neither the token's client nor in its audience.
+    other_id, other_secret = await make_client(harness, confidential=True, audience="billing")
+    plain_id, plain_secret = await make_client(harness, confidential=True)
+    assert other_secret is not None and plain_secret is not None
+    for creds in (basic(other_id, other_secret), basic(plain_id, plain_secret)):
+        for tok in (tokens["access_token"], tokens["refresh_token"]):
+            response = await introspect(harness, creds, tok)
+            assert response.status_code == 200
+            assert response.json() == {"active": False}
+
+
+async def test_introspection_refuses_a_token_whose_session_is_not_its_subjects(
+    harness: Harness,
+) -> None:
+    # A validly signed token naming bob as subject and alice's live session: authenticate
+    # refuses it, and so must introspection.
+    await harness.create_user()
+    bob = await harness.create_user("bob")
+    app_id, secret = await make_client(harness, confidential=True)
+    assert secret is not None
+    alice = await password_grant(harness, app_id, client_secret=secret)
+    state, now = harness.state, harness.clock.now()
+    async with state.database.read() as db:
+        ring = await state.keys.ring_at(db, now)
+    forged, _ = state.issuer.access.issue(
+        ring,
+        now,
+        subject=bob,
+        session_id=claims_of(alice["access_token"])["sid"],
+        roles=[],
+        scope="api",
+        client_id=app_id,
+    )
+    response = await introspect(harness, basic(app_id, secret), forged)
+    assert response.json() == {"active": False}
+    assert (await harness.me(forged)).status_code == 401
+    # The genuine token of that session is active.
+    genuine = await introspect(harness, basic(app_id, secret), alice["access_token"])
+    assert genuine.json()["active"] is True
 
 
 async def test_introspection_is_for_confidential_clients_only(harness: Harness) -> None:

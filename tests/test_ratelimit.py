@@ -240,7 +240,7 @@ async def test_state_is_shared_between_processes_through_redis(
 
 @pytest.mark.parametrize("settings_overrides", [{"rate_limit_enabled": False}])
 async def test_disabled_rate_limit_never_answers_429(harness: Harness) -> None:
-    assert not harness.state.auth.limiter.enabled
+    assert not harness.state.limiter.enabled
     codes = {(await login(harness, "nobody", ip="198.51.100.1")).status_code for _ in range(40)}
     assert codes == {401}
 

@@ -81,6 +81,24 @@ async def test_reused_refresh_token_revokes_family(harness: Harness) -> None:
     assert (await harness.me(first["access_token"])).status_code == 401
 
 
+async def test_a_spent_token_of_an_ended_session_is_invalid_not_reuse(harness: Harness) -> None:
+    # Only a token still in force but spent counts as reuse: once its session is revoked, a
+    # spent token is merely invalid, with no second revocation or audit row.
+    await harness.create_user()
+    first = await harness.login()
+    assert (await harness.refresh(first["refresh_token"])).status_code == 200
+    logout = await harness.client.post(
+        "/auth/logout", headers={"Authorization": f"Bearer {first['access_token']}"}
+    )
+    assert logout.status_code == 204
+    harness.clock.advance(11)
+    response = await harness.refresh(first["refresh_token"])
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_refresh_token"
+    session = await _session_of(harness, first["access_token"])
+    assert session.revoked_reason == "logout_local"
+
+
 async def test_reuse_after_successor_was_used_is_theft_even_inside_grace(
     harness: Harness,
 ) -> None:

@@ -11,8 +11,7 @@ from authsvc.api import browser
 from authsvc.api.browser import CookieMode, WithCookieMode
 from authsvc.api.deps import (
     Bearer,
-    Client,
-    Now,
+    Context,
     OptionalBearer,
     ReadDB,
     State,
@@ -28,7 +27,7 @@ from authsvc.api.schemas import (
     TokenResponse,
 )
 from authsvc.errors import NO_STORE, InvalidRefreshToken
-from authsvc.services.auth import TokenPair
+from authsvc.services.issuer import FIRST_PARTY, TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -47,10 +46,9 @@ async def login(
     body: LoginRequest,
     state: State,
     db: WriteDB,
-    now: Now,
-    client: Client,
+    ctx: Context,
 ) -> Any:
-    pair = await state.auth.login(db, body.username, body.password, now, client)
+    pair = await state.login.login(db, body.username, body.password, ctx, FIRST_PARTY)
     if cookie_mode:
         return browser.cookie_response(pair)
     return token_response(pair)
@@ -70,10 +68,9 @@ async def refresh(
         # No credential at all, like an unknown one: 401 (the body itself is optional, since
         # browser mode carries the token in a cookie).
         raise InvalidRefreshToken("No refresh token was given.")
-    ctx = context.ctx
-    state = ctx.state
+    state = context.route.state
     async with write_scope(state.database) as db:
-        pair = await state.auth.refresh(db, token, ctx.now, ctx.client)
+        pair = await state.refresh.refresh(db, token, context.route.ctx, FIRST_PARTY)
     # The answer goes back the way the token came, unless the request asks for the cookie.
     if context.cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)
@@ -102,20 +99,18 @@ async def logout(
     request: Request,
     state: State,
     db: WriteDB,
-    now: Now,
+    ctx: Context,
     bearer: OptionalBearer,
-    client: Client,
     body: LogoutRequest | None = None,
 ) -> Response:
     body = body or LogoutRequest()
     refresh_token = body.refresh_token or browser.cookie_token(request)
-    await state.auth.logout(
+    await state.logout.logout(
         db,
-        now,
+        ctx,
         access_token=bearer,
         refresh_token=refresh_token,
         scope=body.scope,
-        client=client,
     )
     response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
     if cookie_mode:
@@ -124,8 +119,8 @@ async def logout(
 
 
 @router.get("/me", response_model=MeResponse, responses=_ERRORS)
-async def me(state: State, db: ReadDB, now: Now, token: Bearer) -> MeResponse:
-    principal = await state.auth.me(db, token, now)
+async def me(state: State, db: ReadDB, ctx: Context, token: Bearer) -> MeResponse:
+    principal = await state.access.me(db, token, ctx)
     return MeResponse(
         id=principal.user_id,
         username=principal.username,

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from authsvc.api.deps import RequestContext, State, request_context
+from authsvc.api.deps import RouteContext, State, route_context
 from authsvc.config import Settings
 from authsvc.errors import NO_STORE, CSRFRejected
-from authsvc.services.auth import TokenPair
+from authsvc.services.issuer import TokenPair
 
 REFRESH_COOKIE = "__Host-authsvc_rt"
 TRANSPORT_HEADER = "x-authsvc-token-transport"
@@ -60,15 +60,15 @@ CookieMode = Annotated[bool, Depends(_cookie_mode)]
 
 @dataclass(frozen=True, slots=True)
 class CookieContext:
-    ctx: RequestContext
+    route: RouteContext
     cookie_mode: bool
 
 
 async def _cookie_context(request: Request) -> CookieContext:
     """The request context and CookieMode as one dependency, for the refresh route (see
-    deps.request_context)."""
-    ctx = request_context(request)
-    return CookieContext(ctx, cookie_mode(request, ctx.state.settings))
+    deps.route_context)."""
+    route = route_context(request)
+    return CookieContext(route, cookie_mode(request, route.state.settings))
 
 
 WithCookieMode = Annotated[CookieContext, Depends(_cookie_context)]

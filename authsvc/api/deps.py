@@ -13,12 +13,12 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.client_ip import client_address
-from authsvc.api.state import AppState
 from authsvc.config import Settings
 from authsvc.errors import AuthError, InvalidToken
 from authsvc.jose.bearer import parse_bearer
 from authsvc.jose.jws import MalformedToken
-from authsvc.services.auth import ClientInfo
+from authsvc.services.context import RequestContext
+from authsvc.state import AppState
 from authsvc.store.db import Database
 
 log = logging.getLogger("authsvc.api")
@@ -30,8 +30,7 @@ def get_state(request: Request) -> AppState:
 
 
 # The dependencies below are `async def` although they never await: FastAPI runs a plain `def`
-# dependency in the thread pool, and those thread hops (two to four per request) showed up in
-# the refresh profile as a sixth of the worker's time.
+# dependency in the thread pool, a thread hop per dependency on every request.
 
 
 async def _state(request: Request) -> AppState:
@@ -66,7 +65,7 @@ async def write_scope(database: Database) -> AsyncIterator[AsyncSession]:
         raise
     else:
         # A request that never used its session (a refresh on the fast lane, an early 4xx)
-        # skips the empty commit and close: ~0.1 ms of CPU, a twentieth of a refresh.
+        # skips the empty commit and close, which cost CPU even with nothing to commit.
         if session.in_transaction():
             await session.commit()
     finally:
@@ -113,13 +112,11 @@ async def _now(request: Request) -> datetime:
 Now = Annotated[datetime, Depends(_now)]
 
 
-async def _client(request: Request) -> ClientInfo:
-    return client_info(request, get_state(request).settings)
-
-
-def client_info(request: Request, settings: Settings) -> ClientInfo:
+def request_context(request: Request, settings: Settings, now: datetime) -> RequestContext:
+    """The services' RequestContext: the time, and the client as the proxies we trust say."""
     peer = request.client.host if request.client else None
-    return ClientInfo(
+    return RequestContext(
+        now=now,
         ip=client_address(
             peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxy_networks
         ),
@@ -127,23 +124,26 @@ def client_info(request: Request, settings: Settings) -> ClientInfo:
     )
 
 
-Client = Annotated[ClientInfo, Depends(_client)]
+async def _context(request: Request) -> RequestContext:
+    state = get_state(request)
+    return request_context(request, state.settings, state.clock.now())
+
+
+Context = Annotated[RequestContext, Depends(_context)]
 
 
 @dataclass(frozen=True, slots=True)
-class RequestContext:
+class RouteContext:
     state: AppState
-    now: datetime
-    client: ClientInfo
+    ctx: RequestContext
 
 
-def request_context(request: Request) -> RequestContext:
-    """State, Now and Client in one plain call, for the hottest routes to take as a single
+def route_context(request: Request) -> RouteContext:
+    """State and Context in one plain call, for the hottest routes to take as a single
     dependency: FastAPI resolves each dependency with a recursive call that re-reads every
-    parameter source (~30 us apiece on this machine); with eight they were a sixth of a
-    refresh's time."""
+    parameter source, which adds up on a route as short as refresh."""
     state = get_state(request)
-    return RequestContext(state, state.clock.now(), client_info(request, state.settings))
+    return RouteContext(state, request_context(request, state.settings, state.clock.now()))
 
 
 def bearer_token(header: str | None) -> str:

@@ -29,7 +29,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.errors import InvalidRequest, OAuthInvalidRequest, error_response, render, render_oauth
+from authsvc.api.errors import error_response, render, render_oauth
+from authsvc.errors import InvalidRequest, OAuthInvalidRequest
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # The development-only example SPA (AUTHSVC_SPA_DIR, mounted at /spa) is a page: it may load its

@@ -24,9 +24,9 @@ from typing import Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authsvc.api.http_guard import add_response_headers
-from authsvc.api.state import AppState
 from authsvc.api.well_known import JWKS_PATH, jwks_response
 from authsvc.observability.requests import record_request, request_id_from
+from authsvc.state import AppState
 
 _METHODS: Final = ("GET", "HEAD")
 # Request headers that make a JWKS request something only the full stack answers correctly.

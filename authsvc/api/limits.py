@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.errors import PayloadTooLarge, render, render_oauth
+from authsvc.api.errors import render, render_oauth
+from authsvc.errors import PayloadTooLarge
 
 
 def _too_large(scope: Scope) -> Response:

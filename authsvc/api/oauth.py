@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from authsvc.api.deps import Client, Now, State, WriteDB
+from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.errors import render_oauth
 from authsvc.api.oauth_params import oauth_form
 from authsvc.errors import (
     NO_STORE,
@@ -35,7 +36,6 @@ from authsvc.errors import (
     RefreshTokenReused,
     ServiceUnavailable,
     TemporarilyUnavailable,
-    render_oauth,
 )
 from authsvc.services.clients import ClientCredentials
 
@@ -155,10 +155,10 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     ),
 )
 async def token(
-    state: State, db: WriteDB, now: Now, info: Client, form: Form, creds: Credentials
+    state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
 ) -> JSONResponse:
     """RFC 6749 section 4.3 (password) and section 6 (refresh_token)."""
-    pair = await state.oauth.token(db, creds, form, now, info)
+    pair = await state.oauth.token(db, creds, form, ctx)
     return _json(
         {
             "access_token": pair.access_token,
@@ -175,9 +175,11 @@ async def token(
     responses=_OAUTH_ERRORS,
     openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
 )
-async def revoke(state: State, db: WriteDB, now: Now, form: Form, creds: Credentials) -> Response:
+async def revoke(
+    state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
+) -> Response:
     """RFC 7009: 200 whether or not the token was known."""
-    await state.oauth.revoke(db, creds, form, now)
+    await state.oauth.revoke(db, creds, form, ctx)
     return Response(status_code=200, headers=NO_STORE)
 
 
@@ -187,7 +189,7 @@ async def revoke(state: State, db: WriteDB, now: Now, form: Form, creds: Credent
     openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
 )
 async def introspect(
-    state: State, db: WriteDB, now: Now, form: Form, creds: Credentials
+    state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
 ) -> JSONResponse:
     """RFC 7662, for confidential clients (resource servers)."""
-    return _json(await state.oauth.introspect(db, creds, form, now))
+    return _json(await state.oauth.introspect(db, creds, form, ctx))

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from authsvc.api.deps import Bearer, Now, ReadDB, State, WriteDB
+from authsvc.api.deps import Bearer, Context, ReadDB, State, WriteDB
 from authsvc.api.schemas import (
     ErrorResponse,
     PasswordChangeRequest,
@@ -25,16 +25,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/sessions", response_model=SessionsResponse, responses=_ERRORS)
-async def list_sessions(state: State, db: ReadDB, now: Now, token: Bearer) -> SessionsResponse:
-    views = await state.sessions.list(db, token, now)
+async def list_sessions(state: State, db: ReadDB, ctx: Context, token: Bearer) -> SessionsResponse:
+    views = await state.sessions.list(db, token, ctx)
     return SessionsResponse(sessions=[SessionInfo(**vars(v)) for v in views])
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
 async def revoke_session(
-    session_id: str, state: State, db: WriteDB, now: Now, token: Bearer
+    session_id: str, state: State, db: WriteDB, ctx: Context, token: Bearer
 ) -> Response:
-    await state.sessions.revoke(db, token, session_id, now)
+    await state.sessions.revoke(db, token, session_id, ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
@@ -45,7 +45,7 @@ async def revoke_session(
     responses={**_ERRORS, 413: {"model": ErrorResponse}},
 )
 async def change_password(
-    body: PasswordChangeRequest, state: State, db: WriteDB, now: Now, token: Bearer
+    body: PasswordChangeRequest, state: State, db: WriteDB, ctx: Context, token: Bearer
 ) -> Response:
-    await state.sessions.change_password(db, token, body.current_password, body.new_password, now)
+    await state.sessions.change_password(db, token, body.current_password, body.new_password, ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)

@@ -1,5 +1,5 @@
 """The OAuth 2 adapter's rules: token (RFC 6749), revocation (RFC 7009), introspection
-(RFC 7662) and server metadata (RFC 8414), all over the same AuthService as the JSON API."""
+(RFC 7662) and server metadata (RFC 8414), over the same services as the JSON API."""
 
 from __future__ import annotations
 
@@ -20,25 +20,40 @@ from authsvc.errors import (
 )
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
-from authsvc.services.auth import AuthService, ClientInfo, TokenPair
+from authsvc.services.access import AccessService
 from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
+from authsvc.services.context import RequestContext
+from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.login import LoginService
+from authsvc.services.refresh import RefreshService
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import RefreshToken, Session, User
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
     SessionRepository,
-    UserRepository,
 )
+from authsvc.store.rotation import live_token_in_session
 
 MAX_PARAM = 16384  # generous: longer tokens are simply not ours
 
 
 class OAuthService:
-    def __init__(self, settings: Settings, auth: AuthService, clients: ClientService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: ClientService,
+        issuer: TokenIssuer,
+        login: LoginService,
+        refresh: RefreshService,
+        access: AccessService,
+    ) -> None:
         self.settings = settings
-        self.auth = auth
         self.clients = clients
+        self.issuer = issuer
+        self.login = login
+        self.refresh = refresh
+        self.access = access
 
     # -- POST /oauth/token -------------------------------------------------------------------
 
@@ -47,8 +62,7 @@ class OAuthService:
         db: AsyncSession,
         creds: ClientCredentials,
         params: Mapping[str, str],
-        now: datetime,
-        info: ClientInfo,
+        ctx: RequestContext,
     ) -> TokenPair:
         grant_type = _required(params, "grant_type")
         client = await self.clients.authenticate(db, creds)
@@ -63,37 +77,30 @@ class OAuthService:
             password = _required(params, "password")
             if scope is not None and not set(scope.split()) <= self._scopes():
                 raise InvalidScope()
-            return await self.auth.login(
-                db,
-                username,
-                password,
-                now,
-                info,
-                client_id=client.client_id,
-                audience=audience,
-                scope=_normal_scope(scope) or self.settings.default_scope,
+            grant = Grant(
+                client.client_id, audience, _normal_scope(scope) or self.settings.default_scope
             )
+            return await self.login.login(db, username, password, ctx, grant)
         # RFC 6749 section 6.
         refresh_token = _required(params, "refresh_token")
-        return await self.auth.refresh(
-            db,
-            refresh_token,
-            now,
-            client_id=client.client_id,
-            audience=audience,
-            scope=_normal_scope(scope),
-        )
+        grant = Grant(client.client_id, audience, _normal_scope(scope))
+        return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
 
     async def revoke(
-        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+        self,
+        db: AsyncSession,
+        creds: ClientCredentials,
+        params: Mapping[str, str],
+        ctx: RequestContext,
     ) -> None:
         """RFC 7009 section 2.1. Unknown, expired or malformed tokens are not an error (2.2).
 
         A refresh token revokes its whole session (so its access tokens too); an access token
         is denylisted by jti. A token issued to another client is refused (invalid_grant).
         """
+        now = ctx.now
         token = _required(params, "token")
         client = await self.clients.authenticate(db, creds)
         # The hint only orders the search (section 2.1); our two kinds never look alike.
@@ -109,9 +116,10 @@ class OAuthService:
                 tokens_valid_until=now + self.settings.access_token_horizon,
             )
             return
-        claims = await self._access_claims(db, token, now)
-        if claims is None:
+        verified = await self._access_claims(db, token, now)
+        if verified is None:
             return
+        claims, _ = verified
         if claims.client_id != client.client_id:
             raise InvalidGrant("The token was not issued to this client.")
         await DenylistRepository(db).add(
@@ -124,52 +132,60 @@ class OAuthService:
     # -- POST /oauth/introspect --------------------------------------------------------------
 
     async def introspect(
-        self, db: AsyncSession, creds: ClientCredentials, params: Mapping[str, str], now: datetime
+        self,
+        db: AsyncSession,
+        creds: ClientCredentials,
+        params: Mapping[str, str],
+        ctx: RequestContext,
     ) -> dict[str, Any]:
         """RFC 7662 section 2.2: `{"active": false}` for anything not valid right now."""
+        now = ctx.now
         token = _required(params, "token")
-        await self.clients.authenticate(db, creds, confidential_only=True)
+        caller = await self.clients.authenticate(db, creds, confidential_only=True)
         inactive: dict[str, Any] = {"active": False}
-        found = await self._refresh_row(db, token)
-        if found is not None:
-            row, session, user = found
-            if (
-                row.used_at is not None
-                or row.expires_at <= now
-                or session.revoked_at is not None
-                or session.expires_at <= now
-                or not user.is_active
-            ):
+        tokens = self.issuer.refresh
+        if tokens.well_formed(token):
+            # Only the client it was issued to ever holds a refresh token: the live-token rule
+            # (store/rotation.py) with the caller as that client.
+            live = await live_token_in_session(db, tokens.digest(token), now, caller.client_id)
+            if live is None:
                 return inactive
+            issued_at, expires_at, session_id, scope, client_id, user_id, username = live
             return {
                 "active": True,
                 "token_type": "refresh_token",
-                "scope": session.scope or self.settings.default_scope,
-                "client_id": session.client_id or "authsvc",
-                "username": user.username,
-                "sub": str(user.id),
+                "scope": scope or self.settings.default_scope,
+                "client_id": client_id or "authsvc",
+                "username": username,
+                "sub": str(user_id),
                 "iss": self.settings.issuer,
-                "iat": int(row.issued_at.timestamp()),
-                "exp": int(row.expires_at.timestamp()),
-                "sid": str(session.id),
+                "iat": int(issued_at.timestamp()),
+                "exp": int(expires_at.timestamp()),
+                "sid": str(session_id),
             }
-        claims = await self._access_claims(db, token, now)
-        if claims is None:
+        verified = await self._access_claims(db, token, now)
+        if verified is None:
             return inactive
-        sid = _uuid(claims.sid)
-        if sid is None or not await SessionRepository(db).access_allowed(sid, claims.jti, now):
+        claims, audience = verified
+        # An access token is described to the client it was issued to and to the resource
+        # servers it is for (a client whose configured audience is the token's); to any other
+        # client it is as good as unknown (RFC 7662 section 4: the server decides who may ask).
+        if caller.client_id != claims.client_id and (
+            caller.audience is None or caller.audience != audience
+        ):
             return inactive
-        owner = await _user(db, claims.sub)
-        if owner is None:
+        try:
+            principal = await self.access.principal(db, claims, now)
+        except InvalidToken:
             return inactive
         return {
             "active": True,
             "token_type": "Bearer",
             "scope": claims.scope,
             "client_id": claims.client_id,
-            "username": owner.username,
+            "username": principal.username,
             "sub": claims.sub,
-            "aud": self.auth.access.peek_audience(token),
+            "aud": audience,
             "iss": self.settings.issuer,
             "iat": claims.issued_at,
             "exp": claims.expires_at,
@@ -215,25 +231,25 @@ class OAuthService:
     async def _refresh_row(
         self, db: AsyncSession, token: str
     ) -> tuple[RefreshToken, Session, User] | None:
-        tokens = self.auth.refresh_tokens
+        tokens = self.issuer.refresh
         if not tokens.well_formed(token):
             return None
         return await RefreshTokenRepository(db).by_digest(tokens.digest(token))
 
     async def _access_claims(
         self, db: AsyncSession, token: str, now: datetime
-    ) -> AccessClaims | None:
-        """A valid access token's claims, for our audience or any client's; None otherwise."""
-        audience = self.auth.access.peek_audience(token)
+    ) -> tuple[AccessClaims, str] | None:
+        """A valid access token's claims and audience, for our audience or any client's; None
+        otherwise."""
+        audience = self.issuer.peek_audience(token)
         if audience is None:
             return None
         if audience != self.settings.audience and audience not in (
             await ClientRepository(db).audiences()
         ):
             return None
-        ring = await self.auth.keys.ring_at(db, now)
         try:
-            return self.auth.access.verify(token, ring, now, audience=audience)
+            return await self.issuer.verify(db, token, now, audience=audience), audience
         except InvalidToken:
             return None
 
@@ -257,9 +273,3 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-async def _user(db: AsyncSession, sub: str) -> User | None:
-    user_id = _uuid(sub)
-    user = None if user_id is None else await UserRepository(db).by_id(user_id)
-    return user if user is not None and user.is_active else None

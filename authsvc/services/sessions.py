@@ -9,10 +9,15 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.config import Settings
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
-from authsvc.services.auth import AuthService
+from authsvc.security.passwords import PasswordHasher
+from authsvc.services.access import AccessService
+from authsvc.services.context import RequestContext
+from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
+from authsvc.store.db import Database
 from authsvc.store.repositories import SessionRepository, UserRepository
 
 
@@ -29,13 +34,27 @@ class SessionView:
 
 
 class SessionService:
-    def __init__(self, auth: AuthService, users: UserService) -> None:
-        self.auth = auth
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        access: AccessService,
+        passwords: PasswordHasher,
+        limiter: RateLimiter,
+        users: UserService,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.access = access
+        self.passwords = passwords
+        self.limiter = limiter
         self.users = users
 
-    async def list(self, db: AsyncSession, token: str, now: datetime) -> Sequence[SessionView]:
-        claims = await self.auth.authenticate(db, token, now)
-        rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), now)
+    async def list(
+        self, db: AsyncSession, token: str, ctx: RequestContext
+    ) -> Sequence[SessionView]:
+        claims = (await self.access.authenticate(db, token, ctx.now)).claims
+        rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), ctx.now)
         return [
             SessionView(
                 id=s.id,
@@ -50,10 +69,13 @@ class SessionService:
             for s in rows
         ]
 
-    async def revoke(self, db: AsyncSession, token: str, session_id: str, now: datetime) -> None:
+    async def revoke(
+        self, db: AsyncSession, token: str, session_id: str, ctx: RequestContext
+    ) -> None:
         """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
         session ids cannot be probed."""
-        claims = await self.auth.authenticate(db, token, now)
+        now = ctx.now
+        claims = (await self.access.authenticate(db, token, now)).claims
         try:
             target = uuid.UUID(session_id)
         except ValueError as exc:
@@ -70,30 +92,31 @@ class SessionService:
             [target],
             now,
             "revoked_by_user",
-            tokens_valid_until=now + self.auth.settings.access_token_horizon,
+            tokens_valid_until=now + self.settings.access_token_horizon,
         )
 
     async def change_password(
-        self, db: AsyncSession, token: str, current: str, new: str, now: datetime
+        self, db: AsyncSession, token: str, current: str, new: str, ctx: RequestContext
     ) -> None:
         """Check the current password, set the new one, revoke every other session.
 
         The hashing happens in a short read-only transaction first, so no write lock is held
         while argon2 runs; the write then only lands if the hash did not change meanwhile.
         """
-        async with self.auth.database.read() as reader:
-            claims = await self.auth.authenticate(reader, token, now)
+        now = ctx.now
+        async with self.database.read() as reader:
+            claims = (await self.access.authenticate(reader, token, now)).claims
             user = await UserRepository(reader).by_id(uuid.UUID(claims.sub))
             if user is None or not user.is_active:
                 raise InvalidToken()
             old_hash = user.password_hash
         # Guessing the current password with a stolen access token is throttled like login.
-        async with self.auth.limiter.login_attempt(user.username, now):
-            ok, _ = await self.auth.passwords.verify(current, old_hash)
+        async with self.limiter.login_attempt(user.username, now):
+            ok, _ = await self.passwords.verify(current, old_hash)
             if not ok:
                 raise InvalidCredentials("The current password is wrong.")
         self.users.check_password_policy(new)
-        new_hash = await self.auth.passwords.hash(new)
+        new_hash = await self.passwords.hash(new)
         if not await UserSessionRepository(db).replace_password_hash(
             user.id, old_hash, new_hash, now
         ):

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import Session, User
+from authsvc.store.rules import session_live
 
 
 class UserSessionRepository:
@@ -21,11 +22,7 @@ class UserSessionRepository:
     async def live_for_user(self, user_id: uuid.UUID, now: datetime) -> Sequence[Session]:
         result = await self.db.execute(
             select(Session)
-            .where(
-                Session.user_id == user_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
+            .where(Session.user_id == user_id, *session_live(now))
             .order_by(Session.created_at.desc())
         )
         return result.scalars().all()

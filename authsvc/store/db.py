@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
-from authsvc.store.fastlane import FastLane, RefreshLane
-from authsvc.store.sqlitelane import SQLiteLane
+from authsvc.store.fastlane import FastLane
+from authsvc.store.rotation import RefreshLane
+from authsvc.store.sqlitelane import SQLiteLane, configure_connection
 
 log = logging.getLogger("authsvc.store")
 
@@ -72,7 +73,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         return engine
     # A fixed pool, no overflow: under load, overflow connections are closed as soon as they
     # are returned and reopened for the next request (TLS negotiation, authentication, a cold
-    # prepared-statement cache each time); the profile of a refresh run showed that churn.
+    # prepared-statement cache each time).
     # Requests beyond the pool wait for a connection, bounded by pool_timeout (a 503).
     engine = create_async_engine(
         aurl,
@@ -81,11 +82,11 @@ def create_engine(url: str, *, pool_size: int = 10, timeout: float = 5.0) -> Asy
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeout,
-        # No pool_pre_ping: it cost every request one more round trip (~8% of a refresh's
-        # worker time in the profile). Instead, an error on a connection asyncpg saw close is a
-        # disconnect to SQLAlchemy (the dialect's is_disconnect), which invalidates it and every
-        # connection pooled before it; so service resumes by itself once the database is back,
-        # and only the request that found a broken connection gets a 503 (tests/test_faults.py).
+        # No pool_pre_ping: it costs every request one more round trip. Instead, an error on a
+        # connection asyncpg saw close is a disconnect to SQLAlchemy (the dialect's
+        # is_disconnect), which invalidates it and every connection pooled before it; so
+        # service resumes by itself once the database is back, and only the request that found
+        # a broken connection gets a 503 (tests/test_faults.py).
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout * 2,
@@ -109,8 +110,8 @@ class _SQLiteWriter:
     """One write transaction at a time per process, queued in the event loop.
 
     SQLite allows one writer; a second BEGIN IMMEDIATE waits in SQLite's busy handler, which
-    polls with growing sleeps (up to 100 ms each) in the driver's thread. Under load that
-    starved waiters for seconds (refresh p99 ~4 s with 16 clients, see bench/). Writers of the
+    polls with growing sleeps (up to 100 ms each) in the driver's thread; under load that
+    starves waiters for seconds. Writers of the
     same process now wait here instead, in FIFO order, and are woken the moment the lock is
     free; the busy handler still arbitrates between processes. The lock is taken when the
     transaction begins and released when its connection goes back to the pool, i.e. after
@@ -188,13 +189,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from the driver so BEGIN is ours (see module doc).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        configure_connection(dbapi_conn)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -233,11 +228,16 @@ class Database:
             else None
         )
         # A live token's rotation without the session's machinery: the fast lane on
-        # PostgreSQL, one call in the driver's thread on SQLite (sqlitelane.py). /auth/me stays
+        # PostgreSQL, one hop to the lane's own thread on SQLite (sqlitelane.py). /auth/me stays
         # on the session on SQLite: a read needs no writer lock and few thread hops.
         self.refresh_lane: RefreshLane | None = self.fast_lane
-        if self.dialect == "sqlite":
-            self.refresh_lane = SQLiteLane(self.engine, sqlite_writer(self.engine).held)
+        self._sqlite_lane: SQLiteLane | None = None
+        path = make_url(self.engine.url).database
+        if self.dialect == "sqlite" and path and path != ":memory:":
+            self._sqlite_lane = SQLiteLane(
+                path, self.engine.dialect, sqlite_writer(self.engine).held
+            )
+            self.refresh_lane = self._sqlite_lane
 
     def refresh_lane_for(self, session: AsyncSession) -> RefreshLane | None:
         """The refresh lane, unless `session`'s transaction holds SQLite's writer lock (the
@@ -295,6 +295,8 @@ class Database:
     async def dispose(self) -> None:
         if self.fast_lane is not None:
             await self.fast_lane.close()
+        if self._sqlite_lane is not None:
+            await self._sqlite_lane.close()
         await self.engine.dispose()
 
 

@@ -9,17 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
-    Insert,
     Row,
     Select,
-    Table,
     and_,
-    bindparam,
     delete,
-    exists,
     func,
-    insert,
     or_,
     select,
     update,
@@ -36,6 +30,8 @@ from authsvc.store.models import (
     User,
 )
 from authsvc.store.revocations import JTI, SID, RevocationEventRepository
+from authsvc.store.rotation import token_in_force
+from authsvc.store.rules import session_live
 
 
 class UserRepository:
@@ -64,22 +60,6 @@ class UserRepository:
         return result.scalars().all()
 
 
-def _access_conditions(
-    session_id: uuid.UUID, user_id: uuid.UUID | None, jti: str, now: datetime
-) -> list[ColumnElement[bool]]:
-    """What an access token needs besides its signature: a live session (the subject's, when
-    given) of an active user, and a jti that is not denylisted."""
-    owner = [Session.user_id == user_id] if user_id is not None else []
-    return [
-        Session.id == session_id,
-        *owner,
-        Session.revoked_at.is_(None),
-        Session.expires_at > now,
-        User.is_active.is_(True),
-        ~exists().where(DeniedAccessToken.jti == jti),
-    ]
-
-
 class SessionRepository:
     def __init__(self, db: AsyncSession) -> None:
         self.db = db
@@ -90,11 +70,6 @@ class SessionRepository:
 
     async def get(self, session_id: uuid.UUID) -> Session | None:
         return await self.db.get(Session, session_id)
-
-    async def touch(self, session_id: uuid.UUID, now: datetime) -> None:
-        await self.db.execute(
-            update(Session).where(Session.id == session_id).values(last_used_at=now)
-        )
 
     async def revoke(
         self,
@@ -124,47 +99,15 @@ class SessionRepository:
 
     async def is_live(self, session_id: uuid.UUID, now: datetime) -> bool:
         result = await self.db.execute(
-            select(Session.id).where(
-                Session.id == session_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
+            select(Session.id).where(Session.id == session_id, *session_live(now))
         )
         return result.first() is not None
 
     async def live_ids_for_user(self, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
         result = await self.db.execute(
-            select(Session.id).where(
-                Session.user_id == user_id,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
+            select(Session.id).where(Session.user_id == user_id, *session_live(now))
         )
         return list(result.scalars().all())
-
-    async def access_allowed(
-        self, session_id: uuid.UUID, jti: str, now: datetime, user_id: uuid.UUID | None = None
-    ) -> bool:
-        """One round trip: the session is live (and the user's, if given), its user active,
-        and the jti not denied."""
-        result = await self.db.execute(
-            select(Session.id)
-            .join(User, User.id == Session.user_id)
-            .where(*_access_conditions(session_id, user_id, jti, now))
-        )
-        return result.first() is not None
-
-    async def user_if_access_allowed(
-        self, session_id: uuid.UUID, user_id: uuid.UUID, jti: str, now: datetime
-    ) -> User | None:
-        """access_allowed and the user in the same round trip (for /auth/me): the active user,
-        if the session is theirs and live and the jti not denied; else None."""
-        result = await self.db.execute(
-            select(User)
-            .join(Session, User.id == Session.user_id)
-            .where(*_access_conditions(session_id, user_id, jti, now))
-        )
-        return result.scalar_one_or_none()
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
         ids = select(Session.id).where(Session.expires_at <= now).limit(limit)
@@ -172,53 +115,15 @@ class SessionRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-@functools.cache
-def _pg_rotate_statement() -> Insert:
-    """RefreshTokenRepository.rotate on PostgreSQL, built once (building it per call showed in
-    the profile): spend the token, touch its session, insert the child, in one statement.
-    The parameters are prefixed: an UPDATE executed with a parameter named like a column
-    would also SET that column."""
-    tokens: Table = RefreshToken.__table__  # type: ignore[assignment]
-    sessions: Table = Session.__table__  # type: ignore[assignment]
-    used = (
-        update(tokens)
-        .where(tokens.c.id == bindparam("rt_token_id"), tokens.c.used_at.is_(None))
-        .values(used_at=bindparam("rt_now"))
-        .returning(tokens.c.session_id)
-        .cte("used")
-    )
-    touched = (
-        update(sessions)
-        .where(sessions.c.id == select(used.c.session_id).scalar_subquery())
-        .values(last_used_at=bindparam("rt_now"))
-        .returning(sessions.c.id)
-        .cte("touched")
-    )
-    values = select(
-        used.c.session_id,
-        bindparam("rt_token_id", type_=tokens.c.parent_id.type),
-        bindparam("rt_digest", type_=tokens.c.digest.type),
-        bindparam("rt_issued_at", type_=tokens.c.issued_at.type),
-        bindparam("rt_expires_at", type_=tokens.c.expires_at.type),
-    )
-    columns = ["session_id", "parent_id", "digest", "issued_at", "expires_at"]
-    return insert(tokens).from_select(columns, values).add_cte(touched).returning(tokens.c.id)
-
-
 _ROTATION_MODELS: tuple[type[Base], ...] = (RefreshToken, Session, User)
 
 
 @functools.cache
 def _rotation_read_statement() -> tuple[Select[Any], tuple[tuple[str, ...], ...]]:
-    """RefreshTokenRepository.for_rotation's query, built once, with each model's attribute
+    """RefreshTokenRepository.in_force's query, built once, with each model's attribute
     names in the order of its columns in the result."""
     tokens, sessions, users = (model.__table__ for model in _ROTATION_MODELS)
-    statement = (
-        select(tokens, sessions, users)
-        .join_from(tokens, sessions, sessions.c.id == tokens.c.session_id)
-        .join(users, users.c.id == sessions.c.user_id)
-        .where(tokens.c.digest == bindparam("rt_digest"))
-    )
+    statement = select(tokens, sessions, users).where(*token_in_force())
     keys = tuple(
         tuple(
             model.__mapper__.get_property_by_column(column).key
@@ -231,7 +136,7 @@ def _rotation_read_statement() -> tuple[Select[Any], tuple[tuple[str, ...], ...]
 
 def _detached(row: Row[Any], keys: tuple[tuple[str, ...], ...]) -> list[Any]:
     """Transient instances holding the row's values, made the way the ORM's loader makes
-    them (new_instance, then the attribute dict): the constructor cost ~13 us per object."""
+    them (new_instance, then the attribute dict), without the constructor's bookkeeping."""
     objects: list[Any] = []
     start = 0
     for model, names in zip(_ROTATION_MODELS, keys, strict=True):
@@ -261,66 +166,21 @@ class RefreshTokenRepository:
         row = result.first()
         return None if row is None else (row[0], row[1], row[2])
 
-    async def for_rotation(self, digest: bytes) -> tuple[RefreshToken, Session, User] | None:
-        """by_digest for a refresh, as a Core query on the session's connection (same
-        transaction): the objects are plain values, not loaded into the session. The ORM's
-        execution and loading cost ~0.3 ms of a ~2 ms refresh (bench/profile.py refresh)."""
+    async def in_force(
+        self, digest: bytes, now: datetime, client_id: str | None
+    ) -> tuple[RefreshToken, Session, User] | None:
+        """The token, its session and user if it is in force for `client_id` at `now`, spent or
+        not (store/rotation.py's token_in_force); for a refresh the rotation declined, or one
+        that narrows its scope. A Core query on the session's connection (same transaction):
+        the objects are plain values, not loaded into the session."""
         statement, keys = _rotation_read_statement()
         connection = await self.db.connection()
-        row = (await connection.execute(statement, {"rt_digest": digest})).first()
+        values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id}
+        row = (await connection.execute(statement, values)).first()
         if row is None:
             return None
         token, session, user = _detached(row, keys)
         return token, session, user
-
-    async def mark_used(self, token_id: int, now: datetime) -> bool:
-        """Compare-and-set: True for exactly one caller however many race on one token.
-
-        On PostgreSQL the losers block on the row lock until the winner commits, then see
-        used_at set; on SQLite writers are serialised by BEGIN IMMEDIATE.
-        """
-        result = await self.db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
-
-    async def rotate(self, token_id: int, child: RefreshToken, now: datetime) -> bool:
-        """Spend a token and record its successor, for exactly one caller (see mark_used):
-        compare-and-set used_at, then insert the child and touch the session's last_used_at,
-        only if the compare-and-set won. False if it lost.
-
-        On PostgreSQL this is one statement (data-modifying CTEs): one round trip instead of
-        three, which the refresh profile showed to be most of a worker's time. Same row locks
-        in the same order (the token row, then the session row), so the same concurrency.
-        """
-        if self.db.get_bind().dialect.name != "postgresql":
-            if not await self.mark_used(token_id, now):
-                return False
-            await self.add(child)
-            await SessionRepository(self.db).touch(child.session_id, now)
-            return True
-        # On the session's connection: a Core statement needs none of the ORM's execution.
-        connection = await self.db.connection()
-        result = await connection.execute(
-            _pg_rotate_statement(),
-            {
-                "rt_token_id": token_id,
-                "rt_now": now,
-                "rt_digest": child.digest,
-                "rt_issued_at": child.issued_at,
-                "rt_expires_at": child.expires_at,
-            },
-        )
-        return result.first() is not None
-
-    async def used_at(self, token_id: int) -> datetime | None:
-        result = await self.db.execute(
-            select(RefreshToken.used_at).where(RefreshToken.id == token_id)
-        )
-        return result.scalar_one_or_none()
 
     async def child_of(self, token_id: int) -> RefreshToken | None:
         result = await self.db.execute(

@@ -1,0 +1,106 @@
+"""Errors as HTTP responses: the one place domain errors (authsvc/errors.py), request
+validation, routing and database failures become JSON bodies, and the app's handlers for them."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from authsvc.errors import NO_STORE, AuthError, OAuthError, ServiceUnavailable
+from authsvc.store.errors import TRANSIENT_SQLSTATE
+
+log = logging.getLogger("authsvc.errors")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    merged = {**NO_STORE, **(headers or {})}
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=merged)
+
+
+def render(exc: AuthError) -> JSONResponse:
+    if isinstance(exc, OAuthError):
+        return render_oauth(exc)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def render_oauth(exc: AuthError) -> JSONResponse:
+    """RFC 6749 section 5.2 body: `error` and `error_description`, never cached."""
+    return JSONResponse(
+        {"error": exc.code, "error_description": exc.message},
+        status_code=exc.status,
+        headers={**NO_STORE, **exc.headers},
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    # Name the fields at fault, never echo their values: they may be passwords or tokens.
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        kind = str(err.get("type", "invalid"))
+        parts.append("malformed JSON" if kind == "json_invalid" else f"{loc}: {kind}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_auth_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AuthError)
+        return render(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, "invalid_request", _validation_message(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    async def on_database(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return render(ServiceUnavailable())
+
+    async def on_dbapi(request: Request, exc: Exception) -> JSONResponse:
+        # asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain
+        # DBAPIErrors; they are the database being slow or away (503), not our bug (500).
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+        if sqlstate.startswith(TRANSIENT_SQLSTATE):
+            return await on_database(request, exc)
+        return await on_unexpected(request, exc)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return render(AuthError())
+
+    app.add_exception_handler(AuthError, on_auth_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(OperationalError, on_database)
+    app.add_exception_handler(PoolTimeoutError, on_database)
+    app.add_exception_handler(InterfaceError, on_database)
+    app.add_exception_handler(DBAPIError, on_dbapi)
+    # asyncpg raises plain OSError / TimeoutError while connecting to an unreachable server.
+    app.add_exception_handler(OSError, on_database)
+    app.add_exception_handler(TimeoutError, on_database)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,173 @@
+"""Login: check the password, open a session, issue its first tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.errors import InvalidCredentials, InvalidUsername, RateLimited
+from authsvc.observability.metrics import Metrics
+from authsvc.security.passwords import PasswordHasher
+from authsvc.services import audit
+from authsvc.services.context import RequestContext
+from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.users import normalize_username
+from authsvc.store.db import Database
+from authsvc.store.models import RefreshToken, Session
+from authsvc.store.repositories import RefreshTokenRepository, SessionRepository, UserRepository
+
+
+class LoginService:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        passwords: PasswordHasher,
+        issuer: TokenIssuer,
+        limiter: RateLimiter,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.passwords = passwords
+        self.issuer = issuer
+        self.limiter = limiter
+        self.metrics = metrics
+
+    async def login(
+        self,
+        db: AsyncSession,
+        username: str,
+        password: str,
+        ctx: RequestContext,
+        grant: Grant,
+    ) -> TokenPair:
+        """Rate limits (per address, per name, backoff after failures), then _login."""
+        try:
+            await self.limiter.check_address("login", ctx.ip, ctx.now)
+            async with self.limiter.login_attempt(username, ctx.now):
+                return await self._login(
+                    db,
+                    username,
+                    password,
+                    ctx,
+                    grant,
+                )
+        except RateLimited:
+            self.metrics.rate_limited("login")
+            raise
+
+    async def _login(
+        self,
+        db: AsyncSession,
+        username: str,
+        password: str,
+        ctx: RequestContext,
+        grant: Grant,
+    ) -> TokenPair:
+        """Check the password and open a session.
+
+        The grant comes from the OAuth adapter (already checked there); the JSON API passes
+        FIRST_PARTY and gets the defaults.
+
+        Unknown user, wrong password and disabled user give the same error after the same
+        work (a dummy hash is checked for unknown names). The user is read in a short read-only
+        transaction so that no write lock or pooled connection is held during hashing.
+        """
+        now = ctx.now
+        try:
+            name = normalize_username(username)
+        except InvalidUsername:
+            name = None
+        stored_hash: str | None = None
+        user_id: uuid.UUID | None = None
+        disabled_id: uuid.UUID | None = None
+        if name is not None:
+            async with self.database.read() as reader:
+                found = await UserRepository(reader).by_username(name)
+                if found is not None:
+                    stored_hash = found.password_hash
+                    if found.is_active:
+                        user_id = found.id
+                    else:
+                        disabled_id = found.id
+        ok, new_hash = await self.passwords.verify(password, stored_hash)
+        # A disabled user fails here too, before any further work: a right password for a
+        # disabled account must not take measurably longer than a wrong one.
+        if disabled_id is not None:
+            raise self._login_failed(ctx, disabled_id, name, "disabled")
+        if not ok or user_id is None:
+            raise self._login_failed(
+                ctx, user_id, name, "bad_password" if user_id else "unknown_user"
+            )
+        user = await UserRepository(db).by_id(user_id)
+        if user is None or not user.is_active:
+            raise self._login_failed(ctx, user_id, name, "disabled")
+        if new_hash is not None and user.password_hash == stored_hash:
+            user.password_hash = new_hash
+            user.updated_at = now
+        session = Session(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=self.settings.session_max_age),
+            client_ip=(ctx.ip or None) and ctx.ip[:64],
+            user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
+            client_id=grant.client_id,
+            scope=grant.scope,
+        )
+        await SessionRepository(db).add(session)
+        token = self.issuer.refresh.new()
+        expires_at = self.issuer.refresh_expiry(session.expires_at, now)
+        await RefreshTokenRepository(db).add(
+            RefreshToken(
+                session_id=session.id,
+                parent_id=None,
+                digest=self.issuer.refresh.digest(token),
+                issued_at=now,
+                expires_at=expires_at,
+            )
+        )
+        await audit.record(
+            db,
+            now,
+            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
+        )
+        pair = self.issuer.sign(
+            await self.issuer.signing_ring(db, now),
+            user.id,
+            list(user.roles or []),
+            session.id,
+            token,
+            expires_at,
+            now,
+            grant,
+        )
+        self.metrics.login("success")
+        return pair
+
+    def _login_failed(
+        self,
+        ctx: RequestContext,
+        user_id: uuid.UUID | None,
+        name: str | None,
+        reason: str,
+    ) -> InvalidCredentials:
+        """The client learns nothing; the audit trail (committed alone) learns the reason."""
+        self.metrics.login("failure")
+        error = InvalidCredentials()
+        entry = audit.Entry(
+            audit.LOGIN_FAILED,
+            user_id=user_id,
+            # An unknown name is not kept: it is often a password typed in the wrong field.
+            username=name if user_id is not None else None,
+            ip=ctx.ip,
+            details={"reason": reason},
+        )
+        error.failure_writes.append(audit.writer(ctx.now, entry))
+        return error
