@@ -36,9 +36,9 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check authsvc tests migrations
-	$(BIN)/ruff format --check authsvc tests migrations
-	$(BIN)/mypy authsvc
+	$(BIN)/ruff check authsvc tests migrations bench
+	$(BIN)/ruff format --check authsvc tests migrations bench
+	$(BIN)/mypy authsvc tests
 
 clean:
 	rm -rf $(VENV) .authsvc .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,12 +55,14 @@ def live_server(
     *,
     set_issuer: bool = True,
     args: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
     **env: str,
 ) -> Iterator[str]:
     """Yield the base URL (http://{host}:{port}) of a ready server run from `workdir`.
 
     The issuer is the server's own URL unless `set_issuer` is false (the embedded default);
-    `args` are further `serve` options (`--workers`)."""
+    `args` are further `serve` options (`--workers`); `environ` and `env` are settings."""
+    env = {**(environ or {}), **env}
     port = free_port()
     base = f"http://{host}:{port}"
     log = workdir / "serve.log"

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Literal
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 
 class TcpProxy:
@@ -62,7 +65,7 @@ class TcpProxy:
 
         self._call(apply())
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     def _drop_all(self) -> None:

@@ -121,7 +121,7 @@ def env(workdir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(workdir: Path, env: dict[str, str]) -> Iterator[str]:
-    with live_server(workdir, **env) as base:
+    with live_server(workdir, environ=env) as base:
         yield base
 
 

@@ -6,7 +6,7 @@ authsvc and the shared PostgreSQL, which is never stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import httpx
@@ -53,7 +53,7 @@ async def harness(
             yield Harness(client=client, state=app.state.authsvc, clock=clock)
 
 
-async def _timed(call):  # type: ignore[no-untyped-def]
+async def _timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     response = await call
     return response, time.monotonic() - started

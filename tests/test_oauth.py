@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -47,7 +48,7 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 
 
 async def token(
-    harness: Harness, headers: dict[str, str] | None = None, **form: str
+    harness: Harness, headers: Mapping[str, str] | None = None, **form: str
 ) -> httpx.Response:
     return await harness.client.post("/oauth/token", data=form, headers=headers or {})
 
@@ -55,6 +56,7 @@ async def token(
 async def password_grant(harness: Harness, client_id: str, **extra: str) -> dict[str, Any]:
     response = await token(
         harness,
+        None,
         grant_type="password",
         username="alice",
         password=PASSWORD,
@@ -151,7 +153,7 @@ async def test_bad_client_secret_is_invalid_client_with_basic_challenge(harness:
     # A confidential client without its secret, an unknown client, no client at all.
     for form in ({"client_id": client_id}, {"client_id": "nope"}, {}):
         response = await token(
-            harness, grant_type="password", username="alice", password=PASSWORD, **form
+            harness, None, grant_type="password", username="alice", password=PASSWORD, **form
         )
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_client"

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.requests_client import OAuth2Session  # type: ignore[import-untyped]
 
 from tests.live import cli, live_server
 
@@ -28,7 +28,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(workdir: Path) -> Iterator[str]:
     # One live server (and its SQLite database) for the tests of this module.
-    with live_server(workdir, **LIVE_ENV) as base:
+    with live_server(workdir, environ=LIVE_ENV) as base:
         yield base
 
 

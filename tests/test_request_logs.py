@@ -27,7 +27,7 @@ async def test_each_request_logs_one_json_line_with_its_request_id(
     made = await harness.client.get("/healthz")
     forged = "a b\u00e9\r\n{}" * 40
     hostile = await harness.client.get(
-        "/healthz", headers={"X-Request-ID": forged.encode("latin-1", "replace")}
+        "/healthz", headers={b"X-Request-ID": forged.encode("latin-1", "replace")}
     )
     assert given.headers["x-request-id"] == "abc-123"
     assert len(made.headers["x-request-id"]) == 32

@@ -140,7 +140,7 @@ def test_logout_and_key_rotation_reach_the_resource_server(
 
         def new_kid_in_use() -> bool:
             fresh[:] = [login()]
-            return jwt.get_unverified_header(fresh[0])["kid"] != old_kid
+            return bool(jwt.get_unverified_header(fresh[0])["kid"] != old_kid)
 
         _wait_until(new_kid_in_use, 10, "the rotated key to sign")
         assert hello(fresh[0]) == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -48,6 +49,7 @@ def test_normalisation_is_idempotent(raw: str) -> None:
     """RFC 8264 section 7: applying the rules again changes nothing (else the name is refused)."""
     name = normalized_or_none(raw)
     assume(name is not None)
+    assert name is not None
     assert normalize_username(name) == name
     assert unicodedata.is_normalized("NFC", name)
     assert name == name.casefold() or normalize_username(name.casefold()) == name
@@ -69,7 +71,19 @@ def test_composed_and_decomposed_forms_collide(letter: str, name: str) -> None:
     assert normalize_username(composed.upper()) == normalize_username(decomposed)
 
 
-FORBIDDEN_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Co", "Cs", "Sm", "So", "Sk")
+Category = Literal["Zs", "Zl", "Zp", "Cc", "Cf", "Co", "Cs", "Sm", "So", "Sk"]
+FORBIDDEN_CATEGORIES: tuple[Category, ...] = (
+    "Zs",
+    "Zl",
+    "Zp",
+    "Cc",
+    "Cf",
+    "Co",
+    "Cs",
+    "Sm",
+    "So",
+    "Sk",
+)
 
 
 @given(
