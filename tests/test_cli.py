@@ -65,7 +65,8 @@ def test_keys_rotate_and_list(workdir: Path) -> None:
     rotated = cli(workdir, "keys", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     listed = cli(workdir, "keys", "list").stdout.splitlines()
-    assert [line.split("\t")[1] for line in listed] == ["active", "published"]
+    assert listed[0].split("\t") == ["KID", "STATE", "CREATED", "SIGNS_FROM", "RETIRES"]
+    assert [line.split("\t")[1] for line in listed[1:]] == ["active", "published"]
     assert cli(workdir, "prune").returncode == 0
 
 
