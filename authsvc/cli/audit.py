@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from authsvc.cli.errors import CliError
-from authsvc.cli.output import table, when
+from authsvc.cli.output import positive, table, when
 from authsvc.cli.runner import run
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def audit(
     ] = None,
     limit: Annotated[
         int,
-        typer.Option(min=1, max=100000, metavar="N", show_default=True, help="At most N events."),
+        typer.Option(callback=positive, metavar="N", show_default=True, help="At most N events."),
     ] = 100,
 ) -> None:
     """Show the audit trail, newest first.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from authsvc.cli import preflight
+from authsvc.cli.output import positive
 from authsvc.cli.runner import run
 from authsvc.cli.runner import settings as load
 
@@ -31,7 +32,7 @@ def prune(
     batch: Annotated[
         int | None,
         typer.Option(
-            min=1,
+            callback=positive,
             metavar="ROWS",
             help="Rows deleted per transaction.  [default: AUTHSVC_PRUNE_BATCH, else 1000]",
         ),

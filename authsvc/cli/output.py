@@ -44,6 +44,13 @@ class Command(TyperCommand):
                 formatter.write_dl(options)
 
 
+def positive(value: int | None) -> int | None:
+    """An option callback for counts: 1 or more (typer's `min=1` would print `x>=1` in help)."""
+    if value is not None and value < 1:
+        raise typer.BadParameter("must be 1 or more")
+    return value
+
+
 def _argument_name(param: Any) -> str:
     name = str(param.metavar or param.name.upper())
     return f"{name}..." if param.nargs != 1 else name

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from authsvc.cli import preflight
+from authsvc.cli.output import positive
 from authsvc.cli.runner import settings as load
 from authsvc.config import Settings
 
@@ -27,7 +28,7 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            min=1,
+            callback=positive,
             metavar="N",
             show_default=True,
             help="Worker processes (PostgreSQL only for more than one host).",
