@@ -119,7 +119,9 @@ def test_a_schema_behind_or_ahead_of_this_version(tmp_path: Path) -> None:
 
 def test_signing_keys_under_another_kek(tmp_path: Path, sqlite_url: str) -> None:
     env = {"AUTHSVC_DATABASE_URL": sqlite_url}
-    assert cli(tmp_path, "keys", "rotate", AUTHSVC_KEY_ENCRYPTION_KEY=TEST_KEK, **env).returncode == 0
+    assert (
+        cli(tmp_path, "keys", "rotate", AUTHSVC_KEY_ENCRYPTION_KEY=TEST_KEK, **env).returncode == 0
+    )
     for command in (["keys", "list"], ["serve", "--workers", "2"]):
         started = time.monotonic()
         one_line(
