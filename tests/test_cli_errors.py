@@ -202,3 +202,23 @@ def test_serve_refuses_before_starting(tmp_path: Path) -> None:
     )
     one_line(result, "cannot connect to the database")
     assert "uvicorn" not in result.stderr.lower() and "started" not in result.stderr.lower()
+
+
+INSPECT_ENV = {"AUTHSVC_ISSUER": "https://auth.test", "AUTHSVC_AUDIENCE": "api.test"}
+
+
+def test_a_missing_jwks_file_is_a_usage_error(tmp_path: Path) -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    result = cli(tmp_path, "token", "inspect", token, "--jwks", "jwks.json", **INSPECT_ENV)
+    assert result.returncode == 2
+    assert "Invalid value for '--jwks': no such file: jwks.json" in result.stderr
+    assert "/.well-known/jwks.json" in result.stderr  # and how to get it
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_string_that_is_not_a_jwt_says_so(tmp_path: Path) -> None:
+    for text in ("not-a-token", "rt_0123456789abcdef", "a.b", ""):
+        result = cli(tmp_path, "token", "inspect", "-", stdin=text + "\n", **INSPECT_ENV)
+        assert result.returncode == 2, result
+        assert result.stderr.startswith("error: this is not a JWT (an access token is three")
+        assert result.stderr.count("\n") == 1 and "refresh tokens are opaque" in result.stderr
