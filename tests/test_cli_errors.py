@@ -165,9 +165,13 @@ def test_a_bad_setting_is_named_as_its_variable(tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    dotenv = tmp_path / "with-dotenv"
+    dotenv.mkdir()
+    (dotenv / ".env").write_text("AUTHSVC_LOG_LEVEL=debug\n")
     for result in (
         cli(tmp_path, "--debug", "users", "list", AUTHSVC_DATABASE_URL="garbage"),
         cli(tmp_path, "users", "list", AUTHSVC_DATABASE_URL="garbage", AUTHSVC_LOG_LEVEL="DEBUG"),
+        cli(dotenv, "users", "list", AUTHSVC_DATABASE_URL="garbage"),
     ):
         assert result.returncode == 2
         assert result.stderr.startswith("Traceback (most recent call last):")

@@ -190,6 +190,12 @@ async def test_audit_names_users_whose_events_recorded_only_their_id(
     # Deleted, the user is still named by what the trail recorded.
     operator.ok("users", "delete", "alice", "--yes")
     assert [e[1:3] for e in operator.rows("audit")[1]][1] == ["logout", "alice"]
+    assert [e[1] for e in operator.rows("audit", "--user", "alice")[1]] == [
+        "user_deleted",
+        "logout",
+        "login_succeeded",
+        "user_created",
+    ]
 
 
 async def test_empty_lists_say_so(operator: Operator) -> None:

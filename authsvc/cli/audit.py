@@ -64,22 +64,22 @@ def audit(
     async def work(state: AppState) -> list[list[str]]:
         start = parse_since(since, state.clock.now()) if since else None
         async with state.database.read() as db:
+            admin = UserAdmin(state.settings, state.users)
             user_id = None
             name = None
             if user is not None:
                 try:
                     name = normalize_username(user)
-                    user_id = (await state.users.get(db, name)).id
                 except AuthError:
-                    pass  # a deleted or never-existing user: match the recorded name only
-                if name is None:
-                    return []
+                    return []  # no user was ever called that
+                # Events that recorded the user's id only (logout) match by id, also for a
+                # deleted user.
+                user_id = await admin.user_id(db, name)
             events = await audit_log.find(
                 db, user_id=user_id, username=name, since=start, limit=limit
             )
-            # Some events (logout) record the user's id only: show their name.
             unnamed = {e.user_id for e in events if e.user_id is not None and not e.username}
-            names = await UserAdmin(state.settings, state.users).usernames(db, unnamed)
+            names = await admin.usernames(db, unnamed)
         return [
             [
                 when(e.at),

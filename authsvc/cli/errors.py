@@ -148,9 +148,14 @@ def explain(exc: BaseException) -> CliError | None:
 
 
 def _debugging(ctx: typer.Context) -> bool:
-    return bool(ctx.params.get("debug")) or os.environ.get("AUTHSVC_LOG_LEVEL", "").lower() == (
-        "debug"
-    )
+    if ctx.params.get("debug") or os.environ.get("AUTHSVC_LOG_LEVEL", "").lower() == "debug":
+        return True
+    from authsvc.config import load_settings
+
+    try:  # AUTHSVC_LOG_LEVEL may be in .env, unless the settings are what failed
+        return load_settings().log_level.lower() == "debug"
+    except ConfigError:
+        return False
 
 
 class Group(TyperGroup):

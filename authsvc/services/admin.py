@@ -166,3 +166,10 @@ class UserAdmin:
 
     async def usernames(self, db: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         return await UserAdminRepository(db).usernames(user_ids)
+
+    async def user_id(self, db: AsyncSession, username: str) -> uuid.UUID | None:
+        """A user's id, or a deleted user's as the audit trail recorded it."""
+        user = await UserRepository(db).by_username(username)
+        if user is not None:
+            return user.id
+        return await UserAdminRepository(db).recorded_user_id(username)

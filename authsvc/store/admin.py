@@ -42,3 +42,13 @@ class UserAdminRepository:
                 if user_id is not None and username is not None:
                     names[user_id] = username
         return names
+
+    async def recorded_user_id(self, username: str) -> uuid.UUID | None:
+        """The id the audit trail last recorded under a name (for a user since deleted)."""
+        result = await self.db.execute(
+            select(AuditEvent.user_id)
+            .where(AuditEvent.username == username, AuditEvent.user_id.is_not(None))
+            .order_by(AuditEvent.id.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
