@@ -122,7 +122,7 @@ def _missing_schema(exc: BaseException) -> bool:
 def explain(exc: BaseException) -> CliError | None:
     """The one-line account of `exc`, or None when it is a bug (to be shown as a traceback)."""
     from cryptography.fernet import InvalidToken
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    from sqlalchemy.exc import DBAPIError
 
     from authsvc.errors import AuthError
 
@@ -140,8 +140,6 @@ def explain(exc: BaseException) -> CliError | None:
         return CliError(
             f"the database failed: {database_reason(exc)}", "--debug shows the traceback"
         )
-    if isinstance(exc, SQLAlchemyError) and "URL" in str(exc):
-        return CliError(f"AUTHSVC_DATABASE_URL: {exc}")
     if isinstance(exc, OSError) and exc.filename is not None:
         return CliError(f"{exc.filename}: {exc.strerror}")
     return None
