@@ -166,15 +166,17 @@ def test_audit_command_filters_by_user_since_and_limit(tmp_path: Path) -> None:
 
     everything = cli(tmp_path, "audit", **env)
     assert everything.returncode == 0, everything.stderr
-    lines = [line.split("\t") for line in everything.stdout.splitlines()]
+    header, *rows = everything.stdout.splitlines()
+    assert header.split("\t")[:3] == ["AT", "EVENT", "USER"]
+    lines = [line.split("\t") for line in rows]
     assert [(f[1], f[2], f[5]) for f in lines] == [
         ("user_disabled", "bob", "ops"),
         ("user_created", "alice", "cli"),
         ("user_created", "bob", "-"),
     ]
     bob = cli(tmp_path, "audit", "--user", "BOB", "--since", "1d", **env).stdout.splitlines()
-    assert [line.split("\t")[1] for line in bob] == ["user_disabled"]
-    assert len(cli(tmp_path, "audit", "--limit", "1", **env).stdout.splitlines()) == 1
+    assert [line.split("\t")[1] for line in bob[1:]] == ["user_disabled"]
+    assert len(cli(tmp_path, "audit", "--limit", "1", **env).stdout.splitlines()) == 2
     assert cli(tmp_path, "audit", "--since", "yesterday", **env).returncode == 2
 
 

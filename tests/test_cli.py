@@ -8,7 +8,13 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from authsvc import __version__
+from authsvc.cli import app
+from authsvc.cli.clients import Grant
+from authsvc.services.clients import SUPPORTED_GRANTS
 from tests.live import cli, live_server
 
 
@@ -65,7 +71,8 @@ def test_keys_rotate_and_list(workdir: Path) -> None:
     rotated = cli(workdir, "keys", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     listed = cli(workdir, "keys", "list").stdout.splitlines()
-    assert [line.split("\t")[1] for line in listed] == ["active", "published"]
+    assert listed[0].split("\t") == ["KID", "STATE", "CREATED", "SIGNS_FROM", "RETIRES"]
+    assert [line.split("\t")[1] for line in listed[1:]] == ["active", "published"]
     assert cli(workdir, "prune").returncode == 0
 
 
@@ -128,3 +135,54 @@ def test_serve_embedded_default_full_lifecycle(server: str, workdir: Path) -> No
         )
         assert again.status_code == 401
     assert (workdir / ".authsvc" / "authsvc.db").exists()
+
+
+def _commands(command: object, path: list[str]) -> list[list[str]]:
+    """Every command's path, `authsvc users create` as ["users", "create"]."""
+    children = getattr(command, "commands", None)
+    if not children:
+        return [path]
+    return [p for name, child in children.items() for p in _commands(child, [*path, name])]
+
+
+def _help(*args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--help"], prog_name="authsvc")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_version(workdir: Path) -> None:
+    result = cli(workdir, "--version")
+    assert (result.returncode, result.stdout) == (0, f"authsvc {__version__}\n")
+
+
+def test_help_describes_every_option_without_type_noise() -> None:
+    commands = _commands(typer.main.get_command(app), [])
+    assert ["users", "delete"] in commands and ["sessions", "revoke"] in commands
+    for path in commands:
+        page = _help(*path)
+        for noise in ("<str>", "<int", "<bool>", "list[", "{", "x>=", "Input should be"):
+            assert noise not in page, (path, noise, page)
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        for param in command.params:
+            assert getattr(param, "help", None), (path, param.name)
+
+
+def test_help_shows_defaults_and_allowed_values() -> None:
+    serve = " ".join(_help("serve").split())
+    assert "--host ADDRESS Address to listen on. [default: AUTHSVC_HOST, else 127.0.0.1]" in serve
+    assert "--port PORT Port to listen on. [default: AUTHSVC_PORT, else 8000]" in serve
+    assert (
+        "--workers N Worker processes (PostgreSQL only for more than one host). [default: 1]"
+        in serve
+    )
+    create = " ".join(_help("clients", "create").split())
+    assert "--grant GRANT A grant type it may use: password or refresh_token" in create
+    assert [g.value for g in Grant] == list(SUPPORTED_GRANTS)
+    bad = CliRunner().invoke(app, ["clients", "create", "x", "--grant", "implicit"])
+    assert (
+        bad.exit_code == 2 and "'implicit' is not one of 'password', 'refresh_token'" in bad.output
+    )
+    assert "Usage: authsvc users create [OPTIONS] NAME" in _help("users", "create")

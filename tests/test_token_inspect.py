@@ -138,6 +138,40 @@ async def test_each_failing_check_is_named(
     assert "FAIL  signature   kid" in lines and "is not in the JWKS" in lines
     assert "FAIL  exp         expired" in lines
     assert "FAIL  typ" in lines
-    garbage = cli(tmp_path, "token", "inspect", "not-a-token", "--no-revocation", **ENV)
-    assert garbage.returncode == 1
-    assert "FAIL  format" in garbage.stdout
+    # Three parts that are not base64url JSON: a JWT in shape only.
+    broken = cli(tmp_path, "token", "inspect", "aaa.bbb.ccc", "--no-revocation", **ENV)
+    assert broken.returncode == 1
+    assert "FAIL  format" in broken.stdout
+
+
+async def test_expected_issuer_and_audience_from_options(
+    harness: Harness, network: FakeNetwork, tmp_path: Path
+) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    await _publish(harness, network)
+    # Configured for another authsvc: --issuer and --audience say what this token should carry.
+    other = {"AUTHSVC_ISSUER": "https://other.test", "AUTHSVC_AUDIENCE": "other"}
+    args = ["token", "inspect", tokens["access_token"], "--url", network.url]
+    assert cli(tmp_path, *args, **other).returncode == 1
+    result = cli(tmp_path, *args, "--issuer", "https://auth.test", "--audience", "api.test",
+                 **other)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "ok    iss         https://auth.test" in result.stdout
+    assert "ok    aud         api.test" in result.stdout
+    wrong = cli(tmp_path, *args, "--audience", "billing", **ENV)
+    assert wrong.returncode == 1 and "FAIL  aud" in wrong.stdout
+
+
+async def test_no_revocation_is_reported_as_such(
+    harness: Harness, network: FakeNetwork, tmp_path: Path
+) -> None:
+    await harness.create_user()
+    tokens = await harness.login()
+    await _publish(harness, network)
+    result = cli(tmp_path, "token", "inspect", tokens["access_token"], "--url", network.url,
+                 "--no-revocation", **ENV)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "skip  revocation  not checked (--no-revocation)" in result.stdout
+    assert "Verdict: VALID (revocation not checked)" in result.stdout
+    assert len(network.seen) == 1  # the JWKS only

@@ -33,6 +33,9 @@ KEY_ROTATED: Final = "key_rotated"
 USER_CREATED: Final = "user_created"
 USER_DISABLED: Final = "user_disabled"
 USER_ENABLED: Final = "user_enabled"
+USER_DELETED: Final = "user_deleted"
+ROLES_CHANGED: Final = "roles_changed"
+SESSIONS_REVOKED: Final = "sessions_revoked"
 
 
 def _ip(value: str | None) -> str | None:

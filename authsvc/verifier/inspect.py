@@ -180,7 +180,7 @@ async def inspect_token(
 
     # Revocation: a GET of the public feed; the token stays here.
     if feed_url is None:
-        report.add("revocation", SKIP, "not checked (no authsvc URL)")
+        report.add("revocation", SKIP, "not checked (--no-revocation)")
     else:
         try:
             jtis, sids = await _revoked(feed_url, client)
@@ -208,7 +208,10 @@ def render(report: Inspection, now: float) -> str:
             lines.append(f"  {name}: {shown}")
     lines.append("Checks:")
     lines += [f"  {c.status:<4}  {c.name:<10}  {c.detail}" for c in report.checks]
-    lines.append(f"Verdict: {'VALID' if report.valid else 'INVALID'}")
+    verdict = "VALID" if report.valid else "INVALID"
+    if report.valid and any(c.name == "revocation" and c.status == SKIP for c in report.checks):
+        verdict += " (revocation not checked)"
+    lines.append(f"Verdict: {verdict}")
     return "\n".join(lines)
 
 
