@@ -179,10 +179,13 @@ def test_help_shows_defaults_and_allowed_values() -> None:
         in serve
     )
     create = " ".join(_help("clients", "create").split())
-    assert "--grant GRANT A grant type it may use: password or refresh_token" in create
+    assert (
+        "--grant GRANT A grant type it may use: authorization_code, refresh_token, "
+        "client_credentials, password; repeatable. [default: authorization_code and "
+        "refresh_token; password only when named]" in create
+    )
+    assert "--redirect-uri URI" in create and "--third-party" in create
     assert [g.value for g in Grant] == list(SUPPORTED_GRANTS)
     bad = CliRunner().invoke(app, ["clients", "create", "x", "--grant", "implicit"])
-    assert (
-        bad.exit_code == 2 and "'implicit' is not one of 'password', 'refresh_token'" in bad.output
-    )
+    assert bad.exit_code == 2 and "'implicit' is not one of 'authorization_code'" in bad.output
     assert "Usage: authsvc users create [OPTIONS] NAME" in _help("users", "create")

@@ -649,7 +649,7 @@ async def test_deleting_a_client_revokes_its_sessions_and_secrets_are_digests(
     async with harness.state.database.transaction() as db:
         with pytest.raises(ValueError, match="grant types"):
             await harness.state.clients.create(
-                db, "x", harness.clock.now(), grant_types=["authorization_code"]
+                db, "x", harness.clock.now(), grant_types=["implicit"]
             )
 
 

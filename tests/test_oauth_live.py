@@ -33,7 +33,9 @@ def server(workdir: Path) -> Iterator[str]:
 
 
 def create_client(workdir: Path, *args: str) -> dict[str, str]:
-    made = cli(workdir, "clients", "create", *args, **LIVE_ENV)
+    # These tests drive the password grant, which a client gets only when it asks for it.
+    grants = ("--grant", "password", "--grant", "refresh_token")
+    made = cli(workdir, "clients", "create", *args, *grants, **LIVE_ENV)
     assert made.returncode == 0, made.stderr
     fields = dict(line.split(": ", 1) for line in made.stdout.splitlines() if ": " in line)
     return fields

@@ -21,8 +21,10 @@ class Grant(StrEnum):
     """services/clients.py SUPPORTED_GRANTS, spelled out so that help lists them without
     importing the services (tests/test_cli.py checks that they agree)."""
 
-    password = "password"  # noqa: S105 - a grant type
+    authorization_code = "authorization_code"
     refresh_token = "refresh_token"  # noqa: S105 - a grant type
+    client_credentials = "client_credentials"
+    password = "password"  # noqa: S105 - a grant type
 
 
 @app.command("create", cls=Command)
@@ -48,14 +50,41 @@ def create(
         typer.Option(
             "--grant",
             metavar="GRANT",
-            help=f"A grant type it may use: {' or '.join(Grant)}; repeatable.  [default: all]",
+            help=f"A grant type it may use: {', '.join(Grant)}; repeatable.  "
+            "[default: authorization_code and refresh_token; password only when named]",
         ),
     ] = None,
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--redirect-uri",
+            metavar="URI",
+            help="Where the authorization endpoint may send the user back, compared exactly: "
+            "https, http on a loopback host, or a private-use scheme (com.example.app:/cb); "
+            "repeatable.",
+        ),
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help="A scope it may ask for; repeatable.  [default: any scope the server offers]",
+        ),
+    ] = None,
+    third_party: Annotated[
+        bool,
+        typer.Option(
+            "--third-party",
+            help="Show users a consent screen before this client gets a code (first-party "
+            "clients, the default, skip it).",
+        ),
+    ] = False,
 ) -> None:
     """Register a client and print its client_id.
 
     A confidential client's secret is printed too, once: only its digest is stored."""
-    from authsvc.services.clients import SUPPORTED_GRANTS
+    from authsvc.services.clients import DEFAULT_GRANTS
 
     async def work(state: AppState) -> list[str]:
         async with state.database.transaction() as db:
@@ -66,11 +95,20 @@ def create(
                     state.clock.now(),
                     confidential=confidential,
                     audience=audience,
-                    grant_types=[str(g) for g in grant] if grant else SUPPORTED_GRANTS,
+                    grant_types=[str(g) for g in grant] if grant else DEFAULT_GRANTS,
+                    redirect_uris=redirect_uri or (),
+                    scopes=scope or None,
+                    first_party=not third_party,
                 )
             except ValueError as exc:
                 raise CliError(str(exc)) from exc
-        lines = [f"client_id: {made.client.client_id}", f"type: {made.client.client_type}"]
+        client = made.client
+        lines = [
+            f"client_id: {client.client_id}",
+            f"type: {client.client_type}",
+            f"grant_types: {' '.join(client.grant_types)}",
+        ]
+        lines += [f"redirect_uri: {uri}" for uri in client.redirect_uris]
         if made.secret is not None:
             lines.append(f"client_secret: {made.secret}")
             lines.append("(the secret is shown only now; store it safely)")
@@ -84,7 +122,7 @@ def create(
 def list_clients() -> None:
     """List clients.
 
-    Columns: client id, type, name, audience, grant types."""
+    Columns: client id, type, name, audience, grant types, redirect URIs."""
 
     async def work(state: AppState) -> list[list[str]]:
         async with state.database.read() as db:
@@ -95,11 +133,16 @@ def list_clients() -> None:
                     c.name,
                     c.audience or "-",
                     ",".join(c.grant_types or []),
+                    " ".join(c.redirect_uris or []) or "-",
                 ]
                 for c in await state.clients.list(db)
             ]
 
-    table(["CLIENT_ID", "TYPE", "NAME", "AUDIENCE", "GRANTS"], run(work), "no clients")
+    table(
+        ["CLIENT_ID", "TYPE", "NAME", "AUDIENCE", "GRANTS", "REDIRECT_URIS"],
+        run(work),
+        "no clients",
+    )
 
 
 @app.command("delete", cls=Command)

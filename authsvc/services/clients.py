@@ -11,22 +11,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import Conflict, InvalidClient, NotFound, UnauthorizedClient
+from authsvc.errors import Conflict, InvalidClient, InvalidScope, NotFound, UnauthorizedClient
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository
 
 ClientType = Literal["public", "confidential"]
-SUPPORTED_GRANTS = ("password", "refresh_token")
+# What a client may be registered for. RFC 9700 section 2.4: the password grant MUST NOT be
+# used, so it is never a default; it stays for clients registered for it explicitly.
+SUPPORTED_GRANTS = ("authorization_code", "refresh_token", "client_credentials", "password")
+DEFAULT_GRANTS = ("authorization_code", "refresh_token")
+# OpenID Connect Core section 5.4; always offered beside AUTHSVC_DEFAULT_SCOPE's.
+OIDC_SCOPES = ("openid", "profile", "email")
+MAX_REDIRECT_URI = 2000
 CLIENT_SECRET_PREFIX = "cs_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -61,7 +69,10 @@ class ClientService:
         *,
         confidential: bool = False,
         audience: str | None = None,
-        grant_types: Sequence[str] = SUPPORTED_GRANTS,
+        grant_types: Sequence[str] = DEFAULT_GRANTS,
+        redirect_uris: Sequence[str] = (),
+        scopes: Sequence[str] | None = None,
+        first_party: bool = True,
     ) -> NewClient:
         name = name.strip()
         if not name or len(name) > 255:
@@ -69,6 +80,20 @@ class ClientService:
         unknown = set(grant_types) - set(SUPPORTED_GRANTS)
         if unknown or not grant_types:
             raise ValueError(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
+        for uri in redirect_uris:
+            check_redirect_uri(uri)
+        if "authorization_code" in grant_types and not redirect_uris:
+            raise ValueError(
+                "the authorization_code grant needs at least one redirect URI "
+                "(--redirect-uri), or leave it out with --grant"
+            )
+        if "client_credentials" in grant_types and not confidential:
+            # RFC 6749 section 4.4: only a client that can authenticate may act for itself.
+            raise ValueError("the client_credentials grant is for confidential clients only")
+        if scopes is not None:
+            scopes = list(dict.fromkeys(scopes))
+            if not scopes or any(not _SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+                raise ValueError("scopes must be non-empty scope tokens (RFC 6749 section 3.3)")
         secret = (
             CLIENT_SECRET_PREFIX
             + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
@@ -82,6 +107,9 @@ class ClientService:
             secret_digest=self._digest(secret) if secret else None,
             audience=audience or None,
             grant_types=list(dict.fromkeys(grant_types)),
+            redirect_uris=list(dict.fromkeys(redirect_uris)),
+            scopes=scopes,
+            first_party=first_party,
             created_at=now,
         )
         if not await ClientRepository(db).add(client):
@@ -132,5 +160,75 @@ class ClientService:
         if grant_type not in (client.grant_types or []):
             raise UnauthorizedClient()
 
+    def offered_scopes(self) -> set[str]:
+        """Every scope the server knows: AUTHSVC_DEFAULT_SCOPE's and OpenID Connect's."""
+        return set(self.settings.default_scope.split()) | set(OIDC_SCOPES)
+
+    def allowed_scopes(self, client: OAuthClient) -> set[str]:
+        """The scopes a client may ask for: its registered ones, within the server's."""
+        offered = self.offered_scopes()
+        return offered & set(client.scopes) if client.scopes is not None else offered
+
+    def grantable_scope(self, client: OAuthClient, asked: str | None) -> str:
+        """RFC 6749 section 3.3: the scope asked for, if the client may have all of it;
+        without one, the server's default scope within the client's."""
+        allowed = self.allowed_scopes(client)
+        wanted = list(dict.fromkeys((asked or "").split()))
+        if wanted:
+            if not set(wanted) <= allowed:
+                raise InvalidScope()
+            return " ".join(wanted)
+        default = [s for s in self.settings.default_scope.split() if s in allowed]
+        if not default:
+            raise InvalidScope()
+        return " ".join(default)
+
     def audience_for(self, client: OAuthClient) -> str:
         return client.audience or self.settings.audience
+
+
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def check_redirect_uri(uri: str) -> None:
+    """What may be registered as a redirect URI (RFC 6749 section 3.1.2, RFC 8252 section 7,
+    RFC 9700 section 2.1): an absolute URI without a fragment; https, or http on a loopback
+    host for native apps, or a private-use scheme in reverse-domain form (`com.example.app:`).
+    Matching is exact, so no wildcards."""
+    if (
+        not uri
+        or len(uri) > MAX_REDIRECT_URI
+        or uri != uri.strip()
+        or any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri)
+    ):
+        raise ValueError(f"redirect URI {uri!r} is not a URI")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if parts.fragment or "#" in uri:
+        raise ValueError(f"redirect URI {uri!r} must not have a fragment")
+    if "*" in uri:
+        raise ValueError(f"redirect URI {uri!r}: wildcards are not allowed (matching is exact)")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError(f"redirect URI {uri!r} has an invalid port") from None
+    if "@" in parts.netloc:
+        raise ValueError(f"redirect URI {uri!r} must not carry user information")
+    if scheme == "https":
+        if not parts.hostname:
+            raise ValueError(f"redirect URI {uri!r} has no host")
+    elif scheme == "http":
+        if parts.hostname not in _LOOPBACK:
+            raise ValueError(
+                f"redirect URI {uri!r}: plain http is allowed only on a loopback host "
+                "(127.0.0.1, [::1], localhost); use https"
+            )
+    elif "." in scheme:
+        pass  # a private-use scheme for a native app (RFC 8252 section 7.1)
+    else:
+        raise ValueError(
+            f"redirect URI {uri!r} must be https, http on a loopback host, or a private-use "
+            "scheme such as com.example.app:/callback"
+        )

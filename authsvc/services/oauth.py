@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.errors import (
     InvalidGrant,
-    InvalidScope,
     InvalidToken,
     OAuthInvalidRequest,
     UnsupportedGrantType,
@@ -21,13 +20,13 @@ from authsvc.errors import (
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
 from authsvc.services.access import AccessService
-from authsvc.services.clients import SUPPORTED_GRANTS, ClientCredentials, ClientService
+from authsvc.services.clients import ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
 from authsvc.services.login import LoginService
 from authsvc.services.refresh import RefreshService
 from authsvc.store.clients import ClientRepository
-from authsvc.store.models import RefreshToken, Session, User
+from authsvc.store.models import OAuthClient, RefreshToken, Session, User
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
@@ -36,6 +35,9 @@ from authsvc.store.repositories import (
 from authsvc.store.rotation import live_token_in_session
 
 MAX_PARAM = 16384  # generous: longer tokens are simply not ours
+GrantHandler = Callable[
+    [AsyncSession, OAuthClient, Mapping[str, str], RequestContext], Awaitable[TokenPair]
+]
 
 
 class OAuthService:
@@ -64,26 +66,46 @@ class OAuthService:
         params: Mapping[str, str],
         ctx: RequestContext,
     ) -> TokenPair:
+        """RFC 6749 section 3.2: authenticate the client, then hand over to its grant."""
         grant_type = _required(params, "grant_type")
         client = await self.clients.authenticate(db, creds)
-        if grant_type not in SUPPORTED_GRANTS:
+        handler = self._grants().get(grant_type)
+        if handler is None:
             raise UnsupportedGrantType()
         self.clients.check_grant(client, grant_type)
-        scope = params.get("scope")
-        audience = self.clients.audience_for(client)
-        if grant_type == "password":
-            # RFC 6749 section 4.3.2.
-            username = _required(params, "username")
-            password = _required(params, "password")
-            if scope is not None and not set(scope.split()) <= self._scopes():
-                raise InvalidScope()
-            grant = Grant(
-                client.client_id, audience, _normal_scope(scope) or self.settings.default_scope
-            )
-            return await self.login.login(db, username, password, ctx, grant)
-        # RFC 6749 section 6.
+        return await handler(db, client, params, ctx)
+
+    def _grants(self) -> dict[str, GrantHandler]:
+        """The grants /oauth/token answers, one handler each (a client may be registered for
+        others that it cannot use yet)."""
+        return {"password": self._password, "refresh_token": self._refresh}
+
+    async def _password(
+        self,
+        db: AsyncSession,
+        client: OAuthClient,
+        params: Mapping[str, str],
+        ctx: RequestContext,
+    ) -> TokenPair:
+        """RFC 6749 section 4.3.2."""
+        username = _required(params, "username")
+        password = _required(params, "password")
+        scope = self.clients.grantable_scope(client, params.get("scope"))
+        grant = Grant(client.client_id, self.clients.audience_for(client), scope)
+        return await self.login.login(db, username, password, ctx, grant)
+
+    async def _refresh(
+        self,
+        db: AsyncSession,
+        client: OAuthClient,
+        params: Mapping[str, str],
+        ctx: RequestContext,
+    ) -> TokenPair:
+        """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
-        grant = Grant(client.client_id, audience, _normal_scope(scope))
+        grant = Grant(
+            client.client_id, self.clients.audience_for(client), _normal_scope(params.get("scope"))
+        )
         return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
@@ -206,9 +228,9 @@ class OAuthService:
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "revocation_endpoint": f"{base}/oauth/revoke",
             "introspection_endpoint": f"{base}/oauth/introspect",
-            "grant_types_supported": list(SUPPORTED_GRANTS),
+            "grant_types_supported": list(self._grants()),
             "response_types_supported": [],
-            "scopes_supported": sorted(self._scopes()),
+            "scopes_supported": sorted(self.clients.offered_scopes()),
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods[:2],
@@ -224,9 +246,6 @@ class OAuthService:
         return doc
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _scopes(self) -> set[str]:
-        return set(self.settings.default_scope.split())
 
     async def _refresh_row(
         self, db: AsyncSession, token: str

@@ -20,6 +20,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -173,6 +175,13 @@ class OAuthClient(Base):
     secret_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     audience: Mapped[str | None] = mapped_column(String(255))
     grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Compared exactly (RFC 9700 section 4.1.3); never a prefix or a pattern.
+    redirect_uris: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)  # None: any scope the server offers
+    # First-party clients skip the consent screen of the authorization endpoint.
+    first_party: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime]
 
     @property
