@@ -133,13 +133,15 @@ def run_page(name: str, base: str, workdir: Path, env: dict[str, str]) -> str:
         env=clean_env(AUTHSVC_ISSUER=base, **env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
+# Every page's blocks run the CLI many times over; the limit is for a hung run, not a slow one.
+@pytest.mark.timeout(900)
 def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, str]) -> None:
     outputs = {name: run_page(name, server, workdir, env) for name in PAGES}
 

@@ -563,7 +563,7 @@ async def test_server_metadata(harness: Harness, path: str) -> None:
     assert doc["grant_types_supported"] == ["password", "refresh_token"]
     assert "client_secret_basic" in doc["token_endpoint_auth_methods_supported"]
     assert doc["response_types_supported"] == []
-    assert doc["scopes_supported"] == ["api"]
+    assert doc["scopes_supported"] == ["api", "email", "openid", "profile"]
     if path == "openid-configuration":
         assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
 
