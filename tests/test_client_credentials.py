@@ -9,6 +9,7 @@ import httpx
 import jwt
 import pytest
 
+from authsvc.verifier import TokenError, Verifier
 from tests.conftest import Harness
 from tests.test_oauth import basic, claims_of
 
@@ -230,3 +231,23 @@ async def test_deleting_the_client_ends_its_tokens_everywhere(harness: Harness) 
 async def test_metadata_lists_the_grant(harness: Harness) -> None:
     doc = (await harness.client.get("/.well-known/openid-configuration")).json()
     assert "client_credentials" in doc["grant_types_supported"]
+
+
+async def test_a_resource_server_accepts_it_until_the_client_is_deleted(harness: Harness) -> None:
+    client_id, secret = await make_client(harness, audience="orders")
+    token = (await issued(harness, client_id, secret))["access_token"]
+    verifier = Verifier(
+        issuer="https://auth.test",
+        audience="orders",
+        http_client=harness.client,
+        clock=lambda: harness.clock.now().timestamp(),
+    )
+    async with verifier:
+        claims = await verifier.verify(token)
+        assert claims.sub == client_id and claims.client_id == client_id
+        assert claims.roles == () and claims.scopes == frozenset({"api"})
+        async with harness.state.database.transaction() as db:
+            await harness.state.clients.delete(db, client_id, harness.clock.now())
+        assert await verifier.sync()
+        with pytest.raises(TokenError):
+            await verifier.verify(token)
