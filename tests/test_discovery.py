@@ -82,7 +82,7 @@ async def test_it_says_what_the_server_does(harness: Harness) -> None:
     assert "email" not in doc["claims_supported"]  # users have no email address
 
 
-async def test_grant_types_follow_the_configured_default_scope(harness: Harness) -> None:
+async def test_grant_types_are_those_the_token_endpoint_answers(harness: Harness) -> None:
     assert {"password", "refresh_token", "client_credentials"} <= set(
         (await document(harness))["grant_types_supported"]
     )

@@ -21,9 +21,8 @@ from authsvc.api.deps import Context, State, WriteDB
 from authsvc.api.oauth_params import FORM_TYPE, parse_form
 from authsvc.errors import AuthError, OAuthInvalidRequest
 
-PARAMS = frozenset(
-    {"id_token_hint", "client_id", "post_logout_redirect_uri", "state", "logout_hint", "ui_locales"}
-)
+# Section 2; logout_hint and ui_locales are optional and not used, so ignored like any other.
+PARAMS = frozenset({"id_token_hint", "client_id", "post_logout_redirect_uri", "state"})
 
 
 def page(title: str, message: str, status: int) -> HTMLResponse:
