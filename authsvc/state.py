@@ -13,6 +13,7 @@ from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
 from authsvc.services.clients import ClientService
+from authsvc.services.end_session import EndSessionService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
@@ -21,6 +22,7 @@ from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.refresh import RefreshService
 from authsvc.services.sessions import SessionService
+from authsvc.services.userinfo import UserInfoService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
 
@@ -42,6 +44,8 @@ class AppState:
     clients: ClientService
     oauth: OAuthService
     sessions: SessionService
+    userinfo: UserInfoService
+    end_session: EndSessionService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -71,6 +75,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     checker = AccessService(database, issuer)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
+    logout = LogoutService(settings, checker, issuer)
     return AppState(
         settings=settings,
         clock=clock,
@@ -82,11 +87,13 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         login=login,
         refresh=refresher,
         access=checker,
-        logout=LogoutService(settings, checker, issuer),
+        logout=logout,
         users=users,
         clients=clients,
         oauth=OAuthService(settings, clients, issuer, login, refresher, checker),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
+        userinfo=UserInfoService(checker),
+        end_session=EndSessionService(settings, issuer, logout),
     )
 
 

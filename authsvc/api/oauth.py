@@ -157,17 +157,19 @@ def _json(body: dict[str, Any]) -> JSONResponse:
 async def token(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
 ) -> JSONResponse:
-    """RFC 6749 section 4.3 (password) and section 6 (refresh_token)."""
+    """RFC 6749 section 4.3 (password), section 4.4 (client_credentials) and section 6
+    (refresh_token)."""
     pair = await state.oauth.token(db, creds, form, ctx)
-    return _json(
-        {
-            "access_token": pair.access_token,
-            "token_type": "Bearer",
-            "expires_in": pair.expires_in,
-            "refresh_token": pair.refresh_token,
-            "scope": pair.scope,
-        }
-    )
+    body: dict[str, Any] = {
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+        "scope": pair.scope,
+    }
+    if not pair.has_refresh_token:
+        del body["refresh_token"]  # client credentials: none (RFC 6749 section 4.4.3)
+    return _json(body)
 
 
 @router.post(

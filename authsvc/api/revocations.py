@@ -1,7 +1,8 @@
 """GET /auth/revocations: the revocation feed resource servers poll (see services.revocations).
 
-Public on purpose: it holds only random ids (128-bit jtis, random session UUIDs) and expiry
-times, which grant nothing (docs/resource-servers.md, "The revocation feed").
+Public on purpose: it holds only random ids (128-bit jtis, random session UUIDs, the ids of
+deleted clients, which are not secrets either: RFC 6749 section 2.2) and expiry times, which
+grant nothing (docs/resource-servers.md, "The revocation feed").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from authsvc.errors import InvalidToken
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import TokenIssuer
-from authsvc.store.access import access_user_in_session, access_values
+from authsvc.store.access import access_user_in_session, access_values, client_token_allowed
 from authsvc.store.db import Database
 
 
@@ -45,6 +45,10 @@ class AccessService:
 
         On PostgreSQL, unless the request's transaction has begun, on the fast lane: no
         transaction, one round trip."""
+        if is_client_token(claims):
+            # A client's own token (client credentials) speaks for no user: refused here like
+            # any other token that names no live session of an active user.
+            raise InvalidToken()
         try:
             sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
         except ValueError as exc:
@@ -58,3 +62,18 @@ class AccessService:
         if found is None:
             raise InvalidToken()
         return Principal(found.id, found.username, found.roles, claims)
+
+    async def client(self, db: AsyncSession, claims: AccessClaims) -> str:
+        """The client a client's own token (client credentials) speaks for, while that client
+        is registered and the jti is not denied; InvalidToken otherwise."""
+        if not is_client_token(claims) or not await client_token_allowed(
+            db, claims.client_id, claims.jti
+        ):
+            raise InvalidToken()
+        return claims.client_id
+
+
+def is_client_token(claims: AccessClaims) -> bool:
+    """RFC 9068 section 2.2: a token a client obtained for itself has the client as `sub`.
+    User ids are UUIDs and client ids are not, so no user token looks like this."""
+    return claims.sub == claims.client_id

@@ -26,6 +26,7 @@ from authsvc.errors import Conflict, InvalidClient, InvalidScope, NotFound, Unau
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository
+from authsvc.store.revocations import SID, RevocationEventRepository
 
 ClientType = Literal["public", "confidential"]
 # What a client may be registered for. RFC 9700 section 2.4: the password grant MUST NOT be
@@ -122,15 +123,23 @@ class ClientService:
     async def delete(self, db: AsyncSession, client_id: str, now: datetime) -> int:
         """Delete a client and revoke its sessions; returns how many sessions were revoked."""
         repo = ClientRepository(db)
+        valid_until = now + self.settings.access_token_horizon
         # Through SessionRepository.revoke, so the revocation feed hears of it too.
         revoked = await SessionRepository(db).revoke(
             await repo.live_session_ids(client_id),
             now,
             "client_deleted",
-            tokens_valid_until=now + self.settings.access_token_horizon,
+            tokens_valid_until=valid_until,
         )
-        if not await repo.delete(client_id):
+        client = await repo.get(client_id)
+        if client is None or not await repo.delete(client_id):
             raise NotFound("No such client.")
+        if "client_credentials" in (client.grant_types or []):
+            # Its own tokens carry the client id as `sid` (TokenIssuer.sign_for_client):
+            # resource servers following the feed refuse them from now on.
+            feed = RevocationEventRepository(db)
+            await feed.lock()
+            await feed.append(SID, [client_id], valid_until, now)
         return revoked
 
     async def authenticate(

@@ -29,6 +29,8 @@ class Grant:
 
 
 FIRST_PARTY = Grant(client_id=None, audience=None, scope=None)
+# The session_id of a TokenPair that belongs to no session (a client's own token).
+NO_SESSION = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class TokenPair:
     refresh_expires_in: int
     session_id: uuid.UUID
     scope: str = ""
+
+    @property
+    def has_refresh_token(self) -> bool:
+        """False for a grant that issues no refresh token (client credentials, RFC 6749
+        section 4.4.3): refresh_token is then empty and session_id is NO_SESSION."""
+        return bool(self.refresh_token)
 
 
 class TokenIssuer:
@@ -94,6 +102,32 @@ class TokenIssuer:
             refresh_token=refresh_token,
             refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
             session_id=session_id,
+            scope=scope,
+        )
+
+    def sign_for_client(
+        self, ring: KeyRing, client_id: str, audience: str, scope: str, now: datetime
+    ) -> TokenPair:
+        """A client's own access token (client credentials): `sub` and `client_id` are the
+        client (RFC 9068 section 2.2), no roles, no refresh token. `sid` is the client id too:
+        the one handle that revokes all of a client's own tokens at once (ClientService.delete
+        puts it on the revocation feed), since there is no session row to revoke."""
+        access_token, _ = self.access.issue(
+            ring,
+            now,
+            subject=client_id,
+            session_id=client_id,
+            roles=[],
+            scope=scope,
+            client_id=client_id,
+            audience=audience,
+        )
+        return TokenPair(
+            access_token=access_token,
+            expires_in=self.access.ttl,
+            refresh_token="",
+            refresh_expires_in=0,
+            session_id=NO_SESSION,
             scope=scope,
         )
 

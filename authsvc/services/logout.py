@@ -83,11 +83,31 @@ class LogoutService:
         else:
             live = await sessions.live_ids_for_user(user_id, now)
             targets = [s for s in live if scope == "global" or s != session_id]
-        revoked = await sessions.revoke(
-            targets,
-            now,
-            f"logout_{scope}",
-            tokens_valid_until=now + self.settings.access_token_horizon,
+        await self.revoke(db, ctx, user_id, session_id, targets, f"logout_{scope}", scope)
+        if claims is not None and scope != "others":
+            await DenylistRepository(db).add(
+                claims.jti,
+                session_id,
+                datetime.fromtimestamp(claims.expires_at, tz=now.tzinfo),
+                now,
+            )
+
+    async def revoke(
+        self,
+        db: AsyncSession,
+        ctx: RequestContext,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        targets: list[uuid.UUID],
+        reason: str,
+        scope: LogoutScope,
+        details: dict[str, str] | None = None,
+    ) -> int:
+        """Revoke a user's sessions `targets` on their behalf (through SessionRepository.revoke,
+        so the revocation feed hears of it) and audit it as a logout from `session_id`."""
+        now = ctx.now
+        revoked = await SessionRepository(db).revoke(
+            targets, now, reason, tokens_valid_until=now + self.settings.access_token_horizon
         )
         await audit.record(
             db,
@@ -97,13 +117,7 @@ class LogoutService:
                 user_id,
                 session_id=session_id,
                 ip=ctx.ip,
-                details={"scope": scope, "sessions_revoked": revoked},
+                details={"scope": scope, "sessions_revoked": revoked, **(details or {})},
             ),
         )
-        if claims is not None and scope != "others":
-            await DenylistRepository(db).add(
-                claims.jti,
-                session_id,
-                datetime.fromtimestamp(claims.expires_at, tz=now.tzinfo),
-                now,
-            )
+        return revoked

@@ -19,12 +19,14 @@ from authsvc.errors import (
 )
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
-from authsvc.services.access import AccessService
+from authsvc.services.access import AccessService, is_client_token
 from authsvc.services.clients import ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
+from authsvc.services.grants.client_credentials import ClientCredentialsGrant
 from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
 from authsvc.services.login import LoginService
 from authsvc.services.refresh import RefreshService
+from authsvc.services.userinfo import USERINFO_CLAIMS
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient, RefreshToken, Session, User
 from authsvc.store.repositories import (
@@ -35,6 +37,21 @@ from authsvc.store.repositories import (
 from authsvc.store.rotation import live_token_in_session
 
 MAX_PARAM = 16384  # generous: longer tokens are simply not ours
+# What ID tokens and UserInfo may carry (OpenID Connect Discovery 1.0 section 3).
+CLAIMS_SUPPORTED = (
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "azp",
+    "amr",
+    "sid",
+    *USERINFO_CLAIMS[1:],  # sub is listed already
+)
 GrantHandler = Callable[
     [AsyncSession, OAuthClient, Mapping[str, str], RequestContext], Awaitable[TokenPair]
 ]
@@ -78,7 +95,11 @@ class OAuthService:
     def _grants(self) -> dict[str, GrantHandler]:
         """The grants /oauth/token answers, one handler each (a client may be registered for
         others that it cannot use yet)."""
-        return {"password": self._password, "refresh_token": self._refresh}
+        return {
+            "password": self._password,
+            "refresh_token": self._refresh,
+            "client_credentials": ClientCredentialsGrant(self.clients, self.issuer),
+        }
 
     async def _password(
         self,
@@ -196,6 +217,8 @@ class OAuthService:
             caller.audience is None or caller.audience != audience
         ):
             return inactive
+        if is_client_token(claims):
+            return await self._describe_client_token(db, claims, audience)
         try:
             principal = await self.access.principal(db, claims, now)
         except InvalidToken:
@@ -215,35 +238,65 @@ class OAuthService:
             "sid": claims.sid,
         }
 
+    async def _describe_client_token(
+        self, db: AsyncSession, claims: AccessClaims, audience: str
+    ) -> dict[str, Any]:
+        """A client's own token (client credentials): active while the client is registered
+        and the jti is not denied; it names no user and no session."""
+        try:
+            client_id = await self.access.client(db, claims)
+        except InvalidToken:
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iss": self.settings.issuer,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+        }
+
     # -- GET /.well-known/oauth-authorization-server -----------------------------------------
 
-    def metadata(self, *, openid: bool = False) -> dict[str, Any]:
-        """RFC 8414 section 2. There is no authorization endpoint (no redirect-based grants), so
-        response_types_supported is honestly empty."""
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 section 2 and OpenID Connect Discovery 1.0 section 3: one document, served
+        at both well-known paths, saying only what the server does."""
         base = self.settings.issuer
         auth_methods = ["client_secret_basic", "client_secret_post", "none"]
-        doc: dict[str, Any] = {
+        return {
             "issuer": base,
+            "authorization_endpoint": f"{base}/oauth/authorize",
             "token_endpoint": f"{base}/oauth/token",
+            "userinfo_endpoint": f"{base}/oauth/userinfo",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "revocation_endpoint": f"{base}/oauth/revoke",
             "introspection_endpoint": f"{base}/oauth/introspect",
+            "end_session_endpoint": f"{base}/oauth/logout",
             "grant_types_supported": list(self._grants()),
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
             "scopes_supported": sorted(self.clients.offered_scopes()),
+            "subject_types_supported": ["public"],
+            "claims_supported": list(CLAIMS_SUPPORTED),
+            "id_token_signing_alg_values_supported": [ALGORITHM],
+            "access_token_signing_alg_values_supported": [ALGORITHM],  # RFC 9068 JWTs
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods[:2],
-            # Access tokens are RS256 JWTs (RFC 9068); no ID tokens are issued.
-            "access_token_signing_alg_values_supported": [ALGORITHM],
+            # RFC 9207: the authorization response carries `iss`.
+            "authorization_response_iss_parameter_supported": True,
+            # RFC 9449 section 5.1.
+            "dpop_signing_alg_values_supported": ["ES256", "RS256"],
+            # Discovery section 3 defaults this one to true: say that there is no request_uri.
+            "request_uri_parameter_supported": False,
+            "request_parameter_supported": False,
+            "claims_parameter_supported": False,
         }
-        if openid:
-            doc.update(
-                subject_types_supported=["public"],
-                id_token_signing_alg_values_supported=[ALGORITHM],
-                claims_supported=["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"],
-            )
-        return doc
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.store.models import DeniedAccessToken, Session, User
+from authsvc.store.models import DeniedAccessToken, OAuthClient, Session, User
 from authsvc.store.rules import CompiledStatement, for_asyncpg, session_live
 
 _sessions: Table = Session.__table__  # type: ignore[assignment]
 _users: Table = User.__table__  # type: ignore[assignment]
 _denied: Table = DeniedAccessToken.__table__  # type: ignore[assignment]
+_clients: Table = OAuthClient.__table__  # type: ignore[assignment]
 
 _SESSION_ID = bindparam("ac_session_id", type_=_sessions.c.id.type)
 _USER_ID = bindparam("ac_user_id", type_=_users.c.id.type)
@@ -41,8 +42,13 @@ def access_allowed() -> list[ColumnElement[bool]]:
         *session_live(_NOW),
         _users.c.id == _sessions.c.user_id,
         _users.c.is_active.is_(True),
-        ~exists().where(_denied.c.jti == _JTI),
+        jti_not_denied(),
     ]
+
+
+def jti_not_denied() -> ColumnElement[bool]:
+    """jti `ac_jti` is not on the denylist: part of every access rule."""
+    return ~exists().where(_denied.c.jti == _JTI)
 
 
 @functools.cache
@@ -79,3 +85,21 @@ async def access_user_in_session(db: AsyncSession, values: dict[str, Any]) -> Ac
     connection = await db.connection()
     row = (await connection.execute(access_statement(), values)).first()
     return None if row is None else access_user(row)
+
+
+# -- a client's own token (client credentials, RFC 6749 section 4.4) -------------------------
+
+_CLIENT_ID = bindparam("ac_client_id", type_=_clients.c.client_id.type)
+
+
+@functools.cache
+def client_access_statement() -> Select[Any]:
+    """A client's own access token speaks for no user and has no session: it stands while the
+    client `ac_client_id` is registered and jti `ac_jti` is not denied."""
+    return select(_clients.c.client_id).where(_clients.c.client_id == _CLIENT_ID, jti_not_denied())
+
+
+async def client_token_allowed(db: AsyncSession, client_id: str, jti: str) -> bool:
+    connection = await db.connection()
+    values = {"ac_client_id": client_id, "ac_jti": jti}
+    return (await connection.execute(client_access_statement(), values)).first() is not None

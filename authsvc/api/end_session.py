@@ -1,0 +1,102 @@
+"""/oauth/logout: the end_session_endpoint of OpenID Connect RP-Initiated Logout 1.0.
+
+A browser comes here (GET with query parameters, or POST with a form, section 2) and leaves with
+a redirect to the client's registered post_logout_redirect_uri, or a plain "signed out" page.
+Errors are pages too, never redirects: a request that cannot be honoured must not send the user
+anywhere it names (section 3).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+
+from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.oauth_params import FORM_TYPE, parse_form
+from authsvc.errors import AuthError, OAuthInvalidRequest
+
+# Section 2; logout_hint and ui_locales are optional and not used, so ignored like any other.
+PARAMS = frozenset({"id_token_hint", "client_id", "post_logout_redirect_uri", "state"})
+
+
+def page(title: str, message: str, status: int) -> HTMLResponse:
+    """A plain page that works without scripts or styles (the server's CSP allows none)."""
+    body = (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head>\n"
+        f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></main></body>"
+        "</html>\n"
+    )
+    return HTMLResponse(body, status_code=status)
+
+
+class EndSessionRoute(APIRoute):
+    """Renders every error of the endpoint as a page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                return _error(OAuthInvalidRequest())
+            except AuthError as exc:
+                return _error(exc)
+
+        return page_handler
+
+
+def _error(exc: AuthError) -> Response:
+    response = page("Sign-out failed", exc.message, exc.status)
+    response.headers.update(exc.headers)
+    return response
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Query parameters (GET) or the form body (POST), by the rules of every /oauth endpoint
+    (api/oauth_params.py): known ones once, unknown ones ignored, empty ones omitted."""
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "")
+        return parse_form(await request.body(), content_type, PARAMS)
+    return parse_form(request.scope.get("query_string", b""), FORM_TYPE, PARAMS)
+
+
+Params = Annotated[dict[str, str], Depends(_params)]
+
+router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=EndSessionRoute)
+
+
+async def end_session(state: State, db: WriteDB, ctx: Context, params: Params) -> Response:
+    """`id_token_hint` (required), optional `client_id`, `post_logout_redirect_uri` (one of
+    the client's registered redirect URIs) and `state`. 303 to that URI, or 200 page."""
+    target = await state.end_session.end_session(db, params, ctx)
+    if target is None:
+        return page("Signed out", "You are signed out.", 200)
+    return RedirectResponse(target, status_code=303)
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "Signed out"},
+    303: {"description": "Redirect to the post_logout_redirect_uri"},
+    400: {"content": {"text/html": {}}, "description": "The request cannot be honoured"},
+}
+router.add_api_route(
+    "/logout", end_session, methods=["GET"], response_class=HTMLResponse, responses=_RESPONSES
+)
+router.add_api_route(
+    "/logout",
+    end_session,
+    methods=["POST"],
+    response_class=HTMLResponse,
+    responses=_RESPONSES,
+    name="end_session_post",
+)
