@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         finally:
             await housekeeper.stop()
             await state.limiter.close()
+            await state.dpop.close()
             await state.database.dispose()
 
     app = FastAPI(

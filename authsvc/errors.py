@@ -69,6 +69,36 @@ class InvalidToken(AuthError):
         super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
+# RFC 9449 section 7.1: the algorithms a DPoP challenge names (authsvc.jose.dpop.ALGORITHMS).
+DPOP_ALGS = "ES256 RS256"
+
+
+class InvalidDPoPToken(InvalidToken):
+    """RFC 9449 section 7.1: an access token refused at a resource endpoint where DPoP is in
+    play (a DPoP-bound token sent as Bearer, a token not bound to the proof's key); the
+    challenge is DPoP's."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = f'DPoP error="{self.code}", algs="{DPOP_ALGS}"'
+
+
+class ResourceDPoPProofRefused(InvalidDPoPToken):
+    """RFC 9449 section 7.1: the DPoP proof sent with an access token is refused."""
+
+    code = "invalid_dpop_proof"
+    default_message = "The DPoP proof is invalid."
+
+
+class InvalidDPoPProof(AuthError):
+    """RFC 9449 section 5: the DPoP proof sent to an endpoint that issues tokens is refused
+    (400 invalid_dpop_proof; in the RFC 6749 shape on /oauth)."""
+
+    code = "invalid_dpop_proof"
+    status = 400
+    default_message = "The DPoP proof is invalid."
+
+
 class InsufficientScope(AuthError):
     code = "insufficient_scope"
     status = 403

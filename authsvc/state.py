@@ -13,6 +13,7 @@ from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
 from authsvc.services.clients import ClientService
+from authsvc.services.dpop import DPoPService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
@@ -42,6 +43,7 @@ class AppState:
     clients: ClientService
     oauth: OAuthService
     sessions: SessionService
+    dpop: DPoPService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -68,7 +70,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     issuer = TokenIssuer(settings, keys, access, refresh)
     login = LoginService(settings, database, passwords, issuer, limiter, metrics)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
-    checker = AccessService(database, issuer)
+    dpop = DPoPService(settings)
+    checker = AccessService(database, issuer, dpop)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     return AppState(
@@ -87,6 +90,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         clients=clients,
         oauth=OAuthService(settings, clients, issuer, login, refresher, checker),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
+        dpop=dpop,
     )
 
 

@@ -91,7 +91,13 @@ class OAuthService:
         username = _required(params, "username")
         password = _required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
-        grant = Grant(client.client_id, self.clients.audience_for(client), scope)
+        grant = Grant(
+            client.client_id,
+            self.clients.audience_for(client),
+            scope,
+            jkt=ctx.dpop_jkt,
+            bind_session=not client.is_confidential,
+        )
         return await self.login.login(db, username, password, ctx, grant)
 
     async def _refresh(
@@ -104,7 +110,10 @@ class OAuthService:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
         grant = Grant(
-            client.client_id, self.clients.audience_for(client), _normal_scope(params.get("scope"))
+            client.client_id,
+            self.clients.audience_for(client),
+            _normal_scope(params.get("scope")),
+            jkt=ctx.dpop_jkt,
         )
         return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
