@@ -31,6 +31,7 @@ PAGES = [
     "docs/tokens.md",
     "docs/oauth-clients.md",
     "docs/resource-servers.md",
+    "docs/dpop.md",
 ]
 MARKER = "<!-- docs-test: run -->"
 DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"

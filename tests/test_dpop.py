@@ -480,3 +480,8 @@ async def test_redis_down_falls_back_to_process_memory(tmp_path: Any) -> None:
         assert not await service.cache.first_use("jti", 5, 1)
     finally:
         await service.close()
+
+
+async def test_metadata_lists_the_proof_algorithms(harness: Harness) -> None:
+    doc = (await harness.client.get("/.well-known/oauth-authorization-server")).json()
+    assert doc["dpop_signing_alg_values_supported"] == ["ES256", "RS256"]

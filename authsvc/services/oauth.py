@@ -17,6 +17,7 @@ from authsvc.errors import (
     OAuthInvalidRequest,
     UnsupportedGrantType,
 )
+from authsvc.jose.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
 from authsvc.services.access import AccessService
@@ -245,6 +246,8 @@ class OAuthService:
             "introspection_endpoint_auth_methods_supported": auth_methods[:2],
             # Access tokens are RS256 JWTs (RFC 9068); no ID tokens are issued.
             "access_token_signing_alg_values_supported": [ALGORITHM],
+            # RFC 9449 section 5.1: the DPoP proof algorithms the token endpoint accepts.
+            "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         }
         if openid:
             doc.update(
