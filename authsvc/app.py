@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             allow_headers=[
                 "Authorization",
                 "Content-Type",
+                # RFC 9449: a browser client sends its proof in this header.
+                "DPoP",
                 "X-Authsvc-CSRF",
                 "X-Authsvc-Token-Transport",
             ],

@@ -23,7 +23,7 @@ from authsvc.jose.dpop import (
 from authsvc.services.dpop import DPoPService
 from tests.conftest import PASSWORD, Harness
 from tests.dpop_keys import ProofKey
-from tests.test_oauth import make_client
+from tests.test_oauth import basic, make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -485,3 +485,26 @@ async def test_redis_down_falls_back_to_process_memory(tmp_path: Any) -> None:
 async def test_metadata_lists_the_proof_algorithms(harness: Harness) -> None:
     doc = (await harness.client.get("/.well-known/oauth-authorization-server")).json()
     assert doc["dpop_signing_alg_values_supported"] == ["ES256", "RS256"]
+
+
+async def test_introspection_shows_the_key_binding(harness: Harness) -> None:
+    """RFC 9449 section 6.2: token_type DPoP and cnf.jkt."""
+    await harness.create_user()
+    client_id, secret = await make_client(harness, confidential=True)
+    assert secret is not None
+    key = ProofKey()
+    issued = await harness.client.post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+        headers={**basic(client_id, secret), "DPoP": key.proof("POST", ISSUER + "/oauth/token")},
+    )
+    assert issued.status_code == 200, issued.text
+    described = await harness.client.post(
+        "/oauth/introspect",
+        data={"token": issued.json()["access_token"]},
+        headers=basic(client_id, secret),
+    )
+    body = described.json()
+    assert body["active"] is True
+    assert body["token_type"] == "DPoP"
+    assert body["cnf"] == {"jkt": key.jkt}

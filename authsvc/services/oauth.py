@@ -210,9 +210,12 @@ class OAuthService:
             principal = await self.access.principal(db, claims, now)
         except InvalidToken:
             return inactive
+        bound = {} if claims.jkt is None else {"cnf": {"jkt": claims.jkt}}
         return {
             "active": True,
-            "token_type": "Bearer",
+            # RFC 9449 section 6.2: a bound token's type and key confirmation.
+            "token_type": "Bearer" if claims.jkt is None else "DPoP",
+            **bound,
             "scope": claims.scope,
             "client_id": claims.client_id,
             "username": principal.username,
