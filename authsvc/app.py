@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "X-Authsvc-CSRF",
                 "X-Authsvc-Token-Transport",
             ],
+            # RFC 9449 section 8: the nonce a client must put in its next proof.
+            expose_headers=["DPoP-Nonce"],
             max_age=600,
         )
     app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)

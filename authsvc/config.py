@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     dpop_proof_max_age_seconds: int = Field(60, ge=1, le=3600)
     dpop_replay_key_prefix: str = "authsvc:dpop:"
     dpop_replay_cache_size: int = Field(100_000, ge=100)
+    # RFC 9449 sections 8 and 9: require proofs to carry a nonce the server hands out.
+    dpop_nonce: bool = False
 
     # Observability and housekeeping (docs/operations.md).
     log_format: Literal["json", "text"] | None = None

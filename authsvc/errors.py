@@ -99,6 +99,28 @@ class InvalidDPoPProof(AuthError):
     default_message = "The DPoP proof is invalid."
 
 
+class UseDPoPNonce(InvalidDPoPProof):
+    """RFC 9449 section 8: the token endpoint wants a proof with the server's nonce, which the
+    DPoP-Nonce header carries."""
+
+    code = "use_dpop_nonce"
+    default_message = "Send a DPoP proof with the nonce in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str):
+        super().__init__(headers={"DPoP-Nonce": nonce})
+
+
+class ResourceUseDPoPNonce(ResourceDPoPProofRefused):
+    """RFC 9449 section 9: a resource endpoint wants a proof with the server's nonce."""
+
+    code = "use_dpop_nonce"
+    default_message = "Send a DPoP proof with the nonce in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str):
+        super().__init__()
+        self.headers["DPoP-Nonce"] = nonce
+
+
 class InsufficientScope(AuthError):
     code = "insufficient_scope"
     status = 403

@@ -148,3 +148,9 @@ def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, s
     assert '"username":"alice"' in readme and '"roles":["admin"]' in readme
     assert readme.rstrip().endswith("204\n401")
     assert "Verdict: VALID" in outputs["docs/resource-servers.md"]
+    assert outputs["docs/dpop.md"].splitlines() == [
+        "DPoP",
+        "200 alice",
+        '401 DPoP error="invalid_token", algs="ES256 RS256"',
+        "200 DPoP",
+    ]

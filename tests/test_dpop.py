@@ -463,7 +463,7 @@ async def test_replay_cache_is_shared_through_redis(tmp_path: Any) -> None:
     settings = Settings(
         data_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0", dpop_replay_key_prefix=prefix
     )
-    one, two = DPoPService(settings), DPoPService(settings)
+    one, two = DPoPService(settings, b"k"), DPoPService(settings, b"k")
     try:
         assert await one.cache.first_use("jti", 5, 0)
         assert not await two.cache.first_use("jti", 5, 0)
@@ -474,7 +474,7 @@ async def test_replay_cache_is_shared_through_redis(tmp_path: Any) -> None:
 
 async def test_redis_down_falls_back_to_process_memory(tmp_path: Any) -> None:
     settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
-    service = DPoPService(settings)
+    service = DPoPService(settings, b"k")
     try:
         assert await service.cache.first_use("jti", 5, 0)
         assert not await service.cache.first_use("jti", 5, 1)
@@ -508,3 +508,34 @@ async def test_introspection_shows_the_key_binding(harness: Harness) -> None:
     assert body["active"] is True
     assert body["token_type"] == "DPoP"
     assert body["cnf"] == {"jkt": key.jkt}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"dpop_nonce": True}])
+async def test_server_nonce_is_required_when_enabled(harness: Harness) -> None:
+    """RFC 9449 sections 8 and 9: use_dpop_nonce with the nonce in DPoP-Nonce, then accepted."""
+    await harness.create_user()
+    key = ProofKey()
+    login = {"username": "alice", "password": PASSWORD}
+    url = ISSUER + "/auth/login"
+    first = await harness.client.post(
+        "/auth/login", json=login, headers={"DPoP": key.proof("POST", url)}
+    )
+    assert first.status_code == 400
+    assert first.json()["error"] == "use_dpop_nonce"
+    nonce = first.headers["dpop-nonce"]
+    stale = key.proof("POST", url, nonce="not-the-nonce")
+    assert (
+        await harness.client.post("/auth/login", json=login, headers={"DPoP": stale})
+    ).status_code == 400
+    ok = await harness.client.post(
+        "/auth/login", json=login, headers={"DPoP": key.proof("POST", url, nonce=nonce)}
+    )
+    assert ok.status_code == 200, ok.text
+    token = ok.json()["access_token"]
+
+    refused = await me(harness, token, key.proof("GET", ME, access_token=token))
+    assert_dpop_challenge(refused, "use_dpop_nonce")
+    nonce = refused.headers["dpop-nonce"]
+    assert (
+        await me(harness, token, key.proof("GET", ME, access_token=token, nonce=nonce))
+    ).status_code == 200

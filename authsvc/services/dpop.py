@@ -10,13 +10,20 @@ process during the outage is not caught (docs/dpop.md).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 from datetime import datetime
 from typing import Any, Protocol
 
 from authsvc.config import Settings
-from authsvc.errors import InvalidDPoPProof, ResourceDPoPProofRefused
+from authsvc.errors import (
+    InvalidDPoPProof,
+    ResourceDPoPProofRefused,
+    ResourceUseDPoPNonce,
+    UseDPoPNonce,
+)
 from authsvc.jose.dpop import (
     InvalidProof,
     MemoryReplayCache,
@@ -25,6 +32,7 @@ from authsvc.jose.dpop import (
     replay_ttl,
     verify_proof,
 )
+from authsvc.jose.jws import b64url_encode
 from authsvc.services.context import DPoPRequest
 
 log = logging.getLogger("authsvc.dpop")
@@ -65,9 +73,16 @@ class RedisReplayCache:
         await self.redis.aclose()
 
 
+class _NonceMissing(Exception):
+    pass
+
+
 class DPoPService:
-    def __init__(self, settings: Settings, cache: ReplayCache | None = None) -> None:
+    def __init__(
+        self, settings: Settings, nonce_key: bytes, cache: ReplayCache | None = None
+    ) -> None:
         self.settings = settings
+        self.nonce_key = nonce_key
         self.max_age = float(settings.dpop_proof_max_age_seconds)
         self.leeway = float(settings.token_leeway_seconds)
         memory = MemoryReplayCache(settings.dpop_replay_cache_size)
@@ -82,6 +97,8 @@ class DPoPService:
             return None
         try:
             return (await self._check(request, now, None)).jkt
+        except _NonceMissing:
+            raise UseDPoPNonce(self.nonce(now)) from None
         except InvalidProof as exc:
             log.debug("DPoP proof refused: %s", exc.reason)
             raise InvalidDPoPProof() from None
@@ -91,6 +108,8 @@ class DPoPService:
         `ath` included); ResourceDPoPProofRefused (401) for a bad or replayed proof."""
         try:
             return (await self._check(request, now, access_token)).jkt
+        except _NonceMissing:
+            raise ResourceUseDPoPNonce(self.nonce(now)) from None
         except InvalidProof as exc:
             log.debug("DPoP proof refused: %s", exc.reason)
             raise ResourceDPoPProofRefused() from None
@@ -106,12 +125,29 @@ class DPoPService:
             leeway=self.leeway,
             access_token=access_token,
         )
+        if self.settings.dpop_nonce and proof.nonce not in self._nonces(at):
+            raise _NonceMissing()
         # RFC 9449 section 11.1: a jti seen before within the window is a replay.
         if not await self.cache.first_use(
             replay_key(proof), replay_ttl(self.max_age, self.leeway), at
         ):
             raise InvalidProof("jti replayed")
         return proof
+
+    def nonce(self, now: datetime) -> str:
+        """The server's current DPoP nonce (RFC 9449 section 8): unpredictable, the same in
+        every process (derived from the key-encryption key), a new one every proof lifetime."""
+        return self._nonce(int(now.timestamp() // self.max_age))
+
+    def _nonces(self, at: float) -> tuple[str, str]:
+        # The current nonce and the one before, so a nonce handed out just before a change
+        # still works for one proof lifetime.
+        period = int(at // self.max_age)
+        return self._nonce(period), self._nonce(period - 1)
+
+    def _nonce(self, period: int) -> str:
+        mac = hmac.new(self.nonce_key, str(period).encode(), hashlib.sha256).digest()
+        return b64url_encode(mac[:18])
 
     async def close(self) -> None:
         if isinstance(self.cache, RedisReplayCache):
