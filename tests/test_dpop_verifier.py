@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
@@ -176,3 +177,23 @@ async def test_replay_cache_is_pluggable(harness: Harness) -> None:
         assert (await call(dependency_app(one), token, proof)).status_code == 200
         assert_refused(await call(dependency_app(two), token, proof), "invalid_dpop_proof")
     assert len(shared.keys) == 1
+
+
+async def test_malformed_cnf_is_refused_by_verifier_and_server(harness: Harness) -> None:
+    """A `cnf` that is not a jkt confirmation is not a token we issued: refused, not ignored."""
+    await harness.create_user()
+    good = (await harness.login())["access_token"]
+    claims = jwt.decode(good, options={"verify_signature": False})
+    key = harness.state.keys.ring.signing_key(harness.clock.now())
+    assert key is not None
+    for cnf in ({"jkt": 5}, {"x5t#S256": "abc"}, "jkt"):
+        token = jwt.encode(
+            {**claims, "cnf": cnf},
+            key.private,
+            algorithm="RS256",
+            headers={"kid": key.kid, "typ": "at+jwt"},
+        )
+        assert (await harness.me(token)).status_code == 401
+        async with await verifier_for(harness) as verifier:
+            response = await call(dependency_app(verifier), token, None, scheme="Bearer")
+            assert response.status_code == 401
