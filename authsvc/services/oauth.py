@@ -92,14 +92,19 @@ class OAuthService:
         username = _required(params, "username")
         password = _required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
-        grant = Grant(
+        return await self.login.login(db, username, password, ctx, self.grant(client, scope, ctx))
+
+    def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
+        """What a grant's tokens carry for `client`: its audience, the scope, and the request's
+        DPoP key (RFC 9449 section 5: the access token is bound to it, and a public client's
+        new session too). Every grant handler builds its Grant here."""
+        return Grant(
             client.client_id,
             self.clients.audience_for(client),
             scope,
             jkt=ctx.dpop_jkt,
             bind_session=not client.is_confidential,
         )
-        return await self.login.login(db, username, password, ctx, grant)
 
     async def _refresh(
         self,
@@ -110,12 +115,7 @@ class OAuthService:
     ) -> TokenPair:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
-        grant = Grant(
-            client.client_id,
-            self.clients.audience_for(client),
-            _normal_scope(params.get("scope")),
-            jkt=ctx.dpop_jkt,
-        )
+        grant = self.grant(client, _normal_scope(params.get("scope")), ctx)
         return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
