@@ -539,3 +539,21 @@ async def test_server_nonce_is_required_when_enabled(harness: Harness) -> None:
     assert (
         await me(harness, token, key.proof("GET", ME, access_token=token, nonce=nonce))
     ).status_code == 200
+
+
+async def test_revoked_bound_token_gets_the_dpop_challenge(harness: Harness) -> None:
+    await harness.create_user()
+    key = ProofKey()
+    token = (await dpop_login(harness, key))["access_token"]
+    logout = await harness.client.post(
+        "/auth/logout",
+        json={},
+        headers={
+            "Authorization": f"DPoP {token}",
+            "DPoP": key.proof("POST", ISSUER + "/auth/logout", access_token=token),
+        },
+    )
+    assert logout.status_code == 204, logout.text
+    assert_dpop_challenge(
+        await me(harness, token, key.proof("GET", ME, access_token=token)), "invalid_token"
+    )

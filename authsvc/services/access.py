@@ -56,9 +56,17 @@ class AccessService:
         credential = (
             presented if isinstance(presented, AccessCredential) else AccessCredential(presented)
         )
-        claims = await self.issuer.verify(db, credential.token, now)
-        await self.sender_check(credential, claims, now)
-        return await self.principal(db, claims, now)
+        try:
+            claims = await self.issuer.verify(db, credential.token, now)
+            await self.sender_check(credential, claims, now)
+            return await self.principal(db, claims, now)
+        except InvalidDPoPToken:
+            raise
+        except InvalidToken:
+            if credential.scheme != DPOP:
+                raise
+            # RFC 9449 section 7.1: a request under the DPoP scheme gets DPoP's challenge.
+            raise InvalidDPoPToken() from None
 
     async def me(self, db: AsyncSession, token: Presented, ctx: RequestContext) -> Principal:
         return await self.authenticate(db, token, ctx.now)
