@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         finally:
             await housekeeper.stop()
             await state.limiter.close()
+            await state.dpop.close()
             await state.database.dispose()
 
     app = FastAPI(
@@ -118,9 +119,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             allow_headers=[
                 "Authorization",
                 "Content-Type",
+                # RFC 9449: a browser client sends its proof in this header.
+                "DPoP",
                 "X-Authsvc-CSRF",
                 "X-Authsvc-Token-Transport",
             ],
+            # RFC 9449 section 8: the nonce a client must put in its next proof.
+            expose_headers=["DPoP-Nonce"],
             max_age=600,
         )
     app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)

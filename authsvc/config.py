@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     max_connections: int = Field(1000, ge=1)
     max_connections_per_client: int = Field(100, ge=0)
 
+    # DPoP (RFC 9449, docs/dpop.md): how old a proof's iat may be, and where proof jtis are
+    # remembered (Redis when AUTHSVC_REDIS_URL is set, under this prefix; else this many per
+    # process).
+    dpop_proof_max_age_seconds: int = Field(60, ge=1, le=3600)
+    dpop_replay_key_prefix: str = "authsvc:dpop:"
+    dpop_replay_cache_size: int = Field(100_000, ge=100)
+    # RFC 9449 sections 8 and 9: require proofs to carry a nonce the server hands out.
+    dpop_nonce: bool = False
+
     # Observability and housekeeping (docs/operations.md).
     log_format: Literal["json", "text"] | None = None
     metrics_token: SecretStr | None = None

@@ -69,6 +69,58 @@ class InvalidToken(AuthError):
         super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
+# RFC 9449 section 7.1: the algorithms a DPoP challenge names (authsvc.jose.dpop.ALGORITHMS).
+DPOP_ALGS = "ES256 RS256"
+
+
+class InvalidDPoPToken(InvalidToken):
+    """RFC 9449 section 7.1: an access token refused at a resource endpoint where DPoP is in
+    play (a DPoP-bound token sent as Bearer, a token not bound to the proof's key); the
+    challenge is DPoP's."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = f'DPoP error="{self.code}", algs="{DPOP_ALGS}"'
+
+
+class ResourceDPoPProofRefused(InvalidDPoPToken):
+    """RFC 9449 section 7.1: the DPoP proof sent with an access token is refused."""
+
+    code = "invalid_dpop_proof"
+    default_message = "The DPoP proof is invalid."
+
+
+class InvalidDPoPProof(AuthError):
+    """RFC 9449 section 5: the DPoP proof sent to an endpoint that issues tokens is refused
+    (400 invalid_dpop_proof; in the RFC 6749 shape on /oauth)."""
+
+    code = "invalid_dpop_proof"
+    status = 400
+    default_message = "The DPoP proof is invalid."
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """RFC 9449 section 8: the token endpoint wants a proof with the server's nonce, which the
+    DPoP-Nonce header carries."""
+
+    code = "use_dpop_nonce"
+    default_message = "Send a DPoP proof with the nonce in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str):
+        super().__init__(headers={"DPoP-Nonce": nonce})
+
+
+class ResourceUseDPoPNonce(ResourceDPoPProofRefused):
+    """RFC 9449 section 9: a resource endpoint wants a proof with the server's nonce."""
+
+    code = "use_dpop_nonce"
+    default_message = "Send a DPoP proof with the nonce in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str):
+        super().__init__()
+        self.headers["DPoP-Nonce"] = nonce
+
+
 class InsufficientScope(AuthError):
     code = "insufficient_scope"
     status = 403

@@ -13,6 +13,7 @@ from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
 from authsvc.services.clients import ClientService
+from authsvc.services.dpop import DPoPService
 from authsvc.services.end_session import EndSessionService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
@@ -46,6 +47,7 @@ class AppState:
     sessions: SessionService
     userinfo: UserInfoService
     end_session: EndSessionService
+    dpop: DPoPService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -72,7 +74,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     issuer = TokenIssuer(settings, keys, access, refresh)
     login = LoginService(settings, database, passwords, issuer, limiter, metrics)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
-    checker = AccessService(database, issuer)
+    dpop = DPoPService(settings, secrets.dpop_nonce_key)
+    checker = AccessService(database, issuer, dpop)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     logout = LogoutService(settings, checker, issuer)
@@ -94,6 +97,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
         userinfo=UserInfoService(checker),
         end_session=EndSessionService(settings, issuer, logout),
+        dpop=dpop,
     )
 
 

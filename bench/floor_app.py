@@ -80,6 +80,7 @@ async def refresh(body: Body) -> JSONResponse:
             now,
             None,
             now + timedelta(seconds=settings.refresh_token_ttl),
+            None,
         )
         row = await connection.fetchrow(ROTATION.sql, *ROTATION.args(values))
     if row is None:

@@ -31,6 +31,7 @@ PAGES = [
     "docs/tokens.md",
     "docs/oauth-clients.md",
     "docs/resource-servers.md",
+    "docs/dpop.md",
 ]
 MARKER = "<!-- docs-test: run -->"
 DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"
@@ -149,3 +150,9 @@ def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, s
     assert '"username":"alice"' in readme and '"roles":["admin"]' in readme
     assert readme.rstrip().endswith("204\n401")
     assert "Verdict: VALID" in outputs["docs/resource-servers.md"]
+    assert outputs["docs/dpop.md"].splitlines() == [
+        "DPoP",
+        "200 alice",
+        '401 DPoP error="invalid_token", algs="ES256 RS256"',
+        "200 DPoP",
+    ]

@@ -77,7 +77,8 @@ PATHS = ["lane", "session"]
 
 
 async def _rotate(harness: Harness, path: str, *args: Any) -> FreshRotation | None:
-    values = rotation_values(*args)
+    digest, successor, now, client_id, expires_at = args
+    values = rotation_values(digest, successor, now, client_id, expires_at, None)
     if path == "lane":
         return await _lane(harness).rotate(values)
     async with harness.state.database.transaction() as db:
@@ -242,7 +243,7 @@ async def test_the_sqlite_lane_rolls_back_and_frees_the_writer_lock_on_an_error(
     # A successor digest that is already taken fails the INSERT, after the UPDATEs.
     with pytest.raises(sqlite3.IntegrityError):
         await _lane(harness).rotate(
-            rotation_values(digest, digest, later, None, later + timedelta(days=1))
+            rotation_values(digest, digest, later, None, later + timedelta(days=1), None)
         )
     async with harness.state.database.read() as db:
         session = (await db.execute(select(Session))).scalar_one()

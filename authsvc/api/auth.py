@@ -15,7 +15,9 @@ from authsvc.api.deps import (
     OptionalBearer,
     ReadDB,
     State,
+    TokenContext,
     WriteDB,
+    with_dpop,
     write_scope,
 )
 from authsvc.api.schemas import (
@@ -27,7 +29,7 @@ from authsvc.api.schemas import (
     TokenResponse,
 )
 from authsvc.errors import NO_STORE, InvalidRefreshToken
-from authsvc.services.issuer import FIRST_PARTY, TokenPair
+from authsvc.services.issuer import TokenPair, first_party
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -46,9 +48,9 @@ async def login(
     body: LoginRequest,
     state: State,
     db: WriteDB,
-    ctx: Context,
+    ctx: TokenContext,
 ) -> Any:
-    pair = await state.login.login(db, body.username, body.password, ctx, FIRST_PARTY)
+    pair = await state.login.login(db, body.username, body.password, ctx, first_party(ctx))
     if cookie_mode:
         return browser.cookie_response(pair)
     return token_response(pair)
@@ -69,8 +71,9 @@ async def refresh(
         # browser mode carries the token in a cookie).
         raise InvalidRefreshToken("No refresh token was given.")
     state = context.route.state
+    ctx = await with_dpop(request, state, context.route.ctx)
     async with write_scope(state.database) as db:
-        pair = await state.refresh.refresh(db, token, context.route.ctx, FIRST_PARTY)
+        pair = await state.refresh.refresh(db, token, ctx, first_party(ctx))
     # The answer goes back the way the token came, unless the request asks for the cookie.
     if context.cookie_mode and (body is None or browser.wants_cookie(request, state.settings)):
         return browser.cookie_response(pair)
@@ -83,7 +86,7 @@ def token_response(pair: TokenPair) -> Response:
     return JSONResponse(
         {
             "access_token": pair.access_token,
-            "token_type": "Bearer",
+            "token_type": pair.token_type,
             "expires_in": pair.expires_in,
             "refresh_token": pair.refresh_token,
             "refresh_expires_in": pair.refresh_expires_in,

@@ -83,7 +83,7 @@ def cookie_response(pair: TokenPair) -> JSONResponse:
     response = JSONResponse(
         {
             "access_token": pair.access_token,
-            "token_type": "Bearer",
+            "token_type": pair.token_type,
             "expires_in": pair.expires_in,
             "refresh_expires_in": pair.refresh_expires_in,
         },

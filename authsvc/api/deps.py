@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.client_ip import client_address
 from authsvc.config import Settings
-from authsvc.errors import AuthError, InvalidToken
-from authsvc.jose.bearer import parse_bearer
+from authsvc.errors import AuthError, InvalidRequest, InvalidToken
+from authsvc.jose.bearer import DPOP, parse_authorization, parse_bearer
 from authsvc.jose.jws import MalformedToken
-from authsvc.services.context import RequestContext
+from authsvc.services.access import AccessCredential
+from authsvc.services.context import DPoPRequest, RequestContext
 from authsvc.state import AppState
 from authsvc.store.db import Database
 
@@ -157,14 +158,61 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
-async def _bearer(request: Request) -> str:
-    return bearer_token(request.headers.get("authorization"))
+def dpop_request(request: Request, settings: Settings) -> DPoPRequest | None:
+    """The request's DPoP proof (RFC 9449 section 4.1), unverified, with the request's URI as
+    the issuer's base URL names it: the Host header is the client's to pick, so a proof made
+    for another server must not match by sending that server's name. None without a proof;
+    InvalidRequest for more than one DPoP header (section 4.3 step 1)."""
+    proofs = request.headers.getlist("dpop")
+    if not proofs:
+        return None
+    if len(proofs) > 1:
+        raise InvalidRequest("Send one DPoP proof.")
+    return DPoPRequest(proofs[0], request.method, settings.issuer + request.url.path)
 
 
-async def _optional_bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    return None if header is None else bearer_token(header)
+def access_credential(request: Request, settings: Settings) -> AccessCredential:
+    """The access token of the Authorization header, `Bearer` or `DPoP` (with its proof);
+    InvalidToken if absent or malformed."""
+    try:
+        parsed = parse_authorization(request.headers.get("authorization"))
+    except MalformedToken:
+        raise InvalidToken() from None
+    if parsed is None:
+        raise InvalidToken(missing=True)
+    scheme, token = parsed
+    proof = dpop_request(request, settings) if scheme == DPOP else None
+    return AccessCredential(token, scheme, proof)
 
 
-Bearer = Annotated[str, Depends(_bearer)]
-OptionalBearer = Annotated[str | None, Depends(_optional_bearer)]
+async def _bearer(request: Request) -> AccessCredential:
+    return access_credential(request, get_state(request).settings)
+
+
+async def _optional_bearer(request: Request) -> AccessCredential | None:
+    if request.headers.get("authorization") is None:
+        return None
+    return access_credential(request, get_state(request).settings)
+
+
+async def with_dpop(request: Request, state: AppState, ctx: RequestContext) -> RequestContext:
+    """At an endpoint that issues tokens: the context with the request's DPoP proof, if one
+    was sent, verified (RFC 9449 section 5) and its key's thumbprint in `dpop_jkt`;
+    InvalidDPoPProof (400) for a bad one."""
+    proof = dpop_request(request, state.settings)
+    if proof is None:
+        return ctx
+    return replace(ctx, dpop_jkt=await state.dpop.token_key(proof, ctx.now))
+
+
+async def _token_context(request: Request) -> RequestContext:
+    state = get_state(request)
+    return await with_dpop(
+        request, state, request_context(request, state.settings, state.clock.now())
+    )
+
+
+# Bearer: the caller's access token, under either scheme (the name predates DPoP).
+Bearer = Annotated[AccessCredential, Depends(_bearer)]
+OptionalBearer = Annotated[AccessCredential | None, Depends(_optional_bearer)]
+TokenContext = Annotated[RequestContext, Depends(_token_context)]

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.deps import Context, State, TokenContext, WriteDB
 from authsvc.api.errors import render_oauth
 from authsvc.api.oauth_params import oauth_form
 from authsvc.errors import (
@@ -155,14 +155,14 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     ),
 )
 async def token(
-    state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
+    state: State, db: WriteDB, ctx: TokenContext, form: Form, creds: Credentials
 ) -> JSONResponse:
     """RFC 6749 section 4.3 (password), section 4.4 (client_credentials) and section 6
-    (refresh_token)."""
+    (refresh_token); with a DPoP proof, a DPoP-bound access token (RFC 9449 section 5)."""
     pair = await state.oauth.token(db, creds, form, ctx)
     body: dict[str, Any] = {
         "access_token": pair.access_token,
-        "token_type": "Bearer",
+        "token_type": pair.token_type,
         "expires_in": pair.expires_in,
         "refresh_token": pair.refresh_token,
         "scope": pair.scope,

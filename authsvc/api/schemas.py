@@ -27,7 +27,8 @@ class LogoutRequest(BaseModel):
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the RFC 6750 scheme, not a secret
+    # RFC 6750 `Bearer`, or `DPoP` for a token bound to the request's DPoP key (RFC 9449 5).
+    token_type: Literal["Bearer", "DPoP"] = "Bearer"  # noqa: S105 - a scheme, not a secret
     expires_in: int
     refresh_token: str
     refresh_expires_in: int

@@ -11,7 +11,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from authsvc.jose.jws import ALGORITHM
+from authsvc.jose.dpop import bound_jkt
+from authsvc.jose.jws import ALGORITHM, MalformedToken
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 media type
 # RFC 9068 section 2.1: `at+jwt`; the full media type is accepted too (RFC 7515 section 4.1.9).
@@ -100,4 +101,8 @@ def claim_problems(
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         problems["types"] = "roles must be a list of strings"
+    try:
+        bound_jkt(claims)
+    except MalformedToken as exc:
+        problems["cnf"] = exc.reason
     return problems

@@ -16,6 +16,7 @@ import jwt
 
 from authsvc.errors import InvalidToken
 from authsvc.jose.access_token import ACCESS_TOKEN_TYPE, claim_problems, header_problems
+from authsvc.jose.dpop import bound_jkt
 from authsvc.jose.jws import ALGORITHM, decode_compact, verify_signature
 from authsvc.security.keys import KeyRing
 
@@ -30,6 +31,8 @@ class AccessClaims:
     client_id: str
     issued_at: int
     expires_at: int
+    # RFC 9449 section 6.1: the thumbprint of the key the token is bound to (`cnf.jkt`).
+    jkt: str | None = None
 
 
 class AccessTokens:
@@ -50,6 +53,7 @@ class AccessTokens:
         scope: str,
         client_id: str,
         audience: str | None = None,
+        jkt: str | None = None,
     ) -> tuple[str, AccessClaims]:
         key = ring.signing_key(now)
         if key is None:
@@ -64,6 +68,7 @@ class AccessTokens:
             client_id=client_id,
             issued_at=iat,
             expires_at=iat + self.ttl,
+            jkt=jkt,
         )
         payload = {
             "iss": self.issuer,
@@ -78,6 +83,8 @@ class AccessTokens:
             "scope": scope,
             "roles": claims.roles,
         }
+        if jkt is not None:
+            payload["cnf"] = {"jkt": jkt}
         token = jwt.encode(
             payload,
             key.private,
@@ -134,4 +141,5 @@ class AccessTokens:
             client_id=payload.get("client_id", ""),
             issued_at=int(payload["iat"]),
             expires_at=int(payload["exp"]),
+            jkt=bound_jkt(payload),
         )

@@ -39,6 +39,7 @@ class ServerSecrets:
     refresh_digest_key: bytes
     refresh_successor_key: bytes
     client_secret_key: bytes = b""
+    dpop_nonce_key: bytes = b""
 
     @classmethod
     def from_kek(cls, kek: str) -> ServerSecrets:
@@ -55,6 +56,7 @@ class ServerSecrets:
             refresh_digest_key=_derive(raw, b"authsvc/refresh-token/digest/v1"),
             refresh_successor_key=_derive(raw, b"authsvc/refresh-token/successor/v1"),
             client_secret_key=_derive(raw, b"authsvc/client-secret/digest/v1"),
+            dpop_nonce_key=_derive(raw, b"authsvc/dpop-nonce/v1"),
         )
 
 

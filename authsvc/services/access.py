@@ -8,12 +8,28 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.errors import InvalidToken
+from authsvc.errors import InvalidDPoPToken, InvalidToken
+from authsvc.jose.bearer import BEARER, DPOP
 from authsvc.security.access_tokens import AccessClaims
-from authsvc.services.context import RequestContext
+from authsvc.services.context import DPoPRequest, RequestContext
+from authsvc.services.dpop import DPoPService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.store.access import access_user_in_session, access_values, client_token_allowed
 from authsvc.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class AccessCredential:
+    """An access token as a request presented it: its scheme (`Bearer` or `DPoP`) and, with
+    DPoP, the proof that came with it (RFC 9449 section 7.1)."""
+
+    token: str
+    scheme: str = BEARER
+    proof: DPoPRequest | None = None
+
+
+# A plain string is a bearer token (the CLI, and callers that never see DPoP).
+Presented = AccessCredential | str
 
 
 @dataclass(frozen=True)
@@ -27,16 +43,50 @@ class Principal:
 
 
 class AccessService:
-    def __init__(self, database: Database, issuer: TokenIssuer) -> None:
+    def __init__(self, database: Database, issuer: TokenIssuer, dpop: DPoPService) -> None:
         self.database = database
         self.issuer = issuer
+        self.dpop = dpop
 
-    async def authenticate(self, db: AsyncSession, token: str, now: datetime) -> Principal:
-        """An access token for our own audience: verified, then `principal`."""
-        return await self.principal(db, await self.issuer.verify(db, token, now), now)
+    async def authenticate(
+        self, db: AsyncSession, presented: Presented, now: datetime
+    ) -> Principal:
+        """An access token for our own audience: verified, its key binding checked
+        (`sender_check`), then `principal`."""
+        credential = (
+            presented if isinstance(presented, AccessCredential) else AccessCredential(presented)
+        )
+        try:
+            claims = await self.issuer.verify(db, credential.token, now)
+            await self.sender_check(credential, claims, now)
+            return await self.principal(db, claims, now)
+        except InvalidDPoPToken:
+            raise
+        except InvalidToken:
+            if credential.scheme != DPOP:
+                raise
+            # RFC 9449 section 7.1: a request under the DPoP scheme gets DPoP's challenge.
+            raise InvalidDPoPToken() from None
 
-    async def me(self, db: AsyncSession, token: str, ctx: RequestContext) -> Principal:
+    async def me(self, db: AsyncSession, token: Presented, ctx: RequestContext) -> Principal:
         return await self.authenticate(db, token, ctx.now)
+
+    async def sender_check(
+        self, credential: AccessCredential, claims: AccessClaims, now: datetime
+    ) -> None:
+        """RFC 9449 section 7: the token's `cnf.jkt` must be the key of a valid proof sent with
+        it, under the DPoP scheme; a token without `cnf` goes with the Bearer scheme and no
+        proof check. So a bound token sent as Bearer is refused (section 7.2), and so is an
+        unbound token sent under the DPoP scheme (section 4.3 step 12: there is no bound key
+        for the proof's to match)."""
+        if credential.scheme == DPOP:
+            if credential.proof is None:
+                raise InvalidDPoPToken()
+            jkt = await self.dpop.resource_key(credential.proof, credential.token, now)
+            if claims.jkt != jkt:
+                raise InvalidDPoPToken()
+        elif claims.jkt is not None:
+            raise InvalidDPoPToken()
 
     async def principal(self, db: AsyncSession, claims: AccessClaims, now: datetime) -> Principal:
         """The one access check (store/access.py), from verified claims to whom they speak for:

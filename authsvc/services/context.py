@@ -15,3 +15,17 @@ class RequestContext:
     now: datetime
     ip: str | None
     user_agent: str | None
+    # The thumbprint (RFC 7638) of the key of the request's DPoP proof, once the proof has been
+    # verified (services/dpop.py) at an endpoint that issues tokens; None without a proof.
+    dpop_jkt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DPoPRequest:
+    """A DPoP proof as the HTTP layer found it (RFC 9449 section 4.1), not yet verified: the
+    `DPoP` header, the request's method, and its URI as the server names itself (the issuer's
+    base URL and the request path, never the Host header)."""
+
+    proof: str
+    method: str
+    uri: str

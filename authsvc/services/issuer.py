@@ -4,7 +4,7 @@ and verifies what it signed."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,7 @@ from authsvc.errors import ServiceUnavailable
 from authsvc.security.access_tokens import AccessClaims, AccessTokens
 from authsvc.security.keys import KeyRing
 from authsvc.security.refresh_tokens import RefreshTokens
+from authsvc.services.context import RequestContext
 from authsvc.services.keys import KeyService
 
 
@@ -26,11 +27,28 @@ class Grant:
     client_id: str | None
     audience: str | None
     scope: str | None
+    # RFC 9449: the thumbprint of the key of the request's DPoP proof (RequestContext.dpop_jkt):
+    # the access token is bound to it (`cnf.jkt`), and so is a new session when bind_session
+    # (public clients and the first-party API; a confidential client's refresh token is
+    # already bound to its credentials, section 5).
+    jkt: str | None = None
+    bind_session: bool = True
+
+    @property
+    def session_jkt(self) -> str | None:
+        """The key a new session's refresh tokens are bound to, if any."""
+        return self.jkt if self.bind_session else None
 
 
 FIRST_PARTY = Grant(client_id=None, audience=None, scope=None)
 # The session_id of a TokenPair that belongs to no session (a client's own token).
 NO_SESSION = uuid.UUID(int=0)
+
+
+def first_party(ctx: RequestContext) -> Grant:
+    """The JSON API's grant for a request: the defaults, bound to its DPoP key if it sent a
+    proof (the first-party app is a public client: its session is bound too)."""
+    return FIRST_PARTY if ctx.dpop_jkt is None else replace(FIRST_PARTY, jkt=ctx.dpop_jkt)
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,13 @@ class TokenPair:
     refresh_expires_in: int
     session_id: uuid.UUID
     scope: str = ""
+    # The thumbprint the access token is bound to (RFC 9449 section 6.1), None for a bearer one.
+    jkt: str | None = None
+
+    @property
+    def token_type(self) -> str:
+        """RFC 9449 section 5: `DPoP` for a bound access token, else `Bearer`."""
+        return "Bearer" if self.jkt is None else "DPoP"
 
     @property
     def has_refresh_token(self) -> bool:
@@ -95,6 +120,7 @@ class TokenIssuer:
             scope=scope,
             client_id=grant.client_id or "authsvc",
             audience=grant.audience,
+            jkt=grant.jkt,
         )
         return TokenPair(
             access_token=access_token,
@@ -103,10 +129,17 @@ class TokenIssuer:
             refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
             session_id=session_id,
             scope=scope,
+            jkt=grant.jkt,
         )
 
     def sign_for_client(
-        self, ring: KeyRing, client_id: str, audience: str, scope: str, now: datetime
+        self,
+        ring: KeyRing,
+        client_id: str,
+        audience: str,
+        scope: str,
+        now: datetime,
+        jkt: str | None = None,
     ) -> TokenPair:
         """A client's own access token (client credentials): `sub` and `client_id` are the
         client (RFC 9068 section 2.2), no roles, no refresh token. `sid` is the client id too:
@@ -121,6 +154,7 @@ class TokenIssuer:
             scope=scope,
             client_id=client_id,
             audience=audience,
+            jkt=jkt,
         )
         return TokenPair(
             access_token=access_token,
@@ -129,6 +163,7 @@ class TokenIssuer:
             refresh_expires_in=0,
             session_id=NO_SESSION,
             scope=scope,
+            jkt=jkt,
         )
 
     async def verify(

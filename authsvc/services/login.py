@@ -120,6 +120,7 @@ class LoginService:
             user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
             client_id=grant.client_id,
             scope=grant.scope,
+            dpop_jkt=grant.session_jkt,
         )
         await SessionRepository(db).add(session)
         token = self.issuer.refresh.new()

@@ -12,7 +12,7 @@ from authsvc.config import Settings
 from authsvc.errors import InvalidRefreshToken, InvalidRequest, InvalidToken
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.services import audit
-from authsvc.services.access import AccessService
+from authsvc.services.access import AccessService, Presented
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import TokenIssuer
 from authsvc.store.repositories import (
@@ -35,7 +35,7 @@ class LogoutService:
         db: AsyncSession,
         ctx: RequestContext,
         *,
-        access_token: str | None,
+        access_token: Presented | None,
         refresh_token: str | None,
         scope: LogoutScope,
     ) -> None:

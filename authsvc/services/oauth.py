@@ -17,6 +17,7 @@ from authsvc.errors import (
     OAuthInvalidRequest,
     UnsupportedGrantType,
 )
+from authsvc.jose.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from authsvc.security.access_tokens import AccessClaims
 from authsvc.security.keys import ALGORITHM
 from authsvc.services.access import AccessService, is_client_token
@@ -112,8 +113,19 @@ class OAuthService:
         username = _required(params, "username")
         password = _required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
-        grant = Grant(client.client_id, self.clients.audience_for(client), scope)
-        return await self.login.login(db, username, password, ctx, grant)
+        return await self.login.login(db, username, password, ctx, self.grant(client, scope, ctx))
+
+    def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
+        """What a grant's tokens carry for `client`: its audience, the scope, and the request's
+        DPoP key (RFC 9449 section 5: the access token is bound to it, and a public client's
+        new session too). Every grant handler builds its Grant here."""
+        return Grant(
+            client.client_id,
+            self.clients.audience_for(client),
+            scope,
+            jkt=ctx.dpop_jkt,
+            bind_session=not client.is_confidential,
+        )
 
     async def _refresh(
         self,
@@ -124,9 +136,7 @@ class OAuthService:
     ) -> TokenPair:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
-        grant = Grant(
-            client.client_id, self.clients.audience_for(client), _normal_scope(params.get("scope"))
-        )
+        grant = self.grant(client, _normal_scope(params.get("scope")), ctx)
         return await self.refresh.refresh(db, refresh_token, ctx, grant)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
@@ -223,9 +233,12 @@ class OAuthService:
             principal = await self.access.principal(db, claims, now)
         except InvalidToken:
             return inactive
+        bound = {} if claims.jkt is None else {"cnf": {"jkt": claims.jkt}}
         return {
             "active": True,
-            "token_type": "Bearer",
+            # RFC 9449 section 6.2: a bound token's type and key confirmation.
+            "token_type": "Bearer" if claims.jkt is None else "DPoP",
+            **bound,
             "scope": claims.scope,
             "client_id": claims.client_id,
             "username": principal.username,
@@ -291,7 +304,7 @@ class OAuthService:
             # RFC 9207: the authorization response carries `iss`.
             "authorization_response_iss_parameter_supported": True,
             # RFC 9449 section 5.1.
-            "dpop_signing_alg_values_supported": ["ES256", "RS256"],
+            "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
             # Discovery section 3 defaults this one to true: say that there is no request_uri.
             "request_uri_parameter_supported": False,
             "request_parameter_supported": False,

@@ -85,10 +85,12 @@ class RefreshService:
 
         A token only refreshes for the client it was issued to (RFC 6749 section 6; the grant's
         client, None for the first-party JSON API); the grant's scope may narrow, never widen,
-        and is checked before the token is spent.
+        and is checked before the token is spent. A session bound to a DPoP key rotates only
+        with a proof by that key (the rule itself, store/rules.py); the new access token is bound
+        to the proof's key, if any (RFC 9449 section 5).
         """
         now = ctx.now
-        client_id, scope = grant.client_id, grant.scope
+        client_id, scope, jkt = grant.client_id, grant.scope, grant.jkt
         if not self.issuer.refresh.well_formed(token):
             raise InvalidRefreshToken()
         ring = await self.issuer.signing_ring(db, now)
@@ -96,7 +98,7 @@ class RefreshService:
         successor = self.issuer.refresh.successor(token)
         tokens = RefreshTokenRepository(db)
         if scope is not None:
-            found = await tokens.in_force(digest, now, client_id)
+            found = await tokens.in_force(digest, now, client_id, jkt)
             if found is None:
                 raise InvalidRefreshToken()
             allowed = found[1].scope or self.settings.default_scope
@@ -108,11 +110,12 @@ class RefreshService:
             now,
             client_id,
             now + timedelta(seconds=self.settings.refresh_token_ttl),
+            jkt,
         )
         lane = self.database.refresh_lane_for(db)
         fresh = await (lane.rotate(values) if lane is not None else rotate_in_session(db, values))
         if fresh is not None:
-            granted = Grant(fresh.client_id, grant.audience, scope or fresh.scope)
+            granted = Grant(fresh.client_id, grant.audience, scope or fresh.scope, jkt)
             pair = self.issuer.sign(
                 ring,
                 fresh.user_id,
@@ -128,13 +131,13 @@ class RefreshService:
         # Declined: find out why. A token spent a moment ago by a racing request is spent here
         # too (its statement waited for that request's commit). Only a token in force but
         # spent is a retry or a reuse; anything else is invalid.
-        found = await tokens.in_force(digest, now, client_id)
+        found = await tokens.in_force(digest, now, client_id, jkt)
         if found is None:
             raise InvalidRefreshToken()
         row, session, user = found
         if row.used_at is None or not self.issuer.refresh.same_digest(row.digest, digest):
             raise InvalidRefreshToken()
-        granted = Grant(session.client_id, grant.audience, scope or session.scope)
+        granted = Grant(session.client_id, grant.audience, scope or session.scope, jkt)
         child = await tokens.child_of(row.id)
         grace = self.settings.refresh_reuse_grace_seconds
         if (

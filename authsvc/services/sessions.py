@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.errors import InvalidCredentials, InvalidToken, NotFound
 from authsvc.security.passwords import PasswordHasher
-from authsvc.services.access import AccessService
+from authsvc.services.access import AccessService, Presented
 from authsvc.services.context import RequestContext
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import UserService
@@ -51,7 +51,7 @@ class SessionService:
         self.users = users
 
     async def list(
-        self, db: AsyncSession, token: str, ctx: RequestContext
+        self, db: AsyncSession, token: Presented, ctx: RequestContext
     ) -> Sequence[SessionView]:
         claims = (await self.access.authenticate(db, token, ctx.now)).claims
         rows = await UserSessionRepository(db).live_for_user(uuid.UUID(claims.sub), ctx.now)
@@ -70,7 +70,7 @@ class SessionService:
         ]
 
     async def revoke(
-        self, db: AsyncSession, token: str, session_id: str, ctx: RequestContext
+        self, db: AsyncSession, token: Presented, session_id: str, ctx: RequestContext
     ) -> None:
         """Revoke one of the caller's own live sessions; anyone else's is 404, not 403, so
         session ids cannot be probed."""
@@ -96,7 +96,7 @@ class SessionService:
         )
 
     async def change_password(
-        self, db: AsyncSession, token: str, current: str, new: str, ctx: RequestContext
+        self, db: AsyncSession, token: Presented, current: str, new: str, ctx: RequestContext
     ) -> None:
         """Check the current password, set the new one, revoke every other session.
 

@@ -87,6 +87,9 @@ class Session(Base):
     # it was granted; a refresh must come from the same client and never widen the scope.
     client_id: Mapped[str | None] = mapped_column(String(64))
     scope: Mapped[str | None] = mapped_column(String(512))
+    # RFC 9449 section 5: the thumbprint of the DPoP key a public client's session (its refresh
+    # tokens) is bound to; NULL when unbound.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_sessions_user_id", "user_id"),

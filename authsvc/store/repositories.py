@@ -167,7 +167,7 @@ class RefreshTokenRepository:
         return None if row is None else (row[0], row[1], row[2])
 
     async def in_force(
-        self, digest: bytes, now: datetime, client_id: str | None
+        self, digest: bytes, now: datetime, client_id: str | None, jkt: str | None
     ) -> tuple[RefreshToken, Session, User] | None:
         """The token, its session and user if it is in force for `client_id` at `now`, spent or
         not (store/rotation.py's token_in_force); for a refresh the rotation declined, or one
@@ -175,7 +175,7 @@ class RefreshTokenRepository:
         the objects are plain values, not loaded into the session."""
         statement, keys = _rotation_read_statement()
         connection = await self.db.connection()
-        values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id}
+        values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id, "rt_jkt": jkt}
         row = (await connection.execute(statement, values)).first()
         if row is None:
             return None

@@ -1,9 +1,10 @@
 """The live-refresh-token rule and the rotation statement, each written once.
 
 A refresh token may rotate when it is unspent and unexpired, its session is live and was opened
-by the client presenting it (None: the first-party JSON API), and its user is active
-(`live_token`). Rotating spends it, touches its session and records its successor, whose expiry
-is capped at the session's end. A token that matches nothing is declined, with nothing written;
+by the client presenting it (None: the first-party JSON API), the request proves possession of
+the DPoP key the session is bound to (if it is), and its user is active (`live_token`).
+Rotating spends it, touches its session and records its successor, whose expiry is capped at
+the session's end. A token that matches nothing is declined, with nothing written;
 the caller then decides why (services/rotation.py).
 
 PostgreSQL runs the rotation as one data-modifying statement (`rotate_statement`). SQLite has no
@@ -41,7 +42,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import RefreshToken, Session, User
-from authsvc.store.rules import CompiledStatement, for_asyncpg, session_live
+from authsvc.store.rules import (
+    CompiledStatement,
+    for_asyncpg,
+    session_key_matches,
+    session_live,
+)
 
 _tokens: Table = RefreshToken.__table__  # type: ignore[assignment]
 _sessions: Table = Session.__table__  # type: ignore[assignment]
@@ -54,25 +60,31 @@ _NOW = bindparam("rt_now", type_=_tokens.c.issued_at.type)
 _CLIENT_ID = bindparam("rt_client_id", type_=_sessions.c.client_id.type)
 _SUCCESSOR = bindparam("rt_successor", type_=_tokens.c.digest.type)
 _EXPIRES_AT = bindparam("rt_expires_at", type_=_tokens.c.expires_at.type)
+# The thumbprint of the request's DPoP proof key (None: no proof).
+_JKT = bindparam("rt_jkt", type_=_sessions.c.dpop_jkt.type)
 # SQLite's second step: the token row the first one found.
 _TOKEN_ID = bindparam("rt_token_id", type_=_tokens.c.id.type)
 _SESSION_ID = bindparam("rt_session_id", type_=_tokens.c.session_id.type)
 
 
 def live_token() -> list[ColumnElement[bool]]:
-    """The rule: the token with digest `rt_digest` may rotate at `rt_now` for `rt_client_id`."""
+    """The rule: the token with digest `rt_digest` may rotate at `rt_now` for `rt_client_id`
+    with a proof by the key `rt_jkt`."""
     return [*token_in_force(), _tokens.c.used_at.is_(None)]
 
 
 def token_in_force() -> list[ColumnElement[bool]]:
     """The rule but for the token being unspent: what a declined token is checked against to
-    tell reuse (in force, but spent) from a token that is simply invalid."""
+    tell reuse (in force, but spent) from a token that is simply invalid. A session bound to a
+    DPoP key is in force only for a proof by that key: without it, a stolen token neither
+    rotates, nor is answered in the grace window, nor revokes the session as a reuse."""
     return [
         _tokens.c.digest == _DIGEST,
         _tokens.c.expires_at > _NOW,
         _sessions.c.id == _tokens.c.session_id,
         *session_live(_NOW),
         _sessions.c.client_id.is_not_distinct_from(_CLIENT_ID),
+        session_key_matches(_JKT),
         _users.c.id == _sessions.c.user_id,
         _users.c.is_active.is_(True),
     ]
@@ -96,9 +108,10 @@ def live_token_statement() -> Select[Any]:
 async def live_token_in_session(
     db: AsyncSession, digest: bytes, now: datetime, client_id: str | None
 ) -> Any:
-    """live_token_statement's row in the request's session, or None."""
+    """live_token_statement's row in the request's session, or None. Without a DPoP key: the
+    caller (introspection) is a confidential client, whose sessions are never key-bound."""
     connection = await db.connection()
-    values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id}
+    values = {"rt_digest": digest, "rt_now": now, "rt_client_id": client_id, "rt_jkt": None}
     return (await connection.execute(live_token_statement(), values)).first()
 
 
@@ -195,13 +208,15 @@ def rotation_values(
     now: datetime,
     client_id: str | None,
     max_expires_at: datetime,
+    jkt: str | None,
 ) -> dict[str, Any]:
     """The statements' parameters: the presented token's digest, the time, the client it must
-    belong to, the successor's digest and its uncapped expiry."""
+    belong to, the successor's digest and its uncapped expiry, the request's DPoP key."""
     return {
         "rt_digest": digest,
         "rt_now": now,
         "rt_client_id": client_id,
+        "rt_jkt": jkt,
         "rt_successor": successor_digest,
         "rt_expires_at": max_expires_at,
     }
@@ -270,6 +285,7 @@ class SQLiteRotation:
             "rt_digest": self._bind_digest(values["rt_digest"]),
             "rt_now": self._bind_time(values["rt_now"]),
             "rt_client_id": values["rt_client_id"],
+            "rt_jkt": values["rt_jkt"],
             "rt_successor": self._bind_digest(values["rt_successor"]),
             "rt_expires_at": self._bind_time(values["rt_expires_at"]),
         }

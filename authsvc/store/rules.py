@@ -6,12 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table
+from sqlalchemy import ColumnElement, Table, or_
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from authsvc.store.models import Session
 
 _sessions: Table = Session.__table__  # type: ignore[assignment]
+
+
+def session_key_matches(jkt: Any) -> ColumnElement[bool]:
+    """A session bound to a DPoP key (RFC 9449 section 5: a public client's refresh tokens) is
+    used only with a proof by that key: `jkt` (a value or a bound parameter) is the thumbprint
+    of the request's proof key, NULL without a proof. An unbound session matches anything."""
+    return or_(_sessions.c.dpop_jkt.is_(None), _sessions.c.dpop_jkt == jkt)
 
 
 def session_live(now: Any) -> list[ColumnElement[bool]]:

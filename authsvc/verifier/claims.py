@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authsvc.jose.access_token import ACCESS_TOKEN_TYPES, REQUIRED_CLAIMS
+from authsvc.jose.dpop import bound_jkt
 
 
 class TokenError(Exception):
@@ -38,6 +39,8 @@ class AccessClaims:
     client_id: str | None
     kid: str
     raw: Mapping[str, Any] = field(compare=False, repr=False)
+    # RFC 9449 section 6.1: the thumbprint of the DPoP key the token is bound to, if any.
+    jkt: str | None = None
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -71,4 +74,5 @@ def typed(claims: Mapping[str, Any], kid: str) -> AccessClaims:
         client_id=client_id if isinstance(client_id, str) else None,
         kid=kid,
         raw=claims,
+        jkt=bound_jkt(claims),
     )

@@ -11,13 +11,20 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 
 from authsvc.jose.access_token import REQUIRED_CLAIMS, claim_problems, header_problems
-from authsvc.jose.bearer import parse_bearer
+from authsvc.jose.bearer import DPOP, parse_authorization
+from authsvc.jose.dpop import (
+    InvalidProof,
+    MemoryReplayCache,
+    replay_key,
+    replay_ttl,
+    verify_proof,
+)
 from authsvc.jose.jws import MalformedToken, decode_compact, verify_signature
 from authsvc.verifier.claims import AccessClaims, Policy, TokenError, typed
 from authsvc.verifier.jwks import JWKSCache
@@ -26,18 +33,42 @@ from authsvc.verifier.revocations import FeedError, RevocationList
 log = logging.getLogger("authsvc.verifier")
 
 
+# RFC 9449 section 7.1: the proof algorithms a DPoP challenge names.
+DPOP_ALGS = "ES256 RS256"
+
+
+class ReplayCache(Protocol):
+    """Where proof jtis are remembered (RFC 9449 section 11.1). The default is this process's
+    memory (authsvc.jose.dpop.MemoryReplayCache); several replicas behind one name should share
+    one, e.g. in Redis with `SET key 1 NX PX ttl`."""
+
+    async def first_use(self, key: str, ttl: float, now: float) -> bool: ...
+
+
 class AuthenticationFailed(Exception):
     """What a request gets: 401 (bad or missing token) or 403 (insufficient scope or role).
 
-    The message never says which check failed (the reason is logged at debug level).
+    The message never says which check failed (the reason is logged at debug level). The
+    challenge is DPoP's (RFC 9449 section 7.1) when the request or its token used DPoP.
     """
 
-    def __init__(self, status: int, error: str | None, message: str, realm: str, scope: str = ""):
+    def __init__(
+        self,
+        status: int,
+        error: str | None,
+        message: str,
+        realm: str,
+        scope: str = "",
+        *,
+        dpop: bool = False,
+    ):
         self.status = status
         self.error = error
         self.message = message
         # RFC 6750 section 3: no error code when no credentials were sent at all.
-        challenge = f'Bearer realm="{realm}"'
+        challenge = f'{"DPoP" if dpop else "Bearer"} realm="{realm}"'
+        if dpop:
+            challenge += f', algs="{DPOP_ALGS}"'
         if error is not None:
             challenge += f', error="{error}"'
         if scope:
@@ -86,6 +117,9 @@ class Verifier:
         realm: str | None = None,
         clock: Callable[[], float] = time.time,
         required_claims: tuple[str, ...] = REQUIRED_CLAIMS,
+        public_url: str | None = None,
+        dpop_max_age: float = 60.0,
+        replay_cache: ReplayCache | None = None,
     ) -> None:
         base = (authsvc_url or issuer).rstrip("/")
         self.policy = Policy(
@@ -115,6 +149,12 @@ class Verifier:
             else None
         )
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        # DPoP (RFC 9449): this server's own base URL, which a proof's htu must name (never
+        # read from the request's Host header, which the client picks); without it, DPoP-bound
+        # tokens are refused.
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.dpop_max_age = dpop_max_age
+        self.replay_cache: ReplayCache = replay_cache or MemoryReplayCache()
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._feed_down = False
@@ -277,24 +317,39 @@ class Verifier:
         authorization: str | None,
         scopes: Collection[str] = (),
         roles: Collection[str] = (),
+        *,
+        dpop: str | None = None,
+        method: str = "GET",
+        path: str = "/",
     ) -> AccessClaims:
         """Check an Authorization header: every scope in `scopes`, and one of `roles` if given.
 
-        Raises AuthenticationFailed with the RFC 6750 status and WWW-Authenticate challenge.
+        `Bearer <token>`, or `DPoP <token>` with the request's `DPoP` proof header (`dpop`), its
+        method and path (RFC 9449 section 7.1). A DPoP-bound token is accepted only that way.
+        Raises AuthenticationFailed with the RFC 6750 / RFC 9449 status and challenge.
         """
+        scheme: str | None = None
+        bound = False
         try:
-            token = parse_bearer(authorization)
-            if token is None:
+            parsed = parse_authorization(authorization)
+            if parsed is None:
                 raise AuthenticationFailed(401, None, "Authentication required.", self.realm)
+            scheme, token = parsed
             claims = await self.verify(token)
-        except (TokenError, MalformedToken) as exc:
+            bound = claims.jkt is not None
+            await self._sender_check(scheme, token, claims, dpop, method, path)
+        except (TokenError, MalformedToken, InvalidProof) as exc:
             self.stats.refused += 1
             log.debug("access token refused: %s", exc.reason)
+            proof_refused = isinstance(exc, InvalidProof)
             raise AuthenticationFailed(
                 401,
-                "invalid_token",
-                "The access token is invalid, expired or revoked.",
+                "invalid_dpop_proof" if proof_refused else "invalid_token",
+                "The DPoP proof is invalid."
+                if proof_refused
+                else "The access token is invalid, expired or revoked.",
                 self.realm,
+                dpop=scheme == DPOP or bound,
             ) from None
         # RFC 6750 section 3.1: insufficient_scope is a 403 naming the scope needed.
         if not set(scopes) <= claims.scopes or (roles and not set(roles) & set(claims.roles)):
@@ -304,8 +359,47 @@ class Verifier:
                 "The access token does not grant this.",
                 self.realm,
                 scope=" ".join(sorted(scopes)),
+                dpop=scheme == DPOP,
             )
         return claims
+
+    async def _sender_check(
+        self,
+        scheme: str,
+        token: str,
+        claims: AccessClaims,
+        proof: str | None,
+        method: str,
+        path: str,
+    ) -> None:
+        """RFC 9449 section 7: a bound token only under the DPoP scheme with a valid proof by its
+        key (`ath` included, each proof once); an unbound one only as Bearer (section 4.3 step
+        12: under DPoP there is no bound key for the proof's to match)."""
+        if scheme != DPOP:
+            if claims.jkt is not None:
+                raise TokenError("a DPoP-bound token sent as a bearer token")
+            return
+        if claims.jkt is None:
+            raise TokenError("an unbound token sent under the DPoP scheme")
+        if proof is None:
+            raise TokenError("no DPoP proof")
+        if self.public_url is None:
+            raise TokenError("DPoP needs the Verifier's public_url")
+        now = self.clock()
+        checked = verify_proof(
+            proof,
+            method=method,
+            uri=self.public_url + path,
+            now=now,
+            max_age=self.dpop_max_age,
+            leeway=self.policy.leeway,
+            access_token=token,
+        )
+        if checked.jkt != claims.jkt:
+            raise TokenError("the proof is by another key than the token's")
+        ttl = replay_ttl(self.dpop_max_age, self.policy.leeway)
+        if not await self.replay_cache.first_use(replay_key(checked), ttl, now):
+            raise InvalidProof("jti replayed")
 
     def require(self, scopes: Collection[str] = (), roles: Collection[str] = ()) -> Any:
         """A FastAPI dependency: ``claims: AccessClaims = Depends(verifier.require(...))``.

@@ -16,9 +16,19 @@ def dependency(
     verifier: "Verifier", scopes: tuple[str, ...], roles: tuple[str, ...]
 ) -> Callable[[Request], Awaitable[AccessClaims]]:
     async def require_token(request: Request) -> AccessClaims:
+        proofs = request.headers.getlist("dpop")
         try:
+            if len(proofs) > 1:  # RFC 9449 section 4.3 step 1
+                raise AuthenticationFailed(
+                    400, "invalid_request", "Send one DPoP proof.", verifier.realm, dpop=True
+                )
             claims = await verifier.authenticate(
-                request.headers.get("authorization"), scopes, roles
+                request.headers.get("authorization"),
+                scopes,
+                roles,
+                dpop=proofs[0] if proofs else None,
+                method=request.method,
+                path=request.url.path,
             )
         except AuthenticationFailed as exc:
             raise HTTPException(exc.status, detail=exc.message, headers=exc.headers) from None

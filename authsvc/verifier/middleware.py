@@ -41,12 +41,25 @@ class VerifierMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = None
+        proofs: list[str] = []
         for name, value in scope.get("headers", ()):
-            if name == b"authorization":
+            if name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
-                break
+            elif name == b"dpop":
+                proofs.append(value.decode("latin-1"))
         try:
-            claims = await self.verifier.authenticate(authorization, self.scopes, self.roles)
+            if len(proofs) > 1:  # RFC 9449 section 4.3 step 1
+                raise AuthenticationFailed(
+                    400, "invalid_request", "Send one DPoP proof.", self.verifier.realm, dpop=True
+                )
+            claims = await self.verifier.authenticate(
+                authorization,
+                self.scopes,
+                self.roles,
+                dpop=proofs[0] if proofs else None,
+                method=scope.get("method", "GET"),
+                path=scope.get("path", "/"),
+            )
         except AuthenticationFailed as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})  # policy violation

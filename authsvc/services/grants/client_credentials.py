@@ -43,6 +43,12 @@ class ClientCredentialsGrant:
         if set(scope.split()) & set(OIDC_SCOPES):
             raise InvalidScope("OpenID Connect scopes describe a user; this token is the client's.")
         ring = await self.issuer.signing_ring(db, ctx.now)
+        # RFC 9449 section 5: with a DPoP proof the token is bound to its key.
         return self.issuer.sign_for_client(
-            ring, client.client_id, self.clients.audience_for(client), scope, ctx.now
+            ring,
+            client.client_id,
+            self.clients.audience_for(client),
+            scope,
+            ctx.now,
+            jkt=ctx.dpop_jkt,
         )
