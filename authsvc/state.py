@@ -12,6 +12,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
+from authsvc.services.admin import AdminAccess, UserAdmin
 from authsvc.services.clients import ClientService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
@@ -42,6 +43,8 @@ class AppState:
     clients: ClientService
     oauth: OAuthService
     sessions: SessionService
+    admin: UserAdmin
+    admin_access: AdminAccess
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -87,6 +90,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         clients=clients,
         oauth=OAuthService(settings, clients, issuer, login, refresher, checker),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
+        admin=UserAdmin(settings, database, users),
+        admin_access=AdminAccess(issuer, checker),
     )
 
 

@@ -67,6 +67,7 @@ def create(
                     confidential=confidential,
                     audience=audience,
                     grant_types=[str(g) for g in grant] if grant else SUPPORTED_GRANTS,
+                    actor="cli",
                 )
             except ValueError as exc:
                 raise CliError(str(exc)) from exc
@@ -110,7 +111,7 @@ def delete(
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            revoked = await state.clients.delete(db, client_id, state.clock.now())
+            revoked = await state.clients.delete(db, client_id, state.clock.now(), actor="cli")
         return f"deleted {client_id}; revoked {revoked} session(s)"
 
     typer.echo(run(work))

@@ -20,7 +20,15 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import Conflict, InvalidClient, NotFound, UnauthorizedClient
+from authsvc.errors import (
+    Conflict,
+    InvalidClient,
+    InvalidRequest,
+    InvalidValue,
+    NotFound,
+    UnauthorizedClient,
+)
+from authsvc.services import audit
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository
@@ -45,6 +53,13 @@ class NewClient:
     secret: str | None  # shown once, never stored
 
 
+def _new_secret() -> str:
+    return (
+        CLIENT_SECRET_PREFIX
+        + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    )
+
+
 class ClientService:
     def __init__(self, settings: Settings, secret_key: bytes) -> None:
         self.settings = settings
@@ -62,19 +77,17 @@ class ClientService:
         confidential: bool = False,
         audience: str | None = None,
         grant_types: Sequence[str] = SUPPORTED_GRANTS,
+        actor: str,
     ) -> NewClient:
         name = name.strip()
         if not name or len(name) > 255:
-            raise ValueError("the client name must be 1 to 255 characters")
+            raise InvalidValue("the client name must be 1 to 255 characters")
         unknown = set(grant_types) - set(SUPPORTED_GRANTS)
         if unknown or not grant_types:
-            raise ValueError(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
-        secret = (
-            CLIENT_SECRET_PREFIX
-            + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-            if confidential
-            else None
-        )
+            raise InvalidValue(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
+        if audience is not None and len(audience) > 255:
+            raise InvalidValue("the audience must be at most 255 characters")
+        secret = _new_secret() if confidential else None
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),
             name=name,
@@ -86,12 +99,45 @@ class ClientService:
         )
         if not await ClientRepository(db).add(client):
             raise Conflict("A client with that id already exists.")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.CLIENT_CREATED,
+                actor=actor,
+                details={
+                    "client_id": client.client_id,
+                    "type": client.client_type,
+                    "grant_types": client.grant_types,
+                },
+            ),
+        )
+        return NewClient(client=client, secret=secret)
+
+    async def rotate_secret(
+        self, db: AsyncSession, client_id: str, now: datetime, *, actor: str
+    ) -> NewClient:
+        """A new secret for a confidential client; the old one stops working at once."""
+        repo = ClientRepository(db)
+        client = await repo.get(client_id)
+        if client is None:
+            raise NotFound("No such client.")
+        if not client.is_confidential:
+            raise InvalidRequest("A public client has no secret.")
+        secret = _new_secret()
+        if not await repo.set_secret_digest(client_id, self._digest(secret)):
+            raise NotFound("No such client.")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(audit.CLIENT_SECRET_ROTATED, actor=actor, details={"client_id": client_id}),
+        )
         return NewClient(client=client, secret=secret)
 
     async def list(self, db: AsyncSession) -> Sequence[OAuthClient]:
         return await ClientRepository(db).list()
 
-    async def delete(self, db: AsyncSession, client_id: str, now: datetime) -> int:
+    async def delete(self, db: AsyncSession, client_id: str, now: datetime, *, actor: str) -> int:
         """Delete a client and revoke its sessions; returns how many sessions were revoked."""
         repo = ClientRepository(db)
         # Through SessionRepository.revoke, so the revocation feed hears of it too.
@@ -103,6 +149,15 @@ class ClientService:
         )
         if not await repo.delete(client_id):
             raise NotFound("No such client.")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.CLIENT_DELETED,
+                actor=actor,
+                details={"client_id": client_id, "sessions_revoked": revoked},
+            ),
+        )
         return revoked
 
     async def authenticate(
