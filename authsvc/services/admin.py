@@ -186,7 +186,8 @@ def audit_record(event: AuditEvent, names: dict[uuid.UUID, str]) -> dict[str, An
 
 def _json_default(value: object) -> str:
     if isinstance(value, datetime):
-        return value.isoformat()
+        # As the JSON API writes times (pydantic): UTC with a Z.
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
