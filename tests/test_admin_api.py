@@ -86,7 +86,7 @@ async def test_no_token_is_401_a_bad_one_401_and_a_non_admin_403(
 ) -> None:
     await harness.create_user("alice", roles=["editor"])
     user = await harness.login("alice")
-    body = {"json": {}} if method in ("POST", "PATCH") else {}
+    body: dict[str, Any] = {"json": {}} if method in ("POST", "PATCH") else {}
 
     missing = await harness.client.request(method, path, **body)
     assert missing.status_code == 401
