@@ -31,6 +31,7 @@ PAGES = [
     "docs/tokens.md",
     "docs/oauth-clients.md",
     "docs/resource-servers.md",
+    "docs/admin-api.md",
 ]
 MARKER = "<!-- docs-test: run -->"
 DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"
@@ -147,3 +148,5 @@ def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, s
     assert '"username":"alice"' in readme and '"roles":["admin"]' in readme
     assert readme.rstrip().endswith("204\n401")
     assert "Verdict: VALID" in outputs["docs/resource-servers.md"]
+    admin = outputs["docs/admin-api.md"]
+    assert '"username":"dave"' in admin and '"actor":"user:' in admin
