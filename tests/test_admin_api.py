@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
+import anyio.from_thread
+import anyio.to_thread
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from authsvc.services.admin import ADMIN_ROLE
 from tests.conftest import PASSWORD, Harness
@@ -491,6 +497,92 @@ async def test_the_audit_export_streams_json_lines(
     assert [json.loads(line)["username"] for line in filtered.text.splitlines()] == ["member3"]
     empty = await admin.call("GET", "/admin/audit/export", params={"user": "nobody"})
     assert (empty.status_code, empty.text) == (200, "")
+
+
+# -- Arbitrary input behind the gate
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+_FIELDS = ["username", "password", "email", "roles", "active", "name", "confidential"]
+_FIELDS += ["audience", "grant_types", "x"]
+_PARAMS = ["query", "limit", "cursor", "user", "event", "since", "until"]
+
+
+async def test_arbitrary_input_from_an_admin_never_500s(harness: Harness, admin: Admin) -> None:
+    """Whatever an admin sends, the answer is a JSON error or a success, never a 5xx (NUL
+    characters included, which PostgreSQL refuses in text)."""
+    target = await harness.create_user("target")
+    failures: list[str] = []
+    writes = [
+        ("POST", "/admin/users"),
+        ("PATCH", f"/admin/users/{target}"),
+        ("POST", "/admin/clients"),
+        ("POST", f"/admin/users/{target}/password"),
+    ]
+    reads = ["/admin/users", "/admin/audit", "/admin/audit/export"]
+    paths = ["/admin/users/{}", "/admin/users/{}/sessions", "/admin/clients/{}/secret"]
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        write=st.sampled_from(writes),
+        body=st.dictionaries(st.sampled_from(_FIELDS), _values),
+        read=st.sampled_from(reads),
+        params=st.dictionaries(st.sampled_from(_PARAMS), st.text(max_size=16)),
+        path=st.sampled_from(paths),
+        segment=st.text(min_size=1, max_size=16),
+    )
+    def check(
+        write: tuple[str, str],
+        body: dict[str, Any],
+        read: str,
+        params: dict[str, str],
+        path: str,
+        segment: str,
+    ) -> None:
+        method = "POST" if path.endswith("secret") else "GET"
+        calls = [
+            (write[0], write[1], {"json": body}),
+            ("GET", read, {"params": params}),
+            (method, path.format(quote(segment, safe="")), {}),
+        ]
+        for method, url, kwargs in calls:
+            # Hypothesis drives a plain function in a worker thread; requests run on the loop.
+            response = anyio.from_thread.run(functools.partial(admin.call, method, url, **kwargs))
+            if response.status_code >= 500 or (
+                response.status_code >= 400 and set(response.json()) != {"error", "message"}
+            ):
+                failures.append(f"{method} {url} {kwargs!r} -> {response.status_code}")
+
+    await anyio.to_thread.run_sync(check)
+    assert not failures, failures[:5]
+
+
+async def test_nul_characters_are_refused_or_match_nothing(harness: Harness, admin: Admin) -> None:
+    target = await harness.create_user("target")
+    for method, path, kwargs, status in (
+        ("POST", "/admin/users", {"json": {"username": "a\x00b"}}, 400),
+        ("POST", "/admin/users", {"json": {"username": "ab", "email": "a\x00@b.c"}}, 400),
+        ("POST", "/admin/users", {"json": {"username": "ab", "roles": ["a\x00"]}}, 400),
+        ("PATCH", f"/admin/users/{target}", {"json": {"roles": ["\x00"]}}, 400),
+        ("POST", "/admin/clients", {"json": {"name": "a\x00"}}, 400),
+        ("POST", "/admin/clients", {"json": {"name": "a", "audience": "\x00"}}, 400),
+        ("DELETE", "/admin/clients/a%00b", {}, 404),
+        ("POST", "/admin/clients/a%00b/secret", {}, 404),
+        ("GET", "/admin/users", {"params": {"query": "a\x00"}}, 200),
+        ("GET", "/admin/audit", {"params": {"event": "a\x00", "user": "\x00"}}, 200),
+    ):
+        response = await admin.call(method, path, **kwargs)
+        assert response.status_code == status, (method, path, kwargs, response.text)
+    forged = base64.urlsafe_b64encode(json.dumps({"u": "a\x00"}).encode()).decode()
+    response = await admin.call("GET", "/admin/users", params={"cursor": forged})
+    assert response.status_code == 400
 
 
 async def test_admin_answers_are_not_cached(admin: Admin) -> None:

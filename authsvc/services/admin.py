@@ -27,7 +27,7 @@ from authsvc.services.access import AccessService
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.sessions import live_session
-from authsvc.services.users import UserService, normalize_roles, normalize_username
+from authsvc.services.users import UserService, normalize_roles, normalize_username, printable
 from authsvc.store.account import UserSessionRepository
 from authsvc.store.admin import UserAdminRepository
 from authsvc.store.db import Database
@@ -95,7 +95,7 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
 
 def _user_cursor(cursor: str) -> str:
     after = decode_cursor(cursor).get("u")
-    if not isinstance(after, str):
+    if not isinstance(after, str) or not printable(after):
         raise InvalidRequest("The cursor is invalid.")
     return after
 
@@ -224,6 +224,8 @@ class UserAdmin:
         page of `limit` after `cursor`."""
         after = _user_cursor(cursor) if cursor else None
         text = (query or "").strip()
+        if not printable(text):
+            return UserPage([], None)  # no name or address holds a control character
         users = await UserAdminRepository(db).search(
             text.casefold() or None, text.lower() or None, after, limit + 1
         )
@@ -383,6 +385,8 @@ class UserAdmin:
         before: tuple[datetime, int] | None,
         limit: int,
     ) -> list[dict[str, Any]]:
+        if where.event is not None and not printable(where.event):
+            return []  # no event is called that
         user_id = name = None
         if where.user is not None:
             subject = await self._audit_subject(db, where.user)

@@ -29,6 +29,7 @@ from authsvc.errors import (
     UnauthorizedClient,
 )
 from authsvc.services import audit
+from authsvc.services.users import printable
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository
@@ -60,6 +61,11 @@ def _new_secret() -> str:
     )
 
 
+def _plausible(client_id: str) -> bool:
+    """Could be a client id: not too long, no control characters (a path may carry %00)."""
+    return 0 < len(client_id) <= 64 and printable(client_id)
+
+
 class ClientService:
     def __init__(self, settings: Settings, secret_key: bytes) -> None:
         self.settings = settings
@@ -80,13 +86,13 @@ class ClientService:
         actor: str,
     ) -> NewClient:
         name = name.strip()
-        if not name or len(name) > 255:
-            raise InvalidValue("the client name must be 1 to 255 characters")
+        if not name or len(name) > 255 or not printable(name):
+            raise InvalidValue("the client name must be 1 to 255 printable characters")
         unknown = set(grant_types) - set(SUPPORTED_GRANTS)
         if unknown or not grant_types:
             raise InvalidValue(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
-        if audience is not None and len(audience) > 255:
-            raise InvalidValue("the audience must be at most 255 characters")
+        if audience is not None and (len(audience) > 255 or not printable(audience)):
+            raise InvalidValue("the audience must be at most 255 printable characters")
         secret = _new_secret() if confidential else None
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),
@@ -119,7 +125,7 @@ class ClientService:
     ) -> NewClient:
         """A new secret for a confidential client; the old one stops working at once."""
         repo = ClientRepository(db)
-        client = await repo.get(client_id)
+        client = await repo.get(client_id) if _plausible(client_id) else None
         if client is None:
             raise NotFound("No such client.")
         if not client.is_confidential:
@@ -139,6 +145,8 @@ class ClientService:
 
     async def delete(self, db: AsyncSession, client_id: str, now: datetime, *, actor: str) -> int:
         """Delete a client and revoke its sessions; returns how many sessions were revoked."""
+        if not _plausible(client_id):
+            raise NotFound("No such client.")
         repo = ClientRepository(db)
         # Through SessionRepository.revoke, so the revocation feed hears of it too.
         revoked = await SessionRepository(db).revoke(

@@ -54,6 +54,11 @@ def normalize_username(raw: str) -> str:
     return name
 
 
+def printable(text: str) -> bool:
+    """No control characters: PostgreSQL refuses NUL in text, and no name needs the others."""
+    return not any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
 def normalize_email(raw: str) -> str:
     """One spelling per address, so that uniqueness means something: surrounding space
     dropped, NFC, lower case. Only the shape is checked (one `@`, a local part and a dotted
@@ -76,7 +81,7 @@ def normalize_roles(roles: Sequence[str]) -> list[str]:
     cleaned = []
     for role in roles:
         role = role.strip()
-        if not role or len(role) > 64 or any(c.isspace() for c in role):
+        if not role or len(role) > 64 or not printable(role) or any(c.isspace() for c in role):
             raise InvalidValue(f"invalid role {role!r}")
         if role not in cleaned:
             cleaned.append(role)
