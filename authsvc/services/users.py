@@ -71,7 +71,8 @@ def normalize_email(raw: str) -> str:
         or "@" in local
         or "." not in domain.strip(".")
         or len(email) > EMAIL_MAX
-        or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in email)
+        or not printable(email)
+        or any(ch.isspace() for ch in email)
     ):
         raise InvalidEmail()
     return email
