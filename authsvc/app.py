@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import (
+    admin,
     auth,
     discovery,
     end_session,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(userinfo.router)
     app.include_router(end_session.router)
     app.include_router(discovery.router)
+    app.include_router(admin.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
         from authsvc.api.spa import SpaFiles
@@ -115,7 +117,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             CORSMiddleware,
             allow_origins=sorted(cors_origins),
             allow_credentials=settings.cors_allow_credentials or bool(settings.allowed_origins),
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",

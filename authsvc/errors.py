@@ -37,6 +37,11 @@ class InvalidRequest(AuthError):
     default_message = "The request is malformed."
 
 
+class InvalidValue(InvalidRequest, ValueError):
+    """A value a service refuses (a role with spaces, an empty client name): 400 over HTTP, and
+    a ValueError, which the CLI reports as a usage error."""
+
+
 class InvalidCredentials(AuthError):
     code = "invalid_credentials"
     status = 401
@@ -127,6 +132,14 @@ class InsufficientScope(AuthError):
     default_message = "The access token does not grant this."
 
 
+class Forbidden(AuthError):
+    """Authenticated, but not allowed: the admin API for a caller without the admin role."""
+
+    code = "forbidden"
+    status = 403
+    default_message = "You are not allowed to do this."
+
+
 class NotFound(AuthError):
     code = "not_found"
     status = 404
@@ -142,6 +155,17 @@ class Conflict(AuthError):
 class UserExists(Conflict):
     code = "user_exists"
     default_message = "A user with that name already exists."
+
+
+class EmailExists(Conflict):
+    code = "email_exists"
+    default_message = "A user with that email address already exists."
+
+
+class InvalidEmail(AuthError):
+    code = "invalid_email"
+    status = 400
+    default_message = "The email address is not valid."
 
 
 class PasswordPolicyError(AuthError):

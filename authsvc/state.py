@@ -12,6 +12,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
+from authsvc.services.admin import AdminAccess, UserAdmin
 from authsvc.services.clients import ClientService
 from authsvc.services.dpop import DPoPService
 from authsvc.services.end_session import EndSessionService
@@ -48,6 +49,8 @@ class AppState:
     userinfo: UserInfoService
     end_session: EndSessionService
     dpop: DPoPService
+    admin: UserAdmin
+    admin_access: AdminAccess
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -98,6 +101,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         userinfo=UserInfoService(checker),
         end_session=EndSessionService(settings, issuer, logout),
         dpop=dpop,
+        admin=UserAdmin(settings, database, users),
+        admin_access=AdminAccess(issuer, checker),
     )
 
 

@@ -32,6 +32,7 @@ async def make_client(
             audience=audience,
             grant_types=grants,
             scopes=scopes,
+            actor="test",
         )
     assert made.secret is not None
     return made.client.client_id, made.secret
@@ -122,7 +123,11 @@ async def test_a_client_not_registered_for_the_grant_is_unauthorized(harness: Ha
     assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
     async with harness.state.database.transaction() as db:
         public = await harness.state.clients.create(
-            db, "spa", harness.clock.now(), grant_types=("refresh_token",)
+            db,
+            "spa",
+            harness.clock.now(),
+            grant_types=("refresh_token",),
+            actor="test",
         )
     anonymous = await harness.client.post(
         "/oauth/token",
@@ -135,7 +140,11 @@ async def test_public_clients_cannot_be_registered_for_it(harness: Harness) -> N
     async with harness.state.database.transaction() as db:
         with pytest.raises(ValueError, match="confidential"):
             await harness.state.clients.create(
-                db, "spa", harness.clock.now(), grant_types=("client_credentials",)
+                db,
+                "spa",
+                harness.clock.now(),
+                grant_types=("client_credentials",),
+                actor="test",
             )
 
 
@@ -215,7 +224,10 @@ async def test_deleting_the_client_ends_its_tokens_everywhere(harness: Harness) 
     token = (await issued(harness, client_id, secret))["access_token"]
     resource = await make_client(harness, audience="orders", grants=("refresh_token",))
     async with harness.state.database.transaction() as db:
-        assert await harness.state.clients.delete(db, client_id, harness.clock.now()) == 0
+        assert (
+            await harness.state.clients.delete(db, client_id, harness.clock.now(), actor="test")
+            == 0
+        )
     body = (
         await harness.client.post(
             "/oauth/introspect", data={"token": token}, headers=basic(*resource)
@@ -247,7 +259,7 @@ async def test_a_resource_server_accepts_it_until_the_client_is_deleted(harness:
         assert claims.sub == client_id and claims.client_id == client_id
         assert claims.roles == () and claims.scopes == frozenset({"api"})
         async with harness.state.database.transaction() as db:
-            await harness.state.clients.delete(db, client_id, harness.clock.now())
+            await harness.state.clients.delete(db, client_id, harness.clock.now(), actor="test")
         assert await verifier.sync()
         with pytest.raises(TokenError):
             await verifier.verify(token)

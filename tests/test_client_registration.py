@@ -14,7 +14,13 @@ pytestmark = pytest.mark.anyio
 
 async def create(harness: Harness, **kwargs: object) -> dict[str, object]:
     async with harness.state.database.transaction() as db:
-        made = await harness.state.clients.create(db, "app", harness.clock.now(), **kwargs)  # type: ignore[arg-type]
+        made = await harness.state.clients.create(
+            db,
+            "app",
+            harness.clock.now(),
+            **kwargs,  # type: ignore[arg-type]
+            actor="test",
+        )
     client = made.client
     return {
         "grant_types": client.grant_types,
@@ -40,7 +46,11 @@ async def test_the_password_grant_only_when_asked_for(harness: Harness) -> None:
 async def test_a_new_client_without_the_password_grant_is_refused_it(harness: Harness) -> None:
     async with harness.state.database.transaction() as db:
         made = await harness.state.clients.create(
-            db, "spa", harness.clock.now(), redirect_uris=["https://app.example/cb"]
+            db,
+            "spa",
+            harness.clock.now(),
+            redirect_uris=["https://app.example/cb"],
+            actor="test",
         )
     response = await harness.client.post(
         "/oauth/token",

@@ -32,6 +32,7 @@ PAGES = [
     "docs/oauth-clients.md",
     "docs/resource-servers.md",
     "docs/dpop.md",
+    "docs/admin-api.md",
 ]
 MARKER = "<!-- docs-test: run -->"
 DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"
@@ -156,3 +157,5 @@ def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, s
         '401 DPoP error="invalid_token", algs="ES256 RS256"',
         "200 DPoP",
     ]
+    admin = outputs["docs/admin-api.md"]
+    assert '"username":"dave"' in admin and '"actor":"user:' in admin

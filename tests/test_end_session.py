@@ -31,6 +31,7 @@ async def app_client(harness: Harness, *redirect_uris: str) -> str:
             harness.clock.now(),
             grant_types=("password", "refresh_token"),
             redirect_uris=redirect_uris or (CALLBACK,),
+            actor="test",
         )
     return made.client.client_id
 

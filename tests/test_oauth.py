@@ -37,6 +37,7 @@ async def make_client(
             confidential=confidential,
             audience=audience,
             grant_types=grants,
+            actor="test",
         )
     return made.client.client_id, made.secret
 
@@ -632,7 +633,10 @@ async def test_deleting_a_client_revokes_its_sessions_and_secrets_are_digests(
         assert (
             stored[0].secret_digest is not None and secret.encode() not in stored[0].secret_digest
         )
-        assert await harness.state.clients.delete(db, client_id, harness.clock.now()) == 1
+        assert (
+            await harness.state.clients.delete(db, client_id, harness.clock.now(), actor="test")
+            == 1
+        )
     assert (await harness.me(tokens["access_token"])).status_code == 401
     assert (await harness.me(first_party["access_token"])).status_code == 200
     gone = await token(
@@ -645,7 +649,7 @@ async def test_deleting_a_client_revokes_its_sessions_and_secrets_are_digests(
     async with harness.state.database.transaction() as db:
         with pytest.raises(ValueError, match="grant types"):
             await harness.state.clients.create(
-                db, "x", harness.clock.now(), grant_types=["implicit"]
+                db, "x", harness.clock.now(), grant_types=["implicit"], actor="test"
             )
 
 

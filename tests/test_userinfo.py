@@ -20,7 +20,11 @@ async def user_token(harness: Harness, scope: str) -> dict[str, Any]:
     (the shortest way to a user's token with a chosen scope)."""
     async with harness.state.database.transaction() as db:
         made = await harness.state.clients.create(
-            db, "app", harness.clock.now(), grant_types=("password", "refresh_token")
+            db,
+            "app",
+            harness.clock.now(),
+            grant_types=("password", "refresh_token"),
+            actor="test",
         )
     response = await harness.client.post(
         "/oauth/token",

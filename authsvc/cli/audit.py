@@ -36,7 +36,9 @@ def parse_since(value: str, now: datetime) -> datetime:
 def audit(
     user: Annotated[
         str | None,
-        typer.Option("--user", metavar="NAME", help="Only events about this user."),
+        typer.Option(
+            "--user", metavar="NAME", help="Only events about this user (a name or an id)."
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -56,41 +58,23 @@ def audit(
     details as JSON."""
     import json
 
-    from authsvc.errors import AuthError
-    from authsvc.services import audit as audit_log
-    from authsvc.services.admin import UserAdmin
-    from authsvc.services.users import normalize_username
+    from authsvc.services.admin import AuditFilter
 
     async def work(state: AppState) -> list[list[str]]:
         start = parse_since(since, state.clock.now()) if since else None
         async with state.database.read() as db:
-            admin = UserAdmin(state.settings, state.users)
-            user_id = None
-            name = None
-            if user is not None:
-                try:
-                    name = normalize_username(user)
-                except AuthError:
-                    return []  # no user was ever called that
-                # Events that recorded the user's id only (logout) match by id, also for a
-                # deleted user.
-                user_id = await admin.user_id(db, name)
-            events = await audit_log.find(
-                db, user_id=user_id, username=name, since=start, limit=limit
-            )
-            unnamed = {e.user_id for e in events if e.user_id is not None and not e.username}
-            names = await admin.usernames(db, unnamed)
+            page = await state.admin.audit(db, AuditFilter(user=user, since=start), limit, None)
         return [
             [
-                when(e.at),
-                e.event,
-                e.username or (names.get(e.user_id, str(e.user_id)) if e.user_id else "-"),
-                str(e.session_id) if e.session_id else "-",
-                e.ip or "-",
-                e.actor or "-",
-                json.dumps(e.details, sort_keys=True) if e.details else "-",
+                when(e["at"]),
+                e["event"],
+                e["username"] or (str(e["user_id"]) if e["user_id"] else "-"),
+                str(e["session_id"]) if e["session_id"] else "-",
+                e["ip"] or "-",
+                e["actor"] or "-",
+                json.dumps(e["details"], sort_keys=True) if e["details"] else "-",
             ]
-            for e in events
+            for e in page.events
         ]
 
     table(

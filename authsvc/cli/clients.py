@@ -99,6 +99,7 @@ def create(
                     redirect_uris=redirect_uri or (),
                     scopes=scope or None,
                     first_party=not third_party,
+                    actor="cli",
                 )
             except ValueError as exc:
                 raise CliError(str(exc)) from exc
@@ -153,7 +154,7 @@ def delete(
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            revoked = await state.clients.delete(db, client_id, state.clock.now())
+            revoked = await state.clients.delete(db, client_id, state.clock.now(), actor="cli")
         return f"deleted {client_id}; revoked {revoked} session(s)"
 
     typer.echo(run(work))

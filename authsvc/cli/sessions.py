@@ -23,7 +23,8 @@ def list_sessions(name: Name) -> None:
 
     async def work(state: AppState) -> list[list[str]]:
         async with state.database.read() as db:
-            _, sessions = await _admin(state).sessions(db, name, state.clock.now())
+            user = await state.users.get(db, name)
+            sessions = await _admin(state).sessions(db, user, state.clock.now())
         return [
             [
                 str(s.id),
@@ -79,7 +80,8 @@ def revoke(
                 owner = await _admin(state).revoke_session(db, session_id, now, ACTOR)
                 return f"revoked session {session_id} of {owner.username}"
             assert user is not None
-            found, revoked = await _admin(state).revoke_sessions(db, user, now, ACTOR)
+            found = await state.users.get(db, user)
+            revoked = await _admin(state).revoke_sessions(db, found, now, ACTOR)
             return f"revoked {revoked} session(s) of {found.username}"
 
     typer.echo(run(work))

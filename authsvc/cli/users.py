@@ -39,9 +39,7 @@ PasswordStdin = Annotated[
 
 
 def _admin(state: AppState) -> UserAdmin:
-    from authsvc.services.admin import UserAdmin
-
-    return UserAdmin(state.settings, state.users)
+    return state.admin
 
 
 @app.command("create", cls=Command)
@@ -111,7 +109,7 @@ def set_roles(
             try:
                 return await _admin(state).set_roles(
                     db,
-                    name,
+                    await state.users.get(db, name),
                     role or [],
                     state.clock.now(),
                     ACTOR,
@@ -184,7 +182,8 @@ def delete(
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
-            user, revoked = await _admin(state).delete(db, name, state.clock.now(), ACTOR)
+            user = await state.users.get(db, name)
+            revoked = await _admin(state).delete(db, user, state.clock.now(), ACTOR)
         return f"deleted user {user.username}; revoked {revoked} session(s)"
 
     typer.echo(run(work))

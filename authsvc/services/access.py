@@ -51,15 +51,19 @@ class AccessService:
     async def authenticate(
         self, db: AsyncSession, presented: Presented, now: datetime
     ) -> Principal:
-        """An access token for our own audience: verified, its key binding checked
-        (`sender_check`), then `principal`."""
+        """An access token for our own audience: `verified`, then `principal`."""
+        return await self.principal(db, await self.verified(db, presented, now), now)
+
+    async def verified(self, db: AsyncSession, presented: Presented, now: datetime) -> AccessClaims:
+        """An access token for our own audience, signature and claims checked and its key
+        binding checked (`sender_check`); revocation is `principal`'s or `client`'s."""
         credential = (
             presented if isinstance(presented, AccessCredential) else AccessCredential(presented)
         )
         try:
             claims = await self.issuer.verify(db, credential.token, now)
             await self.sender_check(credential, claims, now)
-            return await self.principal(db, claims, now)
+            return claims
         except InvalidDPoPToken:
             raise
         except InvalidToken:

@@ -36,6 +36,10 @@ USER_ENABLED: Final = "user_enabled"
 USER_DELETED: Final = "user_deleted"
 ROLES_CHANGED: Final = "roles_changed"
 SESSIONS_REVOKED: Final = "sessions_revoked"
+EMAIL_CHANGED: Final = "email_changed"
+CLIENT_CREATED: Final = "client_created"
+CLIENT_DELETED: Final = "client_deleted"
+CLIENT_SECRET_ROTATED: Final = "client_secret_rotated"  # noqa: S105 (an event name)
 
 
 def _ip(value: str | None) -> str | None:
@@ -85,9 +89,19 @@ async def find(
     *,
     user_id: uuid.UUID | None = None,
     username: str | None = None,
+    event: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
+    before: tuple[datetime, int] | None = None,
     limit: int = 100,
 ) -> Sequence[AuditEvent]:
+    """Newest first; `before` is the (at, id) the previous page ended with."""
     return await AuditRepository(db).find(
-        user_id=user_id, username=username, since=since, limit=limit
+        user_id=user_id,
+        username=username,
+        event=event,
+        since=since,
+        until=until,
+        before=before,
+        limit=limit,
     )

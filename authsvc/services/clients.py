@@ -22,7 +22,17 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import Conflict, InvalidClient, InvalidScope, NotFound, UnauthorizedClient
+from authsvc.errors import (
+    Conflict,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidValue,
+    NotFound,
+    UnauthorizedClient,
+)
+from authsvc.services import audit
+from authsvc.services.users import printable
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository
@@ -35,6 +45,8 @@ SUPPORTED_GRANTS = ("authorization_code", "refresh_token", "client_credentials",
 DEFAULT_GRANTS = ("authorization_code", "refresh_token")
 # OpenID Connect Core section 5.4; always offered beside AUTHSVC_DEFAULT_SCOPE's.
 OIDC_SCOPES = ("openid", "profile", "email")
+# Opens /admin to a client-credentials token; only for clients registered with it by name.
+ADMIN_SCOPE = "admin"
 MAX_REDIRECT_URI = 2000
 CLIENT_SECRET_PREFIX = "cs_"  # noqa: S105 - a prefix, not a secret
 
@@ -52,6 +64,18 @@ class ClientCredentials:
 class NewClient:
     client: OAuthClient
     secret: str | None  # shown once, never stored
+
+
+def _new_secret() -> str:
+    return (
+        CLIENT_SECRET_PREFIX
+        + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    )
+
+
+def _plausible(client_id: str) -> bool:
+    """Could be a client id: not too long, no control characters (a path may carry %00)."""
+    return 0 < len(client_id) <= 64 and printable(client_id)
 
 
 class ClientService:
@@ -74,33 +98,31 @@ class ClientService:
         redirect_uris: Sequence[str] = (),
         scopes: Sequence[str] | None = None,
         first_party: bool = True,
+        actor: str,
     ) -> NewClient:
         name = name.strip()
-        if not name or len(name) > 255:
-            raise ValueError("the client name must be 1 to 255 characters")
+        if not name or len(name) > 255 or not printable(name):
+            raise InvalidValue("the client name must be 1 to 255 printable characters")
         unknown = set(grant_types) - set(SUPPORTED_GRANTS)
         if unknown or not grant_types:
-            raise ValueError(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
+            raise InvalidValue(f"grant types must be among {', '.join(SUPPORTED_GRANTS)}")
         for uri in redirect_uris:
             check_redirect_uri(uri)
         if "authorization_code" in grant_types and not redirect_uris:
-            raise ValueError(
+            raise InvalidValue(
                 "the authorization_code grant needs at least one redirect URI "
                 "(--redirect-uri), or leave it out with --grant"
             )
         if "client_credentials" in grant_types and not confidential:
             # RFC 6749 section 4.4: only a client that can authenticate may act for itself.
-            raise ValueError("the client_credentials grant is for confidential clients only")
+            raise InvalidValue("the client_credentials grant is for confidential clients only")
         if scopes is not None:
             scopes = list(dict.fromkeys(scopes))
             if not scopes or any(not _SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
-                raise ValueError("scopes must be non-empty scope tokens (RFC 6749 section 3.3)")
-        secret = (
-            CLIENT_SECRET_PREFIX
-            + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-            if confidential
-            else None
-        )
+                raise InvalidValue("scopes must be non-empty scope tokens (RFC 6749 section 3.3)")
+        if audience is not None and (len(audience) > 255 or not printable(audience)):
+            raise InvalidValue("the audience must be at most 255 printable characters")
+        secret = _new_secret() if confidential else None
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),
             name=name,
@@ -115,13 +137,48 @@ class ClientService:
         )
         if not await ClientRepository(db).add(client):
             raise Conflict("A client with that id already exists.")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.CLIENT_CREATED,
+                actor=actor,
+                details={
+                    "client_id": client.client_id,
+                    "type": client.client_type,
+                    "grant_types": client.grant_types,
+                },
+            ),
+        )
+        return NewClient(client=client, secret=secret)
+
+    async def rotate_secret(
+        self, db: AsyncSession, client_id: str, now: datetime, *, actor: str
+    ) -> NewClient:
+        """A new secret for a confidential client; the old one stops working at once."""
+        repo = ClientRepository(db)
+        client = await repo.get(client_id) if _plausible(client_id) else None
+        if client is None:
+            raise NotFound("No such client.")
+        if not client.is_confidential:
+            raise InvalidRequest("A public client has no secret.")
+        secret = _new_secret()
+        if not await repo.set_secret_digest(client_id, self._digest(secret)):
+            raise NotFound("No such client.")
+        await audit.record(
+            db,
+            now,
+            audit.Entry(audit.CLIENT_SECRET_ROTATED, actor=actor, details={"client_id": client_id}),
+        )
         return NewClient(client=client, secret=secret)
 
     async def list(self, db: AsyncSession) -> Sequence[OAuthClient]:
         return await ClientRepository(db).list()
 
-    async def delete(self, db: AsyncSession, client_id: str, now: datetime) -> int:
+    async def delete(self, db: AsyncSession, client_id: str, now: datetime, *, actor: str) -> int:
         """Delete a client and revoke its sessions; returns how many sessions were revoked."""
+        if not _plausible(client_id):
+            raise NotFound("No such client.")
         repo = ClientRepository(db)
         valid_until = now + self.settings.access_token_horizon
         # Through SessionRepository.revoke, so the revocation feed hears of it too.
@@ -140,6 +197,15 @@ class ClientService:
             feed = RevocationEventRepository(db)
             await feed.lock()
             await feed.append(SID, [client_id], valid_until, now)
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.CLIENT_DELETED,
+                actor=actor,
+                details={"client_id": client_id, "sessions_revoked": revoked},
+            ),
+        )
         return revoked
 
     async def authenticate(
@@ -170,13 +236,16 @@ class ClientService:
             raise UnauthorizedClient()
 
     def offered_scopes(self) -> set[str]:
-        """Every scope the server knows: AUTHSVC_DEFAULT_SCOPE's and OpenID Connect's."""
-        return set(self.settings.default_scope.split()) | set(OIDC_SCOPES)
+        """Every scope the server knows: AUTHSVC_DEFAULT_SCOPE's, OpenID Connect's, `admin`."""
+        return set(self.settings.default_scope.split()) | set(OIDC_SCOPES) | {ADMIN_SCOPE}
 
     def allowed_scopes(self, client: OAuthClient) -> set[str]:
-        """The scopes a client may ask for: its registered ones, within the server's."""
+        """The scopes a client may ask for: its registered ones, within the server's; without
+        registered ones, every scope but `admin`, which must be named at registration."""
         offered = self.offered_scopes()
-        return offered & set(client.scopes) if client.scopes is not None else offered
+        if client.scopes is None:
+            return offered - {ADMIN_SCOPE}
+        return offered & set(client.scopes)
 
     def grantable_scope(self, client: OAuthClient, asked: str | None) -> str:
         """RFC 6749 section 3.3: the scope asked for, if the client may have all of it;
@@ -212,32 +281,32 @@ def check_redirect_uri(uri: str) -> None:
         or uri != uri.strip()
         or any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri)
     ):
-        raise ValueError(f"redirect URI {uri!r} is not a URI")
+        raise InvalidValue(f"redirect URI {uri!r} is not a URI")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if parts.fragment or "#" in uri:
-        raise ValueError(f"redirect URI {uri!r} must not have a fragment")
+        raise InvalidValue(f"redirect URI {uri!r} must not have a fragment")
     if "*" in uri:
-        raise ValueError(f"redirect URI {uri!r}: wildcards are not allowed (matching is exact)")
+        raise InvalidValue(f"redirect URI {uri!r}: wildcards are not allowed (matching is exact)")
     try:
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError:
-        raise ValueError(f"redirect URI {uri!r} has an invalid port") from None
+        raise InvalidValue(f"redirect URI {uri!r} has an invalid port") from None
     if "@" in parts.netloc:
-        raise ValueError(f"redirect URI {uri!r} must not carry user information")
+        raise InvalidValue(f"redirect URI {uri!r} must not carry user information")
     if scheme == "https":
         if not parts.hostname:
-            raise ValueError(f"redirect URI {uri!r} has no host")
+            raise InvalidValue(f"redirect URI {uri!r} has no host")
     elif scheme == "http":
         if parts.hostname not in _LOOPBACK:
-            raise ValueError(
+            raise InvalidValue(
                 f"redirect URI {uri!r}: plain http is allowed only on a loopback host "
                 "(127.0.0.1, [::1], localhost); use https"
             )
     elif "." in scheme:
         pass  # a private-use scheme for a native app (RFC 8252 section 7.1)
     else:
-        raise ValueError(
+        raise InvalidValue(
             f"redirect URI {uri!r} must be https, http on a loopback host, or a private-use "
             "scheme such as com.example.app:/callback"
         )

@@ -18,7 +18,21 @@ from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import UserService
 from authsvc.store.account import UserSessionRepository
 from authsvc.store.db import Database
+from authsvc.store.models import Session
 from authsvc.store.repositories import SessionRepository, UserRepository
+
+
+async def live_session(db: AsyncSession, session_id: str, now: datetime) -> Session:
+    """A live session by its id as a client sent it; NotFound for a malformed, unknown,
+    revoked or expired one alike (the user's own revoke and the admin's share this)."""
+    try:
+        target = uuid.UUID(session_id)
+    except ValueError as exc:
+        raise NotFound("No such session.") from exc
+    session = await SessionRepository(db).live(target, now)
+    if session is None:
+        raise NotFound("No such live session.")
+    return session
 
 
 @dataclass(frozen=True)
@@ -76,20 +90,11 @@ class SessionService:
         session ids cannot be probed."""
         now = ctx.now
         claims = (await self.access.authenticate(db, token, now)).claims
-        try:
-            target = uuid.UUID(session_id)
-        except ValueError as exc:
-            raise NotFound("No such session.") from exc
-        sessions = SessionRepository(db)
-        session = await sessions.get(target)
-        if (
-            session is None
-            or str(session.user_id) != claims.sub
-            or not await sessions.is_live(target, now)
-        ):
-            raise NotFound("No such session.")
-        await sessions.revoke(
-            [target],
+        session = await live_session(db, session_id, now)
+        if str(session.user_id) != claims.sub:
+            raise NotFound("No such live session.")  # as if it did not exist
+        await SessionRepository(db).revoke(
+            [session.id],
             now,
             "revoked_by_user",
             tokens_valid_until=now + self.settings.access_token_horizon,

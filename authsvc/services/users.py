@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -10,13 +11,23 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import InvalidUsername, NotFound, PasswordPolicyError, UserExists
+from authsvc.errors import (
+    EmailExists,
+    InvalidEmail,
+    InvalidUsername,
+    InvalidValue,
+    NotFound,
+    PasswordPolicyError,
+    UserExists,
+)
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
+from authsvc.store.admin import UserAdminRepository
 from authsvc.store.models import User
 from authsvc.store.repositories import SessionRepository, UserRepository
 
 USERNAME_MAX = 64
+EMAIL_MAX = 254  # RFC 5321 section 4.5.3.1.3: the longest path, less its angle brackets
 _LETTER_DIGIT = frozenset({"Ll", "Lu", "Lo", "Lm", "Lt", "Mn", "Mc", "Nd"})
 
 
@@ -43,12 +54,36 @@ def normalize_username(raw: str) -> str:
     return name
 
 
+def printable(text: str) -> bool:
+    """No control characters: PostgreSQL refuses NUL in text, and no name needs the others."""
+    return not any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def normalize_email(raw: str) -> str:
+    """One spelling per address, so that uniqueness means something: surrounding space
+    dropped, NFC, lower case. Only the shape is checked (one `@`, a local part and a dotted
+    domain, no spaces or controls); whether mail arrives is for a verification mail to show."""
+    email = unicodedata.normalize("NFC", raw.strip()).lower()
+    local, at, domain = email.rpartition("@")
+    if (
+        not at
+        or not local
+        or "@" in local
+        or "." not in domain.strip(".")
+        or len(email) > EMAIL_MAX
+        or not printable(email)
+        or any(ch.isspace() for ch in email)
+    ):
+        raise InvalidEmail()
+    return email
+
+
 def normalize_roles(roles: Sequence[str]) -> list[str]:
     cleaned = []
     for role in roles:
         role = role.strip()
-        if not role or len(role) > 64 or any(c.isspace() for c in role):
-            raise ValueError(f"invalid role {role!r}")
+        if not role or len(role) > 64 or not printable(role) or any(c.isspace() for c in role):
+            raise InvalidValue(f"invalid role {role!r}")
         if role not in cleaned:
             cleaned.append(role)
     return cleaned
@@ -76,23 +111,35 @@ class UserService:
         self,
         db: AsyncSession,
         username: str,
-        password: str,
+        password: str | None,
         now: datetime,
         roles: Sequence[str] = (),
         actor: str | None = None,
+        *,
+        email: str | None = None,
     ) -> User:
+        """Create a user. Without a password the account cannot log in until one is set: it
+        gets the hash of a random secret nobody knows, so login takes the same path and time."""
         name = normalize_username(username)
-        self.check_password_policy(password)
+        address = normalize_email(email) if email is not None else None
+        if password is None:
+            password = secrets.token_urlsafe(32)
+        else:
+            self.check_password_policy(password)
         user = User(
             id=uuid.uuid4(),
             username=name,
+            email=address,
             password_hash=await self.passwords.hash(password),
             roles=normalize_roles(roles),
             is_active=True,
             created_at=now,
             updated_at=now,
         )
-        if not await UserRepository(db).add(user):
+        users = UserRepository(db)
+        if not await users.add(user):
+            if address is not None and await users.by_email(address) is not None:
+                raise EmailExists()
             raise UserExists()
         await audit.record(
             db,
@@ -117,13 +164,30 @@ class UserService:
             raise NotFound("No such user.")
         return user
 
+    async def by_id(self, db: AsyncSession, user_id: str) -> User:
+        """A user by id; NotFound for an unknown or malformed id alike."""
+        try:
+            key = uuid.UUID(user_id)
+        except ValueError as exc:
+            raise NotFound("No such user.") from exc
+        user = await UserRepository(db).by_id(key)
+        if user is None:
+            raise NotFound("No such user.")
+        return user
+
     async def list(self, db: AsyncSession) -> Sequence[User]:
         return await UserRepository(db).list()
 
     async def set_active(
         self, db: AsyncSession, username: str, active: bool, now: datetime, actor: str | None = None
     ) -> User:
-        user = await self.get(db, username)
+        return await self.switch_active(db, await self.get(db, username), active, now, actor)
+
+    async def switch_active(
+        self, db: AsyncSession, user: User, active: bool, now: datetime, actor: str | None
+    ) -> User:
+        """Enable or disable a user; disabling revokes every live session at once (through
+        SessionRepository.revoke, so the revocation feed carries them)."""
         user.is_active = active
         user.updated_at = now
         if not active:
@@ -147,12 +211,41 @@ class UserService:
         now: datetime,
         actor: str | None = None,
     ) -> User:
+        return await self.replace_password(db, await self.get(db, username), password, now, actor)
+
+    async def replace_password(
+        self, db: AsyncSession, user: User, password: str, now: datetime, actor: str | None
+    ) -> User:
+        """Set a user's password (an operator's doing) and revoke every session."""
         self.check_password_policy(password)
-        user = await self.get(db, username)
         user.password_hash = await self.passwords.hash(password)
         user.updated_at = now
         await self.password_changed(db, user, now, actor=actor)
         await db.flush()
+        return user
+
+    async def set_email(
+        self, db: AsyncSession, user: User, email: str | None, now: datetime, actor: str | None
+    ) -> User:
+        """Set or clear a user's email address (normalised, unique)."""
+        address = normalize_email(email) if email is not None else None
+        previous = user.email
+        if address == previous:
+            return user
+        if not await UserAdminRepository(db).set_email(user.id, address, now):
+            raise EmailExists()
+        user.email, user.updated_at = address, now
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.EMAIL_CHANGED,
+                user.id,
+                user.username,
+                actor=actor,
+                details={"email": address, "previous": previous},
+            ),
+        )
         return user
 
     async def password_changed(

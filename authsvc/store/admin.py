@@ -1,11 +1,14 @@
-"""SQL for the operator's user management (`authsvc users`, `authsvc sessions`, `authsvc audit`)."""
+"""SQL for the operator's user management (`authsvc users`, `authsvc sessions`, `authsvc audit`
+and the admin API)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import AuditEvent, User
@@ -23,6 +26,40 @@ class UserAdminRepository:
             delete(User).where(User.id == user_id).execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def search(
+        self, name_part: str | None, email_part: str | None, after: str | None, limit: int
+    ) -> Sequence[User]:
+        """Users whose name contains `name_part` or whose email contains `email_part` (both
+        given normalised; neither: everyone), by name, the page after the name `after` (keyset
+        paging on the unique name)."""
+        query = select(User)
+        match = []
+        if name_part:
+            match.append(User.username.contains(name_part, autoescape=True))
+        if email_part:
+            match.append(User.email.contains(email_part, autoescape=True))
+        if match:
+            query = query.where(or_(*match))
+        if after is not None:
+            query = query.where(User.username > after)
+        result = await self.db.execute(query.order_by(User.username).limit(limit))
+        return result.scalars().all()
+
+    async def set_email(self, user_id: uuid.UUID, email: str | None, now: datetime) -> bool:
+        """Set (or clear) a user's email; False if another user has it (the unique
+        constraint decides, in a savepoint so the request's transaction goes on)."""
+        try:
+            async with self.db.begin_nested():
+                await self.db.execute(
+                    update(User)
+                    .where(User.id == user_id)
+                    .values(email=email, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        except IntegrityError:
+            return False
+        return True
 
     async def usernames(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
         """The name of each user id: the user's own, or for a deleted user the name the audit

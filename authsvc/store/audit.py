@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.models import AuditEvent
@@ -25,10 +25,14 @@ class AuditRepository:
         *,
         user_id: uuid.UUID | None = None,
         username: str | None = None,
+        event: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, int] | None = None,
         limit: int = 100,
     ) -> Sequence[AuditEvent]:
-        """Newest first."""
+        """Newest first: by time, then id. `before` is the (at, id) of the last event of the
+        previous page (keyset paging)."""
         query = select(AuditEvent)
         if user_id is not None or username is not None:
             match = []
@@ -37,8 +41,17 @@ class AuditRepository:
             if username is not None:
                 match.append(AuditEvent.username == username)
             query = query.where(or_(*match))
+        if event is not None:
+            query = query.where(AuditEvent.event == event)
         if since is not None:
             query = query.where(AuditEvent.at >= since)
+        if until is not None:
+            query = query.where(AuditEvent.at < until)
+        if before is not None:
+            at, event_id = before
+            query = query.where(
+                or_(AuditEvent.at < at, and_(AuditEvent.at == at, AuditEvent.id < event_id))
+            )
         result = await self.db.execute(
             query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
         )

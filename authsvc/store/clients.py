@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,17 @@ class ClientRepository:
     async def delete(self, client_id: str) -> bool:
         result = await self.db.execute(
             delete(OAuthClient).where(OAuthClient.client_id == client_id)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def set_secret_digest(self, client_id: str, digest: bytes) -> bool:
+        """Replace a confidential client's secret digest; False if there is no such client or
+        it is public."""
+        result = await self.db.execute(
+            update(OAuthClient)
+            .where(OAuthClient.client_id == client_id, OAuthClient.client_type == "confidential")
+            .values(secret_digest=digest)
+            .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
 

@@ -45,8 +45,13 @@ class UserRepository:
     async def by_id(self, user_id: uuid.UUID) -> User | None:
         return await self.db.get(User, user_id)
 
+    async def by_email(self, email: str) -> User | None:
+        result = await self.db.execute(select(User).where(User.email == email))
+        return result.scalar_one_or_none()
+
     async def add(self, user: User) -> bool:
-        """Insert; False if the username is taken (checked by the unique constraint)."""
+        """Insert; False if the username or email is taken (checked by the unique
+        constraints)."""
         try:
             async with self.db.begin_nested():
                 self.db.add(user)
@@ -97,11 +102,12 @@ class SessionRepository:
         await feed.append(SID, revoked, tokens_valid_until, now)
         return len(revoked)
 
-    async def is_live(self, session_id: uuid.UUID, now: datetime) -> bool:
+    async def live(self, session_id: uuid.UUID, now: datetime) -> Session | None:
+        """The session, if it is live at `now` (store/rules.py session_live)."""
         result = await self.db.execute(
-            select(Session.id).where(Session.id == session_id, *session_live(now))
+            select(Session).where(Session.id == session_id, *session_live(now))
         )
-        return result.first() is not None
+        return result.scalar_one_or_none()
 
     async def live_ids_for_user(self, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
         result = await self.db.execute(
