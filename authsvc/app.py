@@ -10,7 +10,17 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
-from authsvc.api import auth, discovery, health, metrics, oauth, revocations, sessions, well_known
+from authsvc.api import (
+    auth,
+    authorize,
+    discovery,
+    health,
+    metrics,
+    oauth,
+    revocations,
+    sessions,
+    well_known,
+)
 from authsvc.api.docs import install_docs
 from authsvc.api.errors import install_error_handlers
 from authsvc.api.http_guard import HttpGuard, StrictJson
@@ -78,6 +88,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(oauth.router)
+    app.include_router(authorize.router)
     app.include_router(discovery.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).

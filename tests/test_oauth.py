@@ -188,7 +188,12 @@ async def test_request_errors_use_rfc_codes(harness: Harness) -> None:
 
     assert await error_of(await token(harness, client_id=client_id)) == (400, "invalid_request")
     assert await error_of(
-        await token(harness, grant_type="authorization_code", client_id=client_id, code="x")
+        await token(
+            harness,
+            grant_type="urn:ietf:params:oauth:grant-type:device_code",
+            client_id=client_id,
+            code="x",
+        )
     ) == (400, "unsupported_grant_type")
     assert await error_of(
         await token(harness, grant_type="password", username="alice", client_id=client_id)
@@ -560,9 +565,11 @@ async def test_server_metadata(harness: Harness, path: str) -> None:
     assert doc["jwks_uri"] == "https://auth.test/.well-known/jwks.json"
     assert doc["revocation_endpoint"] == "https://auth.test/oauth/revoke"
     assert doc["introspection_endpoint"] == "https://auth.test/oauth/introspect"
-    assert doc["grant_types_supported"] == ["password", "refresh_token"]
+    assert doc["authorization_endpoint"] == "https://auth.test/oauth/authorize"
+    assert doc["grant_types_supported"] == ["password", "refresh_token", "authorization_code"]
     assert "client_secret_basic" in doc["token_endpoint_auth_methods_supported"]
-    assert doc["response_types_supported"] == []
+    assert doc["response_types_supported"] == ["code"]
+    assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["scopes_supported"] == ["api"]
     if path == "openid-configuration":
         assert doc["id_token_signing_alg_values_supported"] == ["RS256"]

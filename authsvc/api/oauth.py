@@ -151,23 +151,29 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     "/token",
     responses=_OAUTH_ERRORS,
     openapi_extra=_form_body(
-        ["grant_type"], ["username", "password", "refresh_token", "scope", *_CLIENT_FIELDS]
+        ["grant_type"],
+        [
+            *("username", "password", "refresh_token", "scope"),
+            *("code", "redirect_uri", "code_verifier"),
+            *_CLIENT_FIELDS,
+        ],
     ),
 )
 async def token(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
 ) -> JSONResponse:
-    """RFC 6749 section 4.3 (password) and section 6 (refresh_token)."""
+    """RFC 6749 section 4.1.3 (authorization_code), 4.3 (password), 6 (refresh_token)."""
     pair = await state.oauth.token(db, creds, form, ctx)
-    return _json(
-        {
-            "access_token": pair.access_token,
-            "token_type": "Bearer",
-            "expires_in": pair.expires_in,
-            "refresh_token": pair.refresh_token,
-            "scope": pair.scope,
-        }
-    )
+    body: dict[str, Any] = {
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+        "scope": pair.scope,
+    }
+    if pair.id_token is not None:
+        body["id_token"] = pair.id_token  # OpenID Connect Core section 3.1.3.3
+    return _json(body)
 
 
 @router.post(

@@ -39,6 +39,7 @@ class TokenPair:
     refresh_expires_in: int
     session_id: uuid.UUID
     scope: str = ""
+    id_token: str | None = None  # OpenID Connect, when the scope has `openid`
 
 
 class TokenIssuer:

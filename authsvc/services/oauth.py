@@ -22,6 +22,7 @@ from authsvc.security.keys import ALGORITHM
 from authsvc.services.access import AccessService
 from authsvc.services.clients import ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
+from authsvc.services.id_tokens import IdTokenService
 from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
 from authsvc.services.login import LoginService
 from authsvc.services.refresh import RefreshService
@@ -49,6 +50,8 @@ class OAuthService:
         login: LoginService,
         refresh: RefreshService,
         access: AccessService,
+        authorization_code: GrantHandler,
+        id_tokens: IdTokenService,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -56,6 +59,8 @@ class OAuthService:
         self.login = login
         self.refresh = refresh
         self.access = access
+        self.authorization_code = authorization_code
+        self.id_tokens = id_tokens
 
     # -- POST /oauth/token -------------------------------------------------------------------
 
@@ -78,7 +83,11 @@ class OAuthService:
     def _grants(self) -> dict[str, GrantHandler]:
         """The grants /oauth/token answers, one handler each (a client may be registered for
         others that it cannot use yet)."""
-        return {"password": self._password, "refresh_token": self._refresh}
+        return {
+            "password": self._password,
+            "refresh_token": self._refresh,
+            "authorization_code": self.authorization_code,
+        }
 
     async def _password(
         self,
@@ -106,7 +115,8 @@ class OAuthService:
         grant = Grant(
             client.client_id, self.clients.audience_for(client), _normal_scope(params.get("scope"))
         )
-        return await self.refresh.refresh(db, refresh_token, ctx, grant)
+        pair = await self.refresh.refresh(db, refresh_token, ctx, grant)
+        return await self.id_tokens.on_refresh(db, pair, client.client_id, ctx.now)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
 
@@ -218,30 +228,37 @@ class OAuthService:
     # -- GET /.well-known/oauth-authorization-server -----------------------------------------
 
     def metadata(self, *, openid: bool = False) -> dict[str, Any]:
-        """RFC 8414 section 2. There is no authorization endpoint (no redirect-based grants), so
-        response_types_supported is honestly empty."""
+        """RFC 8414 section 2."""
         base = self.settings.issuer
         auth_methods = ["client_secret_basic", "client_secret_post", "none"]
         doc: dict[str, Any] = {
             "issuer": base,
+            "authorization_endpoint": f"{base}/oauth/authorize",
             "token_endpoint": f"{base}/oauth/token",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "revocation_endpoint": f"{base}/oauth/revoke",
             "introspection_endpoint": f"{base}/oauth/introspect",
             "grant_types_supported": list(self._grants()),
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            # RFC 9207: every authorization response carries `iss`.
+            "authorization_response_iss_parameter_supported": True,
             "scopes_supported": sorted(self.clients.offered_scopes()),
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": auth_methods,
             "introspection_endpoint_auth_methods_supported": auth_methods[:2],
-            # Access tokens are RS256 JWTs (RFC 9068); no ID tokens are issued.
+            # Access tokens (RFC 9068) and ID tokens are RS256 JWTs.
             "access_token_signing_alg_values_supported": [ALGORITHM],
         }
         if openid:
             doc.update(
                 subject_types_supported=["public"],
                 id_token_signing_alg_values_supported=[ALGORITHM],
-                claims_supported=["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"],
+                claims_supported=[
+                    *("iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"),
+                    *("auth_time", "nonce", "at_hash", "azp", "amr"),
+                ],
             )
         return doc
 
@@ -271,6 +288,11 @@ class OAuthService:
             return await self.issuer.verify(db, token, now, audience=audience), audience
         except InvalidToken:
             return None
+
+
+def required(params: Mapping[str, str], name: str) -> str:
+    """A parameter the grant cannot do without (RFC 6749 section 5.2: invalid_request)."""
+    return _required(params, name)
 
 
 def _required(params: Mapping[str, str], name: str) -> str:
