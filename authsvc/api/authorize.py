@@ -216,43 +216,43 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         return error_page(InvalidAuthorizationTarget.default_message, 400)
     page = _Page(request, state)
     values = params.values
-    authz: AuthorizationRequest | None = None
+    # The client is read first, in a read-only transaction: no write lock is held while the
+    # password is hashed.
+    async with state.database.read() as reader:
+        try:
+            target = await state.authorize.target(reader, params)
+        except InvalidAuthorizationTarget as exc:
+            return error_page(exc.message, exc.status)
     try:
+        authz = state.authorize.request(target, params)
+        _check_csrf(request, page, values.get("csrf_token"))
+        action = values.get("action")
+        if action not in ("login", "allow", "deny"):
+            return error_page(InvalidAuthorizationTarget.default_message, 400)
         async with write_scope(state.database) as db:
-            target = await state.authorize.target(db, params)
-            try:
-                authz = state.authorize.request(target, params)
-                _check_csrf(request, page, values.get("csrf_token"))
-                action = values.get("action")
-                if action == "login":
-                    outcome = await state.authorize.sign_in(
-                        db,
-                        authz,
-                        values.get("username", ""),
-                        values.get("password", ""),
-                        page.login,
-                        ctx,
-                    )
-                elif action in ("allow", "deny"):
-                    outcome = await state.authorize.decide(
-                        db, authz, page.login, action == "allow", ctx
-                    )
-                else:
-                    return error_page(InvalidAuthorizationTarget.default_message, 400)
-            except OAuthError as exc:
-                return _error_redirect(target, state.settings, exc, post=True)
-    except InvalidAuthorizationTarget as exc:
-        return error_page(exc.message, exc.status)
+            if action == "login":
+                outcome = await state.authorize.sign_in(
+                    db,
+                    authz,
+                    values.get("username", ""),
+                    values.get("password", ""),
+                    page.login,
+                    ctx,
+                )
+            else:
+                outcome = await state.authorize.decide(
+                    db, authz, page.login, action == "allow", ctx
+                )
+    except OAuthError as exc:
+        return _error_redirect(target, state.settings, exc, post=True)
     except CSRFRejected:
         return error_page(_EXPIRED, 403)
     except InvalidCredentials:
         # The JSON API's generic message: nothing says which check failed.
-        assert authz is not None
         return page.login_form(
             authz, username=values.get("username", ""), error=_FAILED, status=401
         )
     except RateLimited as exc:
-        assert authz is not None
         return page.login_form(
             authz,
             username=values.get("username", ""),

@@ -19,24 +19,29 @@ class AuthorizationCodeRepository:
         self.db.add(code)
         await self.db.flush()
 
-    async def spend(self, digest: bytes, client_id: str, now: datetime) -> AuthorizationCode | None:
-        """Compare-and-set: mark the unexpired, unspent code of `client_id` spent and return it,
-        or None having written nothing. One statement, so of two concurrent presentations
-        exactly one matches: PostgreSQL's second UPDATE waits for the first's row lock and
-        re-checks `used_at IS NULL`; SQLite serialises writers."""
+    async def live(self, digest: bytes, client_id: str, now: datetime) -> AuthorizationCode | None:
+        """The unexpired, unspent code with this digest, issued to `client_id`."""
         result = await self.db.execute(
-            update(AuthorizationCode)
-            .where(
+            select(AuthorizationCode).where(
                 AuthorizationCode.digest == digest,
                 AuthorizationCode.client_id == client_id,
                 AuthorizationCode.used_at.is_(None),
                 AuthorizationCode.expires_at > now,
             )
-            .values(used_at=now)
-            .returning(AuthorizationCode)
-            .execution_options(synchronize_session=False)
         )
         return result.scalars().first()
+
+    async def spend(self, code_id: int, now: datetime) -> bool:
+        """Compare-and-set: mark the code spent if it still is not. One statement, so of two
+        concurrent exchanges exactly one gets True: PostgreSQL's second UPDATE waits for the
+        first's row lock and re-checks `used_at IS NULL`; SQLite serialises writers."""
+        result = await self.db.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == code_id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
     async def by_digest(self, digest: bytes) -> AuthorizationCode | None:
         result = await self.db.execute(

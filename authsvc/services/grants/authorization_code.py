@@ -46,10 +46,10 @@ class AuthorizationCodeGrant:
         params: Mapping[str, str],
         ctx: RequestContext,
     ) -> TokenPair:
-        """Spend the code (compare-and-set, so exactly one of two concurrent exchanges wins),
-        then check what it is bound to. A failed check raises, and the request's rollback
-        unspends the code: a verifier cannot be guessed (at least 256 bits), and an attacker
-        holding a stolen code must not be able to burn it for its owner."""
+        """Check what the code is bound to, then spend it (compare-and-set, so exactly one of
+        two concurrent exchanges wins). A failed check writes nothing: a verifier cannot be
+        guessed (at least 256 bits), and a client presenting a stolen code must not be able to
+        burn it for its owner."""
         code = required(params, "code")
         redirect_uri = required(params, "redirect_uri")
         verifier = params.get("code_verifier")
@@ -58,7 +58,7 @@ class AuthorizationCodeGrant:
             raise InvalidGrant()
         digest = self.codes.digest(code)
         repo = AuthorizationCodeRepository(db)
-        row = await repo.spend(digest, client.client_id, now)
+        row = await repo.live(digest, client.client_id, now)
         if row is None:
             raise await self._declined(db, digest, ctx)
         # Section 4.1.3: the redirect_uri of the authorization request, character for character.
@@ -74,6 +74,9 @@ class AuthorizationCodeGrant:
         user = await UserRepository(db).by_id(row.user_id)
         if user is None or not user.is_active:
             raise InvalidGrant()
+        if not await repo.spend(row.id, now):
+            # Spent by a concurrent exchange since it was read: a second presentation.
+            raise await self._declined(db, digest, ctx)
         grant = Grant(client.client_id, self.clients.audience_for(client), row.scope)
         session, token, expires_at = await self.login.open_session(
             db, user, ctx, grant, auth_time=row.auth_time, max_age=self.settings.session_max_age
