@@ -133,10 +133,10 @@ async def exchange(
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if verifier is not None:
         data["code_verifier"] = verifier
-    auth = (client_id, secret) if secret else None
-    if secret is None:
-        data["client_id"] = client_id
-    return await flow.http.post("/oauth/token", data=data, auth=auth)
+    if secret is not None:
+        return await flow.http.post("/oauth/token", data=data, auth=(client_id, secret))
+    data["client_id"] = client_id
+    return await flow.http.post("/oauth/token", data=data)
 
 
 async def verify_id_token(flow: Flow, token: str, client_id: str) -> dict[str, Any]:
