@@ -23,6 +23,7 @@ from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import Settings
 from authsvc.security.authorization_codes import s256
+from authsvc.services.maintenance import prune
 from authsvc.state import AppState
 from tests.conftest import PASSWORD
 
@@ -507,3 +508,19 @@ async def test_login_form_refuses_cross_site_posts(flow: Flow) -> None:
     assert stranger.status_code == 403
     same_origin = await flow.http.post("/oauth/authorize", data=fields, headers={"Origin": ISSUER})
     assert same_origin.status_code == 303
+
+
+async def test_spent_and_expired_codes_are_pruned_a_day_later(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    spent = await code_for(flow, client_id, challenge)
+    assert (await exchange(flow, client_id, spent, verifier)).status_code == 200
+    await code_for(flow, client_id, challenge)  # never exchanged
+    flow.clock.advance(3600)
+    report = await prune(flow.state.database, flow.state.keys, flow.clock.now())
+    assert report.authorization_codes == 0
+    # Within the day, a replay is still recognised as reuse.
+    assert "already used" in (await exchange(flow, client_id, spent, verifier)).text
+    flow.clock.advance(86400)
+    report = await prune(flow.state.database, flow.state.keys, flow.clock.now())
+    assert report.authorization_codes == 2
