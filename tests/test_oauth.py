@@ -570,7 +570,7 @@ async def test_server_metadata(harness: Harness, path: str) -> None:
     assert "client_secret_basic" in doc["token_endpoint_auth_methods_supported"]
     assert doc["response_types_supported"] == ["code"]
     assert doc["code_challenge_methods_supported"] == ["S256"]
-    assert doc["scopes_supported"] == ["api"]
+    assert doc["scopes_supported"] == ["api", "email", "openid", "profile"]
     if path == "openid-configuration":
         assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
 
