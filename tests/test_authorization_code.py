@@ -286,6 +286,39 @@ async def test_third_party_client_asks_for_consent_each_time(flow: Flow) -> None
     assert redirect_query(silent)["error"] == "consent_required"
 
 
+async def test_not_you_signs_out_and_shows_the_login_form(flow: Flow) -> None:
+    client_id, _ = await flow.client(first_party=False)
+    _, challenge = pkce()
+    page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    consent = await sign_in(flow, page)
+    out = await flow.http.post(
+        "/oauth/authorize", data={**form_fields(consent), "action": "logout"}
+    )
+    assert out.status_code == 200 and 'name="password"' in out.text
+    assert "__Host-authsvc_login" not in flow.http.cookies
+    again = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    assert 'name="password"' in again.text
+
+
+async def test_max_age_and_prompt_consent(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    await code_for(flow, client_id, challenge)
+    flow.clock.advance(120)
+    fresh_enough = await flow.http.get(
+        "/oauth/authorize", params=request_params(client_id, challenge, max_age="600")
+    )
+    assert fresh_enough.status_code == 302
+    too_old = await flow.http.get(
+        "/oauth/authorize", params=request_params(client_id, challenge, max_age="60")
+    )
+    assert too_old.status_code == 200 and 'name="password"' in too_old.text
+    asked = await flow.http.get(
+        "/oauth/authorize", params=request_params(client_id, challenge, prompt="consent")
+    )
+    assert asked.status_code == 200 and "Allow access?" in asked.text
+
+
 async def test_missing_state_is_accepted_and_nothing_is_echoed(flow: Flow) -> None:
     client_id, _ = await flow.client()
     verifier, challenge = pkce()

@@ -227,7 +227,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         authz = state.authorize.request(target, params)
         _check_csrf(request, page, values.get("csrf_token"))
         action = values.get("action")
-        if action not in ("login", "allow", "deny"):
+        if action not in ("login", "allow", "deny", "logout"):
             return error_page(InvalidAuthorizationTarget.default_message, 400)
         async with write_scope(state.database) as db:
             if action == "login":
@@ -239,6 +239,18 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                     page.login,
                     ctx,
                 )
+            elif action == "logout":
+                # "Not you?" on the consent page: end this browser's sign-in, ask again.
+                await state.authorize.sign_out(db, page.login, ctx)
+                response = page.login_form(authz)
+                response.delete_cookie(
+                    login_cookie(state.settings),
+                    path="/",
+                    secure=_secure(state.settings),
+                    httponly=True,
+                    samesite="lax",
+                )
+                return response
             else:
                 outcome = await state.authorize.decide(
                     db, authz, page.login, action == "allow", ctx

@@ -130,7 +130,8 @@ def consent_page(
         f"<ul>{items}</ul><p>You are signed in as <strong>{escape(username)}</strong>.</p>"
         f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
         '<button type="submit" name="action" value="allow">Allow</button>'
-        '<button type="submit" name="action" value="deny">Deny</button></form>'
+        '<button type="submit" name="action" value="deny">Deny</button>'
+        '<button type="submit" name="action" value="logout">Not you? Sign out</button></form>'
     )
     return _page("Allow access?", main, 200, redirect_uri)
 
