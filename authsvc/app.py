@@ -13,6 +13,7 @@ from authsvc import __version__
 from authsvc.api import (
     admin,
     auth,
+    authorize,
     discovery,
     end_session,
     health,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(oauth.router)
     app.include_router(userinfo.router)
     app.include_router(end_session.router)
+    app.include_router(authorize.router)
     app.include_router(discovery.router)
     app.include_router(admin.router)
     if settings.spa_dir is not None:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # the origins (besides the issuer's own) whose cookie-carrying requests are accepted.
     refresh_token_transport: Literal["body", "cookie"] = "body"  # noqa: S105 - a mode
     allowed_origins: str = ""
+    # How long the hosted login page's sign-in cookie spares the user their password, seconds.
+    login_session_ttl: int = Field(12 * 3600, ge=60)
     # Development only: serve this directory (the example SPA) under /spa/ on the same origin.
     spa_dir: Path | None = None
     # Rate limits and login backoff (authsvc/services/ratelimit.py).

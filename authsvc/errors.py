@@ -263,3 +263,48 @@ class TemporarilyUnavailable(OAuthError):
     code = "temporarily_unavailable"
     status = 503
     default_message = "The service is temporarily unavailable; retry later."
+
+
+class UnsupportedResponseType(OAuthError):
+    """RFC 6749 section 4.1.2.1: only `code` is answered."""
+
+    code = "unsupported_response_type"
+    default_message = "Only response_type=code is supported."
+
+
+class AccessDenied(OAuthError):
+    code = "access_denied"
+    status = 403
+    default_message = "The user or the server denied the request."
+
+
+class LoginRequired(OAuthError):
+    """OpenID Connect Core section 3.1.2.6: prompt=none and nobody is signed in."""
+
+    code = "login_required"
+    default_message = "The user is not signed in."
+
+
+class ConsentRequired(OAuthError):
+    """OpenID Connect Core section 3.1.2.6: prompt=none and the client needs consent."""
+
+    code = "consent_required"
+    default_message = "The user has to consent first."
+
+
+class AuthorizationCodeReused(InvalidGrant):
+    """RFC 6749 section 4.1.2: a code presented twice is refused and the session it opened is
+    revoked; that revocation commits although the request fails."""
+
+    default_message = "The authorization code was already used; its tokens have been revoked."
+    persist_writes = True
+
+
+class InvalidAuthorizationTarget(AuthError):
+    """The authorization request names no registered client or a redirect URI that is not
+    exactly one of its registered ones: answered with an error page, never a redirect
+    (RFC 6749 section 4.1.2.1, RFC 9700 section 4.1)."""
+
+    code = "invalid_request"
+    status = 400
+    default_message = "The application's sign-in request is not valid."

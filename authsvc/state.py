@@ -8,14 +8,20 @@ from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
 from authsvc.observability.metrics import Metrics, key_age_seconds
 from authsvc.security.access_tokens import AccessTokens
+from authsvc.security.authorization_codes import AuthorizationCodes
+from authsvc.security.csrf import CsrfTokens
+from authsvc.security.id_tokens import IdTokens
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
 from authsvc.services.admin import AdminAccess, UserAdmin
+from authsvc.services.authorize import AuthorizeService
 from authsvc.services.clients import ClientService
 from authsvc.services.dpop import DPoPService
 from authsvc.services.end_session import EndSessionService
+from authsvc.services.grants.authorization_code import AuthorizationCodeGrant
+from authsvc.services.id_tokens import IdTokenService
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
@@ -51,6 +57,8 @@ class AppState:
     dpop: DPoPService
     admin: UserAdmin
     admin_access: AdminAccess
+    authorize: AuthorizeService
+    csrf: CsrfTokens
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -82,6 +90,11 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     logout = LogoutService(settings, checker, issuer)
+    codes = AuthorizationCodes(secrets.authorization_code_key)
+    id_tokens = IdTokenService(
+        issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
+    )
+    code_grant = AuthorizationCodeGrant(settings, clients, login, codes, id_tokens)
     return AppState(
         settings=settings,
         clock=clock,
@@ -96,13 +109,17 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         logout=logout,
         users=users,
         clients=clients,
-        oauth=OAuthService(settings, clients, issuer, login, refresher, checker),
+        oauth=OAuthService(
+            settings, clients, issuer, login, refresher, checker, code_grant, id_tokens
+        ),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
         userinfo=UserInfoService(checker),
         end_session=EndSessionService(settings, issuer, logout),
         dpop=dpop,
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
+        authorize=AuthorizeService(settings, clients, login, issuer, codes),
+        csrf=CsrfTokens(secrets.login_page_key),
     )
 
 

@@ -189,7 +189,12 @@ async def test_request_errors_use_rfc_codes(harness: Harness) -> None:
 
     assert await error_of(await token(harness, client_id=client_id)) == (400, "invalid_request")
     assert await error_of(
-        await token(harness, grant_type="authorization_code", client_id=client_id, code="x")
+        await token(
+            harness,
+            grant_type="urn:ietf:params:oauth:grant-type:device_code",
+            client_id=client_id,
+            code="x",
+        )
     ) == (400, "unsupported_grant_type")
     assert await error_of(
         await token(harness, grant_type="password", username="alice", client_id=client_id)

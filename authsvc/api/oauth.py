@@ -151,14 +151,19 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     "/token",
     responses=_OAUTH_ERRORS,
     openapi_extra=_form_body(
-        ["grant_type"], ["username", "password", "refresh_token", "scope", *_CLIENT_FIELDS]
+        ["grant_type"],
+        [
+            *("username", "password", "refresh_token", "scope"),
+            *("code", "redirect_uri", "code_verifier"),
+            *_CLIENT_FIELDS,
+        ],
     ),
 )
 async def token(
     state: State, db: WriteDB, ctx: TokenContext, form: Form, creds: Credentials
 ) -> JSONResponse:
-    """RFC 6749 section 4.3 (password), section 4.4 (client_credentials) and section 6
-    (refresh_token); with a DPoP proof, a DPoP-bound access token (RFC 9449 section 5)."""
+    """RFC 6749 section 4.1.3 (authorization_code), 4.3 (password), 4.4 (client_credentials)
+    and 6 (refresh_token); with a DPoP proof, a DPoP-bound access token (RFC 9449 section 5)."""
     pair = await state.oauth.token(db, creds, form, ctx)
     body: dict[str, Any] = {
         "access_token": pair.access_token,
@@ -169,6 +174,8 @@ async def token(
     }
     if not pair.has_refresh_token:
         del body["refresh_token"]  # client credentials: none (RFC 6749 section 4.4.3)
+    if pair.id_token is not None:
+        body["id_token"] = pair.id_token  # OpenID Connect Core section 3.1.3.3
     return _json(body)
 
 

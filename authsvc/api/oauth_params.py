@@ -23,9 +23,11 @@ MAX_FIELDS = 64
 
 _CLIENT = frozenset({"client_id", "client_secret"})
 TOKEN_PARAMS = _CLIENT | {"grant_type", "username", "password", "refresh_token", "scope"}
+# RFC 6749 section 4.1.3, RFC 7636 section 4.5.
+CODE_PARAMS = frozenset({"code", "redirect_uri", "code_verifier"})
 TOKEN_HINT_PARAMS = _CLIENT | {"token", "token_type_hint"}
 KNOWN: dict[str, frozenset[str]] = {
-    "/oauth/token": TOKEN_PARAMS,
+    "/oauth/token": TOKEN_PARAMS | CODE_PARAMS,
     "/oauth/revoke": TOKEN_HINT_PARAMS,
     "/oauth/introspect": TOKEN_HINT_PARAMS,
 }

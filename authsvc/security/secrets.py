@@ -40,6 +40,8 @@ class ServerSecrets:
     refresh_successor_key: bytes
     client_secret_key: bytes = b""
     dpop_nonce_key: bytes = b""
+    authorization_code_key: bytes = b""
+    login_page_key: bytes = b""
 
     @classmethod
     def from_kek(cls, kek: str) -> ServerSecrets:
@@ -57,6 +59,8 @@ class ServerSecrets:
             refresh_successor_key=_derive(raw, b"authsvc/refresh-token/successor/v1"),
             client_secret_key=_derive(raw, b"authsvc/client-secret/digest/v1"),
             dpop_nonce_key=_derive(raw, b"authsvc/dpop-nonce/v1"),
+            authorization_code_key=_derive(raw, b"authsvc/authorization-code/digest/v1"),
+            login_page_key=_derive(raw, b"authsvc/login-page/csrf/v1"),
         )
 
 

@@ -27,6 +27,7 @@ from authsvc.store.models import AuditEvent
 LOGIN_SUCCEEDED: Final = "login_succeeded"
 LOGIN_FAILED: Final = "login_failed"
 REFRESH_REUSE_DETECTED: Final = "refresh_reuse_detected"
+AUTHORIZATION_CODE_REUSED: Final = "authorization_code_reused"
 LOGOUT: Final = "logout"
 PASSWORD_CHANGED: Final = "password_changed"  # noqa: S105 (an event name)
 KEY_ROTATED: Final = "key_rotated"

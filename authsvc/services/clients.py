@@ -32,6 +32,8 @@ from authsvc.errors import (
     UnauthorizedClient,
 )
 from authsvc.services import audit
+from authsvc.services.context import RequestContext
+from authsvc.services.issuer import Grant
 from authsvc.services.users import printable
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import OAuthClient
@@ -260,6 +262,18 @@ class ClientService:
         if not default:
             raise InvalidScope()
         return " ".join(default)
+
+    def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
+        """What a grant's tokens carry for `client`: its audience, the scope, and the request's
+        DPoP key (RFC 9449 section 5: the access token is bound to it, and a public client's
+        new session too). Every grant handler builds its Grant here."""
+        return Grant(
+            client.client_id,
+            self.audience_for(client),
+            scope,
+            jkt=ctx.dpop_jkt,
+            bind_session=not client.is_confidential,
+        )
 
     def audience_for(self, client: OAuthClient) -> str:
         return client.audience or self.settings.audience

@@ -61,6 +61,7 @@ class TokenPair:
     scope: str = ""
     # The thumbprint the access token is bound to (RFC 9449 section 6.1), None for a bearer one.
     jkt: str | None = None
+    id_token: str | None = None  # OpenID Connect, when the scope has `openid`
 
     @property
     def token_type(self) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +19,7 @@ from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
-from authsvc.store.models import RefreshToken, Session
+from authsvc.store.models import RefreshToken, Session, User
 from authsvc.store.repositories import RefreshTokenRepository, SessionRepository, UserRepository
 
 
@@ -46,33 +48,45 @@ class LoginService:
         ctx: RequestContext,
         grant: Grant,
     ) -> TokenPair:
-        """Rate limits (per address, per name, backoff after failures), then _login."""
+        """Rate limits (per address, per name, backoff after failures), the password check,
+        then a new session and its first tokens.
+
+        The grant comes from the OAuth adapter (already checked there); the JSON API passes
+        FIRST_PARTY and gets the defaults."""
+        async with self._attempt(username, ctx):
+            user = await self._check_password(db, username, password, ctx)
+            session, token, expires_at = await self.open_session(
+                db, user, ctx, grant, auth_time=ctx.now, max_age=self.settings.session_max_age
+            )
+            await self.record_login(db, user, session, ctx)
+            return await self.sign(db, user, session, token, expires_at, ctx, grant)
+
+    async def verify(
+        self, db: AsyncSession, username: str, password: str, ctx: RequestContext
+    ) -> User:
+        """The password check of `login`, under the same rate limits and backoff, for callers
+        that open their own session (the hosted login page)."""
+        async with self._attempt(username, ctx):
+            return await self._check_password(db, username, password, ctx)
+
+    @asynccontextmanager
+    async def _attempt(self, username: str, ctx: RequestContext) -> AsyncIterator[None]:
         try:
             await self.limiter.check_address("login", ctx.ip, ctx.now)
             async with self.limiter.login_attempt(username, ctx.now):
-                return await self._login(
-                    db,
-                    username,
-                    password,
-                    ctx,
-                    grant,
-                )
+                yield
         except RateLimited:
             self.metrics.rate_limited("login")
             raise
 
-    async def _login(
+    async def _check_password(
         self,
         db: AsyncSession,
         username: str,
         password: str,
         ctx: RequestContext,
-        grant: Grant,
-    ) -> TokenPair:
-        """Check the password and open a session.
-
-        The grant comes from the OAuth adapter (already checked there); the JSON API passes
-        FIRST_PARTY and gets the defaults.
+    ) -> User:
+        """The active user with this name and password, loaded in `db`.
 
         Unknown user, wrong password and disabled user give the same error after the same
         work (a dummy hash is checked for unknown names). The user is read in a short read-only
@@ -110,17 +124,34 @@ class LoginService:
         if new_hash is not None and user.password_hash == stored_hash:
             user.password_hash = new_hash
             user.updated_at = now
+        self.metrics.login("success")
+        return user
+
+    async def open_session(
+        self,
+        db: AsyncSession,
+        user: User,
+        ctx: RequestContext,
+        grant: Grant,
+        *,
+        auth_time: datetime,
+        max_age: int,
+    ) -> tuple[Session, str, datetime]:
+        """A new session for an authenticated user (`auth_time`: when they proved it), ending
+        after `max_age` seconds, and its first refresh token with that token's expiry."""
+        now = ctx.now
         session = Session(
             id=uuid.uuid4(),
             user_id=user.id,
             created_at=now,
             last_used_at=now,
-            expires_at=now + timedelta(seconds=self.settings.session_max_age),
+            expires_at=now + timedelta(seconds=max_age),
             client_ip=(ctx.ip or None) and ctx.ip[:64],
             user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
             client_id=grant.client_id,
             scope=grant.scope,
             dpop_jkt=grant.session_jkt,
+            auth_time=auth_time,
         )
         await SessionRepository(db).add(session)
         token = self.issuer.refresh.new()
@@ -134,23 +165,39 @@ class LoginService:
                 expires_at=expires_at,
             )
         )
-        await audit.record(
-            db,
-            now,
-            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
-        )
-        pair = self.issuer.sign(
-            await self.issuer.signing_ring(db, now),
+        return session, token, expires_at
+
+    async def sign(
+        self,
+        db: AsyncSession,
+        user: User,
+        session: Session,
+        token: str,
+        expires_at: datetime,
+        ctx: RequestContext,
+        grant: Grant,
+    ) -> TokenPair:
+        """The first access token of a session opened by open_session, with its refresh token."""
+        return self.issuer.sign(
+            await self.issuer.signing_ring(db, ctx.now),
             user.id,
             list(user.roles or []),
             session.id,
             token,
             expires_at,
-            now,
+            ctx.now,
             grant,
         )
-        self.metrics.login("success")
-        return pair
+
+    @staticmethod
+    async def record_login(
+        db: AsyncSession, user: User, session: Session, ctx: RequestContext
+    ) -> None:
+        await audit.record(
+            db,
+            ctx.now,
+            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
+        )
 
     def _login_failed(
         self,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.services.keys import KeyService
 from authsvc.services.revocations import retention
 from authsvc.store.audit import AuditRepository
+from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.db import Database
 from authsvc.store.repositories import (
     DenylistRepository,
@@ -18,6 +19,8 @@ from authsvc.store.repositories import (
     SessionRepository,
 )
 from authsvc.store.revocations import RevocationEventRepository
+
+CODE_REUSE_MEMORY = timedelta(days=1)
 
 
 @dataclass
@@ -28,12 +31,14 @@ class PruneReport:
     signing_keys: int = 0
     revocation_events: int = 0
     audit_events: int = 0
+    authorization_codes: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
-    """Delete expired denylist entries, refresh tokens, sessions, feed entries and old keys,
+    """Delete expired denylist entries, refresh tokens, sessions, authorization codes, feed
+    entries and old keys,
     and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
@@ -44,6 +49,13 @@ async def prune(
         ("denylist", lambda db: DenylistRepository(db).delete_expired(now, batch)),
         ("refresh_tokens", lambda db: RefreshTokenRepository(db).delete_expired(now, batch)),
         ("sessions", lambda db: SessionRepository(db).delete_expired(now, batch)),
+        (
+            # Kept a day past expiry, so that a late replay still revokes what the code issued.
+            "authorization_codes",
+            lambda db: AuthorizationCodeRepository(db).delete_expired(
+                now - CODE_REUSE_MEMORY, batch
+            ),
+        ),
         (
             "revocation_events",
             lambda db: RevocationEventRepository(db).delete_expired(

@@ -24,6 +24,7 @@ from authsvc.services.access import AccessService, is_client_token
 from authsvc.services.clients import ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.grants.client_credentials import ClientCredentialsGrant
+from authsvc.services.id_tokens import IdTokenService
 from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
 from authsvc.services.login import LoginService
 from authsvc.services.refresh import RefreshService
@@ -67,6 +68,8 @@ class OAuthService:
         login: LoginService,
         refresh: RefreshService,
         access: AccessService,
+        authorization_code: GrantHandler,
+        id_tokens: IdTokenService,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -74,6 +77,8 @@ class OAuthService:
         self.login = login
         self.refresh = refresh
         self.access = access
+        self.authorization_code = authorization_code
+        self.id_tokens = id_tokens
 
     # -- POST /oauth/token -------------------------------------------------------------------
 
@@ -100,6 +105,7 @@ class OAuthService:
             "password": self._password,
             "refresh_token": self._refresh,
             "client_credentials": ClientCredentialsGrant(self.clients, self.issuer),
+            "authorization_code": self.authorization_code,
         }
 
     async def _password(
@@ -116,16 +122,7 @@ class OAuthService:
         return await self.login.login(db, username, password, ctx, self.grant(client, scope, ctx))
 
     def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
-        """What a grant's tokens carry for `client`: its audience, the scope, and the request's
-        DPoP key (RFC 9449 section 5: the access token is bound to it, and a public client's
-        new session too). Every grant handler builds its Grant here."""
-        return Grant(
-            client.client_id,
-            self.clients.audience_for(client),
-            scope,
-            jkt=ctx.dpop_jkt,
-            bind_session=not client.is_confidential,
-        )
+        return self.clients.grant(client, scope, ctx)
 
     async def _refresh(
         self,
@@ -137,7 +134,8 @@ class OAuthService:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
         grant = self.grant(client, _normal_scope(params.get("scope")), ctx)
-        return await self.refresh.refresh(db, refresh_token, ctx, grant)
+        pair = await self.refresh.refresh(db, refresh_token, ctx, grant)
+        return await self.id_tokens.on_refresh(db, pair, client.client_id, ctx.now)
 
     # -- POST /oauth/revoke ------------------------------------------------------------------
 
@@ -337,6 +335,11 @@ class OAuthService:
             return await self.issuer.verify(db, token, now, audience=audience), audience
         except InvalidToken:
             return None
+
+
+def required(params: Mapping[str, str], name: str) -> str:
+    """A parameter the grant cannot do without (RFC 6749 section 5.2: invalid_request)."""
+    return _required(params, name)
 
 
 def _required(params: Mapping[str, str], name: str) -> str:

@@ -95,6 +95,8 @@ class Session(Base):
     # RFC 9449 section 5: the thumbprint of the DPoP key a public client's session (its refresh
     # tokens) is bound to; NULL when unbound.
     dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    # When the user last proved who they are for this session (OpenID Connect `auth_time`).
+    auth_time: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_sessions_user_id", "user_id"),
@@ -195,6 +197,33 @@ class OAuthClient(Base):
     @property
     def is_confidential(self) -> bool:
         return self.client_type == "confidential"
+
+
+class AuthorizationCode(Base):
+    """An authorization code (RFC 6749 section 4.1.2): one-time, short-lived, kept only as a
+    keyed digest, bound to the request that produced it. `session_id` is the session its
+    exchange opened, revoked if the code is presented again."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    client_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(512))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    auth_time: Mapped[datetime]
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+    __table_args__ = (
+        UniqueConstraint("digest", name="uq_authorization_codes_digest"),
+        Index("ix_authorization_codes_expires_at", "expires_at"),
+    )
 
 
 class AuditEvent(Base):

@@ -1,0 +1,141 @@
+"""The hosted pages of the authorization endpoint: server-rendered HTML that works without
+JavaScript, every field labelled, and headers that keep it out of frames and caches.
+
+Everything interpolated is escaped (html.escape with quotes). The one stylesheet is inline and
+allowed by its hash, so the Content-Security-Policy allows no script and no other style.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from html import escape
+from urllib.parse import urlsplit
+
+from fastapi.responses import HTMLResponse
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5}label{display:block;margin-top:1rem;font-weight:600}"
+    "input{display:block;width:100%;padding:.5rem;box-sizing:border-box;font-size:1rem}"
+    "button{margin:1.25rem .5rem 0 0;padding:.5rem 1.25rem;font-size:1rem}"
+    ".error{color:#9b1c1c;border-left:4px solid #9b1c1c;padding-left:.75rem}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_SCOPE_TEXT = {
+    "openid": "Know who you are (your user id)",
+    "profile": "See your username",
+    "email": "See your email address",
+}
+
+
+def form_target(redirect_uri: str | None) -> str:
+    """The CSP source a form submission may end at: the client's redirect target (browsers
+    apply form-action to the redirect that follows the POST)."""
+    if redirect_uri is None:
+        return ""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme in ("http", "https"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}:"
+
+
+def page_headers(redirect_uri: str | None = None) -> dict[str, str]:
+    csp = (
+        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
+        f"form-action 'self' {form_target(redirect_uri)}".rstrip()
+        + "; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",  # for browsers without CSP frame-ancestors
+        "Cache-Control": "no-store",
+        "Pragma": "no-cache",
+        # The page's URL carries the authorization request: never sent to another origin.
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _page(
+    title: str,
+    main: str,
+    status: int,
+    redirect_uri: str | None,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main>{main}</main></body></html>"
+    )
+    return HTMLResponse(
+        html, status_code=status, headers={**page_headers(redirect_uri), **(headers or {})}
+    )
+
+
+def _hidden(params: Mapping[str, str], csrf_token: str) -> str:
+    fields = [
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in params.items()
+    ]
+    fields.append(f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">')
+    return "".join(fields)
+
+
+def login_page(
+    *,
+    action: str,
+    params: Mapping[str, str],
+    csrf_token: str,
+    client_name: str,
+    redirect_uri: str,
+    username: str = "",
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    alert = f'<p class="error" role="alert" id="error">{escape(error)}</p>' if error else ""
+    described = ' aria-describedby="error" aria-invalid="true"' if error else ""
+    main = (
+        f"<h1>Sign in</h1><p>to continue to <strong>{escape(client_name)}</strong></p>{alert}"
+        f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
+        '<label for="username">Username</label>'
+        f'<input id="username" name="username" autocomplete="username" required'
+        f' value="{escape(username)}"{described}>'
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password"'
+        f' autocomplete="current-password" required{described}>'
+        '<button type="submit" name="action" value="login">Sign in</button></form>'
+    )
+    return _page("Sign in", main, status, redirect_uri, headers)
+
+
+def consent_page(
+    *,
+    action: str,
+    params: Mapping[str, str],
+    csrf_token: str,
+    client_name: str,
+    redirect_uri: str,
+    username: str,
+    scopes: Sequence[str],
+) -> HTMLResponse:
+    items = "".join(
+        f"<li>{escape(_SCOPE_TEXT.get(s, f'Use “{s}” on your behalf'))}</li>" for s in scopes
+    )
+    main = (
+        f"<h1>Allow access?</h1><p><strong>{escape(client_name)}</strong> asks to:</p>"
+        f"<ul>{items}</ul><p>You are signed in as <strong>{escape(username)}</strong>.</p>"
+        f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
+        '<button type="submit" name="action" value="allow">Allow</button>'
+        '<button type="submit" name="action" value="deny">Deny</button>'
+        '<button type="submit" name="action" value="logout">Not you? Sign out</button></form>'
+    )
+    return _page("Allow access?", main, 200, redirect_uri)
+
+
+def error_page(message: str, status: int) -> HTMLResponse:
+    main = f'<h1>Cannot continue</h1><p role="alert">{escape(message)}</p>'
+    return _page("Cannot continue", main, status, None)
