@@ -18,6 +18,7 @@ from authsvc.api import (
     end_session,
     health,
     metrics,
+    mfa,
     oauth,
     revocations,
     sessions,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(revocations.router)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(mfa.router)
     app.include_router(oauth.router)
     app.include_router(userinfo.router)
     app.include_router(end_session.router)

@@ -28,6 +28,8 @@ class AuthError(Exception):
         self.message = message or self.default_message
         self.headers = dict(headers or {})
         self.failure_writes: list[FailureWrite] = []
+        # Members the JSON body carries besides `error` and `message` (mfa_required's token).
+        self.extra: dict[str, Any] = {}
         super().__init__(self.message)
 
 
@@ -178,6 +180,47 @@ class InvalidUsername(AuthError):
     code = "invalid_username"
     status = 400
     default_message = "The username is not allowed."
+
+
+class MfaRequired(AuthError):
+    """The password was right and the account has a second factor: no tokens yet. The body
+    carries the mfa_token that POST /auth/mfa/verify takes with a code. The challenge row (and a
+    rehashed password) commit although the request answers 401."""
+
+    code = "mfa_required"
+    status = 401
+    default_message = "A second factor is required: send a code to /auth/mfa/verify."
+    persist_writes = True
+
+    def __init__(self, mfa_token: str, methods: list[str]):
+        super().__init__()
+        self.extra = {"mfa_token": mfa_token, "methods": methods}
+
+
+class InvalidMfaToken(AuthError):
+    code = "invalid_mfa_token"
+    status = 401
+    default_message = "The mfa_token is invalid, expired, already used or out of attempts."
+
+
+class InvalidMfaCode(AuthError):
+    """A wrong, reused or stale code: the attempt counters it raised commit with the failure."""
+
+    code = "invalid_mfa_code"
+    status = 401
+    default_message = "The code is not valid."
+    persist_writes = True
+
+
+class MfaAlreadyEnabled(Conflict):
+    code = "mfa_already_enabled"
+    default_message = "Two-factor authentication is already on; disable it first."
+
+
+class MfaNotEnabled(AuthError):
+    code = "mfa_not_enabled"
+    status = 400
+    default_message = "Two-factor authentication is not on for this account."
 
 
 class PayloadTooLarge(AuthError):

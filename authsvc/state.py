@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
@@ -11,6 +12,7 @@ from authsvc.security.access_tokens import AccessTokens
 from authsvc.security.authorization_codes import AuthorizationCodes
 from authsvc.security.csrf import CsrfTokens
 from authsvc.security.id_tokens import IdTokens
+from authsvc.security.mfa import OneTimeSecrets, TotpSecrets
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
@@ -26,6 +28,7 @@ from authsvc.services.issuer import TokenIssuer
 from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
+from authsvc.services.mfa import MfaService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.refresh import RefreshService
@@ -59,6 +62,7 @@ class AppState:
     admin_access: AdminAccess
     authorize: AuthorizeService
     csrf: CsrfTokens
+    mfa: MfaService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -83,10 +87,15 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
     limiter = RateLimiter.from_settings(settings)
     issuer = TokenIssuer(settings, keys, access, refresh)
-    login = LoginService(settings, database, passwords, issuer, limiter, metrics)
-    refresher = RefreshService(settings, database, issuer, limiter, metrics)
     dpop = DPoPService(settings, secrets.dpop_nonce_key)
     checker = AccessService(database, issuer, dpop)
+    mfa = MfaService(
+        TotpSecrets(secrets.fernet, urlsplit(settings.issuer).hostname or "authsvc"),
+        OneTimeSecrets(secrets.mfa_digest_key),
+        checker,
+    )
+    login = LoginService(settings, database, passwords, issuer, limiter, metrics, mfa)
+    refresher = RefreshService(settings, database, issuer, limiter, metrics)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
     logout = LogoutService(settings, checker, issuer)
@@ -118,7 +127,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         dpop=dpop,
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
-        authorize=AuthorizeService(settings, clients, login, issuer, codes),
+        authorize=AuthorizeService(settings, clients, login, issuer, codes, mfa),
+        mfa=mfa,
         csrf=CsrfTokens(secrets.login_page_key),
     )
 

@@ -201,6 +201,21 @@ async def set_password(
     return _no_content()
 
 
+@router.delete(
+    "/users/{user_id}/mfa",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_WRITE_ERRORS,
+)
+async def reset_mfa(
+    user_id: str, state: State, db: WriteDB, ctx: Context, actor: Admin
+) -> Response:
+    """Turns the user's TOTP second factor off (and drops their recovery codes); 400
+    mfa_not_enabled if it was not on."""
+    user = await state.users.by_id(db, user_id)
+    await state.mfa.reset(db, user, actor.label, ctx)
+    return _no_content()
+
+
 # -- Sessions
 
 

@@ -50,7 +50,9 @@ async def login(
     db: WriteDB,
     ctx: TokenContext,
 ) -> Any:
-    pair = await state.login.login(db, body.username, body.password, ctx, first_party(ctx))
+    pair = await state.login.login(
+        db, body.username, body.password, ctx, first_party(ctx), second_factor="challenge"
+    )
     if cookie_mode:
         return browser.cookie_response(pair)
     return token_response(pair)

@@ -16,12 +16,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from authsvc.api.deps import Context, State, write_scope
 from authsvc.api.oauth_params import FORM_TYPE, MAX_FIELDS
-from authsvc.api.pages import consent_page, error_page, login_page, page_headers
+from authsvc.api.pages import consent_page, error_page, login_page, mfa_page, page_headers
 from authsvc.config import Settings
 from authsvc.errors import (
     CSRFRejected,
     InvalidAuthorizationTarget,
     InvalidCredentials,
+    InvalidMfaCode,
+    InvalidMfaToken,
+    InvalidRequest,
     OAuthError,
     RateLimited,
 )
@@ -36,10 +39,22 @@ from authsvc.state import AppState
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 
-_FORM_FIELDS = AUTHORIZE_PARAMS | {"csrf_token", "action", "username", "password"}
+_FORM_FIELDS = AUTHORIZE_PARAMS | {
+    "csrf_token",
+    "action",
+    "username",
+    "password",
+    "mfa_token",
+    "code",
+    "recovery_code",
+}
 _FAILED = "Invalid username or password."  # the JSON API's InvalidCredentials message
 _THROTTLED = "Too many sign-in attempts. Wait a moment and try again."
 _EXPIRED = "This sign-in form has expired or was not sent from this site. Go back and try again."
+_BAD_CODE = "That code is not valid. Try the current code from your app."
+_CODE_MISSING = "Enter the code from your authenticator app, or a recovery code."
+_MFA_EXPIRED = "Your sign-in has expired or had too many wrong codes. Sign in again."
+_MFA_THROTTLED = "Too many wrong codes. Wait a while and try again."
 
 
 def _secure(settings: Settings) -> bool:
@@ -165,9 +180,35 @@ class _Page:
             )
         )
 
+    def mfa_form(
+        self,
+        request: AuthorizationRequest,
+        mfa_token: str,
+        *,
+        error: str | None = None,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return self.finish(
+            mfa_page(
+                action=self.action,
+                params=request.params,
+                csrf_token=self.token,
+                mfa_token=mfa_token,
+                client_name=request.target.client.name,
+                redirect_uri=request.target.redirect_uri,
+                error=error,
+                status=status,
+                headers=headers,
+            )
+        )
+
     def render(self, request: AuthorizationRequest, outcome: Outcome, post: bool) -> Response:
         if outcome.next == "login":
             return self.login_form(request)
+        if outcome.next == "mfa":
+            assert outcome.mfa_token is not None
+            return self.mfa_form(request, outcome.mfa_token)
         if outcome.next == "consent":
             assert outcome.user is not None
             return self.finish(
@@ -227,7 +268,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         authz = state.authorize.request(target, params)
         _check_csrf(request, page, values.get("csrf_token"))
         action = values.get("action")
-        if action not in ("login", "allow", "deny", "logout"):
+        if action not in ("login", "mfa", "allow", "deny", "logout"):
             return error_page(InvalidAuthorizationTarget.default_message, 400)
         async with write_scope(state.database) as db:
             if action == "login":
@@ -236,6 +277,16 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                     authz,
                     values.get("username", ""),
                     values.get("password", ""),
+                    page.login,
+                    ctx,
+                )
+            elif action == "mfa":
+                outcome = await state.authorize.second_factor(
+                    db,
+                    authz,
+                    values.get("mfa_token", ""),
+                    values.get("code"),
+                    values.get("recovery_code"),
                     page.login,
                     ctx,
                 )
@@ -259,12 +310,32 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         return _error_redirect(target, state.settings, exc, post=True)
     except CSRFRejected:
         return error_page(_EXPIRED, 403)
+    except InvalidMfaToken:
+        return page.login_form(authz, error=_MFA_EXPIRED, status=401)
+    except (InvalidMfaCode, InvalidRequest) as exc:
+        missing = isinstance(exc, InvalidRequest)
+        if missing and values.get("action") != "mfa":
+            raise
+        return page.mfa_form(
+            authz,
+            values.get("mfa_token", ""),
+            error=_CODE_MISSING if missing else _BAD_CODE,
+            status=exc.status,
+        )
     except InvalidCredentials:
         # The JSON API's generic message: nothing says which check failed.
         return page.login_form(
             authz, username=values.get("username", ""), error=_FAILED, status=401
         )
     except RateLimited as exc:
+        if action == "mfa":
+            return page.mfa_form(
+                authz,
+                values.get("mfa_token", ""),
+                error=_MFA_THROTTLED,
+                status=429,
+                headers=exc.headers,
+            )
         return page.login_form(
             authz,
             username=values.get("username", ""),

@@ -40,6 +40,12 @@ def error_response(
 def render(exc: AuthError) -> JSONResponse:
     if isinstance(exc, OAuthError):
         return render_oauth(exc)
+    if exc.extra:
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message, **exc.extra},
+            status_code=exc.status,
+            headers={**NO_STORE, **exc.headers},
+        )
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 

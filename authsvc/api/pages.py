@@ -112,6 +112,36 @@ def login_page(
     return _page("Sign in", main, status, redirect_uri, headers)
 
 
+def mfa_page(
+    *,
+    action: str,
+    params: Mapping[str, str],
+    csrf_token: str,
+    mfa_token: str,
+    client_name: str,
+    redirect_uri: str,
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """The second step of signing in: a code from the authenticator app, or a recovery code."""
+    alert = f'<p class="error" role="alert" id="error">{escape(error)}</p>' if error else ""
+    described = ' aria-describedby="error" aria-invalid="true"' if error else ""
+    main = (
+        f"<h1>Two-factor authentication</h1><p>to continue to <strong>{escape(client_name)}"
+        f"</strong></p>{alert}"
+        f'<form method="post" action="{escape(action)}">'
+        f"{_hidden({**params, 'mfa_token': mfa_token}, csrf_token)}"
+        '<label for="code">Code from your authenticator app</label>'
+        '<input id="code" name="code" inputmode="numeric" pattern="[0-9]*"'
+        f' autocomplete="one-time-code" maxlength="6"{described}>'
+        '<label for="recovery_code">Or a recovery code</label>'
+        f'<input id="recovery_code" name="recovery_code" autocomplete="off"{described}>'
+        '<button type="submit" name="action" value="mfa">Verify</button></form>'
+    )
+    return _page("Two-factor authentication", main, status, redirect_uri, headers)
+
+
 def consent_page(
     *,
     action: str,

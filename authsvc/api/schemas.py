@@ -83,3 +83,35 @@ class SessionsResponse(BaseModel):
 class PasswordChangeRequest(BaseModel):
     current_password: str = Field(min_length=1, max_length=4096)
     new_password: str = Field(min_length=1, max_length=4096)
+
+
+class TotpEnrollment(BaseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class TotpCode(BaseModel):
+    code: str = Field(min_length=1, max_length=16)
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]
+
+
+class SecondFactor(BaseModel):
+    """A TOTP code or one of the recovery codes: exactly one of them."""
+
+    code: str | None = Field(None, min_length=1, max_length=16)
+    recovery_code: str | None = Field(None, min_length=1, max_length=64)
+
+
+class MfaVerifyRequest(SecondFactor):
+    mfa_token: str = Field(min_length=1, max_length=256)
+
+
+class MfaRequiredResponse(BaseModel):
+    error: Literal["mfa_required"]
+    message: str
+    mfa_token: str
+    methods: list[str]

@@ -9,6 +9,7 @@ parsing.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +55,7 @@ class AccessTokens:
         client_id: str,
         audience: str | None = None,
         jkt: str | None = None,
+        amr: Sequence[str] | None = None,
     ) -> tuple[str, AccessClaims]:
         key = ring.signing_key(now)
         if key is None:
@@ -85,6 +87,9 @@ class AccessTokens:
         }
         if jkt is not None:
             payload["cnf"] = {"jkt": jkt}
+        if amr:
+            # RFC 8176: how the user signed in ("pwd"; "pwd", "otp", "mfa" with a code).
+            payload["amr"] = list(amr)
         token = jwt.encode(
             payload,
             key.private,

@@ -4,6 +4,7 @@ key ring as access tokens, for the client (`aud` = `azp` = its client_id)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,9 +12,6 @@ import jwt
 
 from authsvc.jose.jws import ALGORITHM, b64url_encode
 from authsvc.security.keys import KeyRing
-
-# OIDC Core section 2 / RFC 8176: authenticated with a password.
-AMR_PASSWORD = "pwd"  # noqa: S105 - a method name, not a password
 
 
 def at_hash(access_token: str) -> str:
@@ -33,6 +31,8 @@ class IdTokenClaims:
     session_id: str
     auth_time: datetime
     nonce: str | None
+    # OIDC Core section 2 / RFC 8176: how the user signed in ("pwd", "otp", "mfa").
+    amr: Sequence[str]
 
 
 class IdTokens:
@@ -54,7 +54,7 @@ class IdTokens:
             "iat": iat,
             "auth_time": int(claims.auth_time.timestamp()),
             "at_hash": at_hash(access_token),
-            "amr": [AMR_PASSWORD],
+            "amr": list(claims.amr),
             "sid": claims.session_id,
         }
         if claims.nonce is not None:

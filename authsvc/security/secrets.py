@@ -42,6 +42,7 @@ class ServerSecrets:
     dpop_nonce_key: bytes = b""
     authorization_code_key: bytes = b""
     login_page_key: bytes = b""
+    mfa_digest_key: bytes = b""
 
     @classmethod
     def from_kek(cls, kek: str) -> ServerSecrets:
@@ -61,6 +62,7 @@ class ServerSecrets:
             dpop_nonce_key=_derive(raw, b"authsvc/dpop-nonce/v1"),
             authorization_code_key=_derive(raw, b"authsvc/authorization-code/digest/v1"),
             login_page_key=_derive(raw, b"authsvc/login-page/csrf/v1"),
+            mfa_digest_key=_derive(raw, b"authsvc/mfa/digest/v1"),
         )
 
 

@@ -41,6 +41,13 @@ EMAIL_CHANGED: Final = "email_changed"
 CLIENT_CREATED: Final = "client_created"
 CLIENT_DELETED: Final = "client_deleted"
 CLIENT_SECRET_ROTATED: Final = "client_secret_rotated"  # noqa: S105 (an event name)
+MFA_ENROLLMENT_STARTED: Final = "mfa_enrollment_started"
+MFA_ENABLED: Final = "mfa_enabled"
+MFA_DISABLED: Final = "mfa_disabled"
+MFA_RESET: Final = "mfa_reset"
+MFA_CHALLENGED: Final = "mfa_challenged"
+MFA_VERIFIED: Final = "mfa_verified"
+MFA_FAILED: Final = "mfa_failed"
 
 
 def _ip(value: str | None) -> str | None:

@@ -16,6 +16,7 @@ it: client ids are URL-safe base64, never BROWSER_CLIENT.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -36,9 +37,10 @@ from authsvc.services.clients import ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant, TokenIssuer
 from authsvc.services.login import LoginService
+from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_AUTHORIZE, MfaService
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.clients import ClientRepository
-from authsvc.store.models import AuthorizationCode, OAuthClient
+from authsvc.store.models import AuthorizationCode, OAuthClient, User
 from authsvc.store.repositories import SessionRepository
 from authsvc.store.rotation import live_token_in_session
 
@@ -106,13 +108,15 @@ class SignedIn:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the page does next: show the login form, show the consent form, or redirect back
-    with `code`. `cookie` is a new sign-in cookie value to set, with its lifetime."""
+    """What the page does next: show the login form, ask for the second factor (carrying
+    `mfa_token`), show the consent form, or redirect back with `code`. `cookie` is a new
+    sign-in cookie value to set, with its lifetime."""
 
-    next: Literal["login", "consent", "redirect"]
+    next: Literal["login", "mfa", "consent", "redirect"]
     user: SignedIn | None = None
     code: str | None = None
     cookie: tuple[str, int] | None = None
+    mfa_token: str | None = None
 
 
 class AuthorizeService:
@@ -123,12 +127,14 @@ class AuthorizeService:
         login: LoginService,
         issuer: TokenIssuer,
         codes: AuthorizationCodes,
+        mfa: MfaService,
     ) -> None:
         self.settings = settings
         self.clients = clients
         self.login = login
         self.issuer = issuer
         self.codes = codes
+        self.mfa = mfa
 
     # -- the request -------------------------------------------------------------------------
 
@@ -241,8 +247,38 @@ class AuthorizeService:
         ctx: RequestContext,
     ) -> Outcome:
         """POST of the login form: LoginService's password check (its rate limits, backoff and
-        generic failure), then a new sign-in session replacing the cookie's old one."""
+        generic failure), then a new sign-in session replacing the cookie's old one; for a user
+        with a second factor, first the code form (`second_factor`)."""
         user = await self.login.verify(db, username, password, ctx)
+        if await self.mfa.enabled(db, user.id):
+            token = await self.mfa.challenge(db, user, PURPOSE_AUTHORIZE, ctx)
+            return Outcome("mfa", mfa_token=token)
+        return await self._start(db, request, user, cookie, ctx, PASSWORD_ONLY)
+
+    async def second_factor(
+        self,
+        db: AsyncSession,
+        request: AuthorizationRequest,
+        mfa_token: str,
+        code: str | None,
+        recovery_code: str | None,
+        cookie: str | None,
+        ctx: RequestContext,
+    ) -> Outcome:
+        """POST of the code form: MfaService's check of the code against the mfa_token that
+        the password check issued, then the sign-in session, with the methods used."""
+        verified = await self.mfa.verify(db, mfa_token, code, recovery_code, PURPOSE_AUTHORIZE, ctx)
+        return await self._start(db, request, verified.user, cookie, ctx, verified.amr)
+
+    async def _start(
+        self,
+        db: AsyncSession,
+        request: AuthorizationRequest,
+        user: User,
+        cookie: str | None,
+        ctx: RequestContext,
+        amr: Sequence[str],
+    ) -> Outcome:
         old = await self.signed_in(db, cookie, ctx.now)
         if old is not None:
             await self._end(db, old.session_id, ctx, "login_replaced")
@@ -254,6 +290,7 @@ class AuthorizeService:
             Grant(BROWSER_CLIENT, None, None),
             auth_time=ctx.now,
             max_age=lifetime,
+            amr=amr,
         )
         await self.login.record_login(db, user, session, ctx)
         signed = SignedIn(user.id, user.username, session.id, ctx.now)
@@ -317,6 +354,8 @@ class AuthorizeService:
         self, db: AsyncSession, request: AuthorizationRequest, user: SignedIn, now: datetime
     ) -> str:
         code = self.codes.new()
+        # How the user signed in to this browser, passed on to the session the code opens.
+        session = await SessionRepository(db).get(user.session_id)
         await AuthorizationCodeRepository(db).add(
             AuthorizationCode(
                 digest=self.codes.digest(code),
@@ -329,6 +368,7 @@ class AuthorizeService:
                 auth_time=user.auth_time,
                 issued_at=now,
                 expires_at=now + timedelta(seconds=CODE_TTL_SECONDS),
+                amr=session.amr if session is not None else None,
             )
         )
         return code

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.security.id_tokens import IdTokenClaims, IdTokens
-from authsvc.services.issuer import TokenIssuer, TokenPair
+from authsvc.services.issuer import TokenIssuer, TokenPair, session_amr
 from authsvc.store.repositories import SessionRepository
 
 OPENID = "openid"
@@ -51,5 +51,6 @@ class IdTokenService:
             session_id=str(session.id),
             auth_time=session.auth_time,
             nonce=None,
+            amr=session_amr(session.amr),
         )
         return await self.attach(db, pair, claims, now)

@@ -4,6 +4,7 @@ and verifies what it signed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -41,6 +42,15 @@ class Grant:
 
 
 FIRST_PARTY = Grant(client_id=None, audience=None, scope=None)
+# RFC 8176 section 2: a password sign-in; what a session that recorded no methods had.
+PASSWORD_AMR = ("pwd",)
+
+
+def session_amr(stored: str | None) -> tuple[str, ...]:
+    """A session's (or authorization code's) stored `amr`: space-separated method names."""
+    return tuple(stored.split()) if stored else PASSWORD_AMR
+
+
 # The session_id of a TokenPair that belongs to no session (a client's own token).
 NO_SESSION = uuid.UUID(int=0)
 
@@ -109,8 +119,10 @@ class TokenIssuer:
         refresh_expires_at: datetime,
         now: datetime,
         grant: Grant,
+        amr: Sequence[str],
     ) -> TokenPair:
-        """The access token for a session, paired with the refresh token that goes with it."""
+        """The access token for a session, paired with the refresh token that goes with it;
+        `amr`: how the session's user signed in (RFC 8176)."""
         scope = grant.scope or self.settings.default_scope
         access_token, _ = self.access.issue(
             ring,
@@ -122,6 +134,7 @@ class TokenIssuer:
             client_id=grant.client_id or "authsvc",
             audience=grant.audience,
             jkt=grant.jkt,
+            amr=amr,
         )
         return TokenPair(
             access_token=access_token,

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import InvalidCredentials, InvalidUsername, RateLimited
+from authsvc.errors import (
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidUsername,
+    MfaRequired,
+    RateLimited,
+)
 from authsvc.observability.metrics import Metrics
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
 from authsvc.services.context import RequestContext
-from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.issuer import Grant, TokenIssuer, TokenPair, session_amr
+from authsvc.services.mfa import METHODS, PASSWORD_ONLY, PURPOSE_LOGIN, MfaService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
@@ -32,6 +40,7 @@ class LoginService:
         issuer: TokenIssuer,
         limiter: RateLimiter,
         metrics: Metrics,
+        mfa: MfaService,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -39,6 +48,7 @@ class LoginService:
         self.issuer = issuer
         self.limiter = limiter
         self.metrics = metrics
+        self.mfa = mfa
 
     async def login(
         self,
@@ -47,19 +57,62 @@ class LoginService:
         password: str,
         ctx: RequestContext,
         grant: Grant,
+        *,
+        second_factor: Literal["challenge", "refuse"],
     ) -> TokenPair:
         """Rate limits (per address, per name, backoff after failures), the password check,
         then a new session and its first tokens.
 
         The grant comes from the OAuth adapter (already checked there); the JSON API passes
-        FIRST_PARTY and gets the defaults."""
+        FIRST_PARTY and gets the defaults. For a user with a second factor there are no tokens
+        yet: the JSON API ("challenge") answers MfaRequired with an mfa_token for `finish`;
+        the OAuth password grant ("refuse"), which has no second step, refuses the grant."""
         async with self._attempt(username, ctx):
             user = await self._check_password(db, username, password, ctx)
+            if await self.mfa.enabled(db, user.id):
+                if second_factor == "refuse":
+                    raise InvalidGrant(
+                        "This account uses two-factor authentication: sign in with the "
+                        "authorization code flow."
+                    )
+                token = await self.mfa.challenge(db, user, PURPOSE_LOGIN, ctx)
+                raise MfaRequired(token, METHODS)
             session, token, expires_at = await self.open_session(
-                db, user, ctx, grant, auth_time=ctx.now, max_age=self.settings.session_max_age
+                db,
+                user,
+                ctx,
+                grant,
+                auth_time=ctx.now,
+                max_age=self.settings.session_max_age,
+                amr=PASSWORD_ONLY,
             )
             await self.record_login(db, user, session, ctx)
             return await self.sign(db, user, session, token, expires_at, ctx, grant)
+
+    async def finish(
+        self,
+        db: AsyncSession,
+        mfa_token: str,
+        code: str | None,
+        recovery_code: str | None,
+        ctx: RequestContext,
+        grant: Grant,
+    ) -> TokenPair:
+        """The second step of `login` for a user with a second factor: the code spends the
+        mfa_token, and the session opens with the methods used (RFC 8176 amr)."""
+        verified = await self.mfa.verify(db, mfa_token, code, recovery_code, PURPOSE_LOGIN, ctx)
+        user = verified.user
+        session, token, expires_at = await self.open_session(
+            db,
+            user,
+            ctx,
+            grant,
+            auth_time=ctx.now,
+            max_age=self.settings.session_max_age,
+            amr=verified.amr,
+        )
+        await self.record_login(db, user, session, ctx)
+        return await self.sign(db, user, session, token, expires_at, ctx, grant)
 
     async def verify(
         self, db: AsyncSession, username: str, password: str, ctx: RequestContext
@@ -136,9 +189,11 @@ class LoginService:
         *,
         auth_time: datetime,
         max_age: int,
+        amr: Sequence[str],
     ) -> tuple[Session, str, datetime]:
-        """A new session for an authenticated user (`auth_time`: when they proved it), ending
-        after `max_age` seconds, and its first refresh token with that token's expiry."""
+        """A new session for an authenticated user (`auth_time`: when they proved it, `amr`:
+        how, RFC 8176), ending after `max_age` seconds, and its first refresh token with that
+        token's expiry."""
         now = ctx.now
         session = Session(
             id=uuid.uuid4(),
@@ -152,6 +207,7 @@ class LoginService:
             scope=grant.scope,
             dpop_jkt=grant.session_jkt,
             auth_time=auth_time,
+            amr=" ".join(amr),
         )
         await SessionRepository(db).add(session)
         token = self.issuer.refresh.new()
@@ -187,6 +243,7 @@ class LoginService:
             expires_at,
             ctx.now,
             grant,
+            session_amr(session.amr),
         )
 
     @staticmethod

@@ -119,7 +119,9 @@ class OAuthService:
         username = _required(params, "username")
         password = _required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
-        return await self.login.login(db, username, password, ctx, self.grant(client, scope, ctx))
+        return await self.login.login(
+            db, username, password, ctx, self.grant(client, scope, ctx), second_factor="refuse"
+        )
 
     def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
         return self.clients.grant(client, scope, ctx)

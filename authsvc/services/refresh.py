@@ -11,7 +11,7 @@ from authsvc.errors import InvalidRefreshToken, InvalidScope, RateLimited, Refre
 from authsvc.observability.metrics import Metrics
 from authsvc.services import audit
 from authsvc.services.context import RequestContext
-from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.issuer import Grant, TokenIssuer, TokenPair, session_amr
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.store.db import Database
 from authsvc.store.repositories import RefreshTokenRepository, SessionRepository
@@ -125,6 +125,7 @@ class RefreshService:
                 fresh.expires_at,
                 now,
                 granted,
+                session_amr(fresh.amr),
             )
             return pair, "rotated"
 
@@ -156,6 +157,7 @@ class RefreshService:
                 child.expires_at,
                 now,
                 granted,
+                session_amr(session.amr),
             )
             return pair, "grace_retry"
         await SessionRepository(db).revoke(

@@ -97,6 +97,9 @@ class Session(Base):
     dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     # When the user last proved who they are for this session (OpenID Connect `auth_time`).
     auth_time: Mapped[datetime | None]
+    # RFC 8176 authentication method references, space-separated ("pwd", "pwd otp mfa"); NULL
+    # for sessions opened before they were recorded, read as "pwd".
+    amr: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_sessions_user_id", "user_id"),
@@ -219,10 +222,69 @@ class AuthorizationCode(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # How the user signed in (sessions.amr), passed on to the session the exchange opens.
+    amr: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         UniqueConstraint("digest", name="uq_authorization_codes_digest"),
         Index("ix_authorization_codes_expires_at", "expires_at"),
+    )
+
+
+class TotpCredential(Base):
+    """A user's TOTP secret (RFC 6238), encrypted under the KEK; on once `confirmed_at` is set.
+    `last_step` is the last time step whose code was accepted: a code is accepted once, and
+    never one of an earlier step. `failures`/`locked_until`: consecutive wrong codes."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    """A one-time recovery code, kept as a keyed digest; spent when `used_at` is set."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("digest", name="uq_recovery_codes_digest"),
+        Index("ix_recovery_codes_user_id", "user_id"),
+    )
+
+
+class MfaChallenge(Base):
+    """A password check waiting for its second factor (the mfa_token, kept as a keyed digest):
+    short-lived, single-use, a bounded number of attempts. `purpose`: "login" (the JSON API)
+    or "authorize" (the hosted login page); a token only finishes what it was issued for."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("digest", name="uq_mfa_challenges_digest"),
+        Index("ix_mfa_challenges_expires_at", "expires_at"),
     )
 
 

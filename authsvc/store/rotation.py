@@ -118,8 +118,8 @@ async def live_token_in_session(
 @functools.cache
 def rotate_statement() -> Select[Any]:
     """PostgreSQL: spend the live token, touch its session and insert the successor, in one
-    statement. One row (session id, user id, roles, scope, client id, successor's expiry), or
-    none when the token is not live."""
+    statement. One row (session id, user id, roles, scope, client id, successor's expiry, the
+    session's amr), or none when the token is not live."""
     spent = (
         update(_tokens)
         .where(*live_token())
@@ -132,6 +132,7 @@ def rotate_statement() -> Select[Any]:
             _sessions.c.client_id,
             _users.c.id.label("user_id"),
             _users.c.roles,
+            _sessions.c.amr,
         )
         .cte("spent")
     )
@@ -165,6 +166,7 @@ def rotate_statement() -> Select[Any]:
             spent.c.scope,
             spent.c.client_id,
             child.c.expires_at,
+            spent.c.amr,
         )
         .join_from(spent, child, child.c.parent_id == spent.c.id)
         .add_cte(touched)
@@ -186,6 +188,7 @@ class FreshRotation:
     scope: str | None
     client_id: str | None
     expires_at: datetime  # the successor's
+    amr: str | None  # the session's, as stored
 
 
 def fresh_rotation(row: Sequence[Any]) -> FreshRotation:
@@ -199,6 +202,7 @@ def fresh_rotation(row: Sequence[Any]) -> FreshRotation:
         scope=row[3],
         client_id=row[4],
         expires_at=row[5],
+        amr=row[6],
     )
 
 
@@ -250,6 +254,7 @@ class SQLiteRotation:
             _sessions.c.client_id,
             _sessions.c.user_id,
             _users.c.roles,
+            _sessions.c.amr,
         ).where(*live_token())
         spend = (
             update(_tokens)
@@ -297,7 +302,7 @@ class SQLiteRotation:
         row = execute(sql, tuple(bound[n] for n in names)).fetchone()
         if row is None:
             return None
-        token_id, session_id, session_expires_at, scope, client_id, user_id, roles = row
+        token_id, session_id, session_expires_at, scope, client_id, user_id, roles, amr = row
         step = {
             **bound,
             "rt_token_id": token_id,
@@ -308,10 +313,10 @@ class SQLiteRotation:
         # The spend cannot miss: the row was just read under the write lock.
         for sql, names in (self._spend, self._touch, self._add):
             execute(sql, tuple(step[n] for n in names))
-        return session_id, user_id, roles, scope, client_id, step["rt_expires_at"]
+        return session_id, user_id, roles, scope, client_id, step["rt_expires_at"], amr
 
     def fresh(self, stored: tuple[Any, ...]) -> FreshRotation:
-        session_id, user_id, roles, scope, client_id, expires_at = stored
+        session_id, user_id, roles, scope, client_id, expires_at, amr = stored
         return FreshRotation(
             session_id=self._read_uuid(session_id),
             user_id=self._read_uuid(user_id),
@@ -319,6 +324,7 @@ class SQLiteRotation:
             scope=scope,
             client_id=client_id,
             expires_at=self._read_time(expires_at),
+            amr=amr,
         )
 
 

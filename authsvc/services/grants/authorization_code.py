@@ -16,7 +16,7 @@ from authsvc.services import audit
 from authsvc.services.clients import ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.id_tokens import IdTokenService
-from authsvc.services.issuer import TokenPair
+from authsvc.services.issuer import TokenPair, session_amr
 from authsvc.services.login import LoginService
 from authsvc.services.oauth import required
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
@@ -79,7 +79,13 @@ class AuthorizationCodeGrant:
             raise await self._declined(db, digest, ctx)
         grant = self.clients.grant(client, row.scope, ctx)
         session, token, expires_at = await self.login.open_session(
-            db, user, ctx, grant, auth_time=row.auth_time, max_age=self.settings.session_max_age
+            db,
+            user,
+            ctx,
+            grant,
+            auth_time=row.auth_time,
+            max_age=self.settings.session_max_age,
+            amr=session_amr(row.amr),
         )
         await repo.record_session(row.id, session.id)
         pair = await self.login.sign(db, user, session, token, expires_at, ctx, grant)
@@ -89,6 +95,7 @@ class AuthorizationCodeGrant:
             session_id=str(session.id),
             auth_time=row.auth_time,
             nonce=row.nonce,
+            amr=session_amr(row.amr),
         )
         return await self.id_tokens.attach(db, pair, claims, now)
 

@@ -1,0 +1,80 @@
+"""/auth/mfa: the caller's TOTP second factor (enrol, confirm, disable) and the second step of
+a sign-in (verify). The rules are services/mfa.py's and services/login.py's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from authsvc.api import browser
+from authsvc.api.auth import token_response
+from authsvc.api.browser import CookieMode
+from authsvc.api.deps import Bearer, Context, State, TokenContext, WriteDB
+from authsvc.api.schemas import (
+    ErrorResponse,
+    MfaVerifyRequest,
+    RecoveryCodes,
+    SecondFactor,
+    TokenResponse,
+    TotpCode,
+    TotpEnrollment,
+)
+from authsvc.errors import NO_STORE
+from authsvc.services.issuer import first_party
+
+router = APIRouter(prefix="/auth/mfa", tags=["mfa"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
+}
+
+
+@router.post("/totp/enroll", response_model=TotpEnrollment, responses=_ERRORS)
+async def enroll(state: State, db: WriteDB, ctx: Context, token: Bearer) -> Response:
+    """A new TOTP secret for the caller, as the secret, an otpauth:// URI and its QR code (SVG);
+    it is on once POST /auth/mfa/totp/confirm gets a code from it."""
+    made = await state.mfa.enroll(db, token, ctx)
+    body = TotpEnrollment(secret=made.secret, otpauth_uri=made.otpauth_uri, qr_svg=made.qr_svg)
+    return Response(body.model_dump_json(), media_type="application/json", headers=NO_STORE)
+
+
+@router.post("/totp/confirm", response_model=RecoveryCodes, responses=_ERRORS)
+async def confirm(
+    body: TotpCode, state: State, db: WriteDB, ctx: Context, token: Bearer
+) -> Response:
+    """Turns TOTP on with a first code; answers the one-time recovery codes, shown only now."""
+    codes = await state.mfa.confirm(db, token, body.code, ctx)
+    answer = RecoveryCodes(recovery_codes=codes)
+    return Response(answer.model_dump_json(), media_type="application/json", headers=NO_STORE)
+
+
+@router.post("/totp/disable", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+async def disable(
+    body: SecondFactor, state: State, db: WriteDB, ctx: Context, token: Bearer
+) -> Response:
+    """Turns TOTP off: needs a fresh code (or a recovery code), not only the access token."""
+    await state.mfa.disable(db, token, body.code, body.recovery_code, ctx)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@router.post("/verify", response_model=TokenResponse, responses=_ERRORS)
+async def verify(
+    cookie_mode: CookieMode,
+    body: MfaVerifyRequest,
+    state: State,
+    db: WriteDB,
+    ctx: TokenContext,
+) -> Any:
+    """The second step of POST /auth/login for an account with TOTP: the mfa_token it answered
+    with, and a code or a recovery code; answers the token pair like /auth/login."""
+    pair = await state.login.finish(
+        db, body.mfa_token, body.code, body.recovery_code, ctx, first_party(ctx)
+    )
+    if cookie_mode:
+        return browser.cookie_response(pair)
+    return token_response(pair)

@@ -1,0 +1,99 @@
+"""The second factor's secrets: TOTP (RFC 6238) with pyotp, its enrolment QR code (segno, SVG),
+recovery codes, and the short-lived mfa_token that carries a password check to the code check.
+
+The TOTP secret has to be read back to check codes, so it is encrypted at rest with the same
+Fernet key as the signing keys (the KEK, security/secrets.py). Recovery codes and mfa tokens are
+only ever compared, so only their HMAC-SHA256 digests are kept, under a key derived from the KEK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+import pyotp
+import segno
+from cryptography.fernet import Fernet
+
+# RFC 6238 section 4: the defaults every authenticator app implements (SHA-1, 6 digits, 30 s).
+DIGITS = 6
+PERIOD = 30
+# Section 5.2: codes of the neighbouring time steps are accepted too (clock drift, typing time).
+DRIFT_STEPS = 1
+RECOVERY_CODES = 10
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
+MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105 - a prefix, not a secret
+
+
+class TotpSecrets:
+    """TOTP secrets: made, sealed for storage, and checked against a code."""
+
+    def __init__(self, fernet: Fernet, issuer_name: str) -> None:
+        self.fernet = fernet
+        self.issuer_name = issuer_name
+
+    @staticmethod
+    def new() -> str:
+        """160 random bits, base32 (RFC 4226 section 4 asks for at least 128)."""
+        return pyotp.random_base32(32)
+
+    def seal(self, secret: str) -> bytes:
+        return self.fernet.encrypt(secret.encode())
+
+    def open(self, sealed: bytes) -> str:
+        return self.fernet.decrypt(sealed).decode()
+
+    def uri(self, secret: str, account: str) -> str:
+        """The otpauth:// URI authenticator apps import (Key Uri Format)."""
+        return pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD).provisioning_uri(
+            name=account, issuer_name=self.issuer_name
+        )
+
+    @staticmethod
+    def qr_svg(uri: str) -> str:
+        return str(segno.make(uri, error="m").svg_inline(scale=4))
+
+    @staticmethod
+    def matching_step(secret: str, code: str, now: datetime) -> int | None:
+        """The time step (RFC 6238 section 4.2: T) whose code `code` is, within the drift
+        window, or None. Every candidate is compared in constant time."""
+        if len(code) != DIGITS or not code.isascii() or not code.isdigit():
+            return None
+        totp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
+        current = int(now.timestamp()) // PERIOD
+        found = None
+        for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+            if hmac.compare_digest(totp.generate_otp(step), code) and found is None:
+                found = step
+        return found
+
+
+class OneTimeSecrets:
+    """Recovery codes and mfa tokens: random, shown once, kept as keyed digests."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def digest(self, value: str) -> bytes:
+        return hmac.new(self.key, value.encode(), hashlib.sha256).digest()
+
+    @staticmethod
+    def new_mfa_token() -> str:
+        return MFA_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+    @staticmethod
+    def new_recovery_codes() -> list[str]:
+        """Ten codes of 10 characters (about 50 bits each), shown as xxxxx-xxxxx."""
+        codes = []
+        for _ in range(RECOVERY_CODES):
+            raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10))
+            codes.append(f"{raw[:5]}-{raw[5:]}")
+        return codes
+
+    @staticmethod
+    def normalize_recovery_code(value: str) -> str:
+        """What a person types: any case, with or without the dash or spaces."""
+        raw = "".join(value.split()).replace("-", "").lower()
+        return f"{raw[:5]}-{raw[5:]}" if len(raw) == 10 else raw

@@ -1,0 +1,422 @@
+"""The TOTP second factor over HTTP: enrolment, confirmation and recovery codes, the two-step
+sign-in on the JSON API and the hosted login page, the abuse cases (replay, brute force, token
+reuse and expiry), disabling, an admin's reset, and the amr claims (RFC 8176)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from authsvc.services import audit
+from authsvc.services.admin import ADMIN_ROLE
+from authsvc.store.models import AuditEvent, MfaChallenge, RecoveryCode, TotpCredential
+from tests.conftest import PASSWORD, Harness
+from tests.test_authorization_code import (  # noqa: F401 - flow is a fixture
+    Flow,
+    exchange,
+    flow,
+    form_fields,
+    pkce,
+    redirect_query,
+    request_params,
+    sign_in,
+)
+from tests.test_oauth import make_client, token
+
+pytestmark = pytest.mark.anyio
+
+MFA_AMR = ["pwd", "otp", "mfa"]
+
+
+def bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def claims_of(access_token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(access_token, options={"verify_signature": False})
+    return decoded
+
+
+@dataclass
+class Enrolled:
+    secret: str
+    recovery_codes: list[str]
+    access_token: str
+
+    def code(self, harness: Harness) -> str:
+        return str(pyotp.TOTP(self.secret).at(harness.clock.now()))
+
+
+async def enable_totp(harness: Harness, name: str = "alice") -> Enrolled:
+    """Log in, enrol, confirm; then move to the next time step (the confirming code is spent)."""
+    tokens = await harness.login(name)
+    access = tokens["access_token"]
+    enrolled = await harness.client.post("/auth/mfa/totp/enroll", headers=bearer(access))
+    assert enrolled.status_code == 200, enrolled.text
+    secret = enrolled.json()["secret"]
+    code = pyotp.TOTP(secret).at(harness.clock.now())
+    confirmed = await harness.client.post(
+        "/auth/mfa/totp/confirm", json={"code": code}, headers=bearer(access)
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    harness.clock.advance(30)
+    return Enrolled(secret, confirmed.json()["recovery_codes"], access)
+
+
+async def start_login(harness: Harness, name: str = "alice") -> str:
+    response = await harness.client.post(
+        "/auth/login", json={"username": name, "password": PASSWORD}
+    )
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert body["error"] == "mfa_required"
+    assert body["methods"] == ["totp", "recovery_code"]
+    assert "access_token" not in body and "refresh_token" not in body
+    assert response.headers["cache-control"] == "no-store"
+    mfa_token: str = body["mfa_token"]
+    return mfa_token
+
+
+async def verify(harness: Harness, mfa_token: str, **factor: str) -> httpx.Response:
+    return await harness.client.post("/auth/mfa/verify", json={"mfa_token": mfa_token, **factor})
+
+
+async def events(harness: Harness, name: str) -> list[AuditEvent]:
+    async with harness.state.database.read() as db:
+        return [e for e in await audit.find(db, limit=1000) if e.event == name]
+
+
+# -- enrolment ---------------------------------------------------------------------------------
+
+
+async def test_enroll_answers_secret_uri_and_qr_and_stores_the_secret_encrypted(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    access = (await harness.login())["access_token"]
+    response = await harness.client.post("/auth/mfa/totp/enroll", headers=bearer(access))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert len(body["secret"]) == 32
+    assert body["otpauth_uri"].startswith("otpauth://totp/auth.test:alice?secret=")
+    assert "issuer=auth.test" in body["otpauth_uri"]
+    assert body["qr_svg"].startswith("<svg")
+    async with harness.state.database.read() as db:
+        row = (await db.execute(select(TotpCredential))).scalar_one()
+    assert row.confirmed_at is None
+    assert body["secret"].encode() not in row.secret_encrypted
+    # Not on until confirmed: the password alone still signs in.
+    assert "access_token" in await harness.login()
+
+    no_token = await harness.client.post("/auth/mfa/totp/enroll")
+    assert no_token.status_code == 401
+
+
+async def test_confirm_needs_a_right_code_and_answers_recovery_codes_kept_as_digests(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    access = (await harness.login())["access_token"]
+    secret = (await harness.client.post("/auth/mfa/totp/enroll", headers=bearer(access))).json()[
+        "secret"
+    ]
+    wrong = await harness.client.post(
+        "/auth/mfa/totp/confirm", json={"code": "000000"}, headers=bearer(access)
+    )
+    if pyotp.TOTP(secret).verify("000000", for_time=harness.clock.now(), valid_window=1):
+        pytest.skip("the random secret made 000000 right")
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_mfa_code"
+    code = pyotp.TOTP(secret).at(harness.clock.now())
+    confirmed = await harness.client.post(
+        "/auth/mfa/totp/confirm", json={"code": code}, headers=bearer(access)
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    codes = confirmed.json()["recovery_codes"]
+    assert len(codes) == 10 and len(set(codes)) == 10
+    async with harness.state.database.read() as db:
+        stored = (await db.execute(select(RecoveryCode.digest))).scalars().all()
+    assert len(stored) == 10
+    assert not any(
+        c.encode() in d or c.replace("-", "").encode() in d for c in codes for d in stored
+    )
+    again = await harness.client.post("/auth/mfa/totp/enroll", headers=bearer(access))
+    assert again.status_code == 409 and again.json()["error"] == "mfa_already_enabled"
+    assert len(await events(harness, audit.MFA_ENABLED)) == 1
+
+
+# -- sign-in -----------------------------------------------------------------------------------
+
+
+async def test_login_requires_the_second_factor_and_verify_issues_tokens_with_amr(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    await harness.create_user("bob")
+    plain = await harness.login("bob")
+    assert claims_of(plain["access_token"])["amr"] == ["pwd"]
+
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    assert mfa_token.startswith("mfa_")
+    response = await verify(harness, mfa_token, code=enrolled.code(harness))
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert claims_of(tokens["access_token"])["amr"] == MFA_AMR
+    assert (await harness.me(tokens["access_token"])).json()["username"] == "alice"
+    # A refresh keeps how the session signed in.
+    refreshed = await harness.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert claims_of(refreshed.json()["access_token"])["amr"] == MFA_AMR
+    assert len(await events(harness, audit.MFA_CHALLENGED)) == 1
+    assert len(await events(harness, audit.MFA_VERIFIED)) == 1
+
+
+async def test_a_wrong_password_gets_no_mfa_token(harness: Harness) -> None:
+    await harness.create_user()
+    await enable_totp(harness)
+    response = await harness.client.post(
+        "/auth/login", json={"username": "alice", "password": "wrong password"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_credentials"
+    assert "mfa_token" not in response.json()
+
+
+async def test_a_code_is_accepted_once(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    code = enrolled.code(harness)
+    assert (await verify(harness, await start_login(harness), code=code)).status_code == 200
+    replay = await verify(harness, await start_login(harness), code=code)
+    assert replay.status_code == 401 and replay.json()["error"] == "invalid_mfa_code"
+    # The previous step's code is within the drift window, but older than the one used.
+    harness.clock.advance(30)
+    assert pyotp.TOTP(enrolled.secret).at(harness.clock.now() - timedelta(seconds=30)) == code
+    again = await verify(harness, await start_login(harness), code=code)
+    assert again.status_code == 401
+    fresh = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+    assert fresh.status_code == 200, fresh.text
+
+
+async def test_a_recovery_code_works_once(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    recovery = enrolled.recovery_codes[0]
+    # Typed loosely: upper case, without the dash.
+    used = await verify(
+        harness, await start_login(harness), recovery_code=recovery.upper().replace("-", "")
+    )
+    assert used.status_code == 200, used.text
+    assert claims_of(used.json()["access_token"])["amr"] == MFA_AMR
+    reused = await verify(harness, await start_login(harness), recovery_code=recovery)
+    assert reused.status_code == 401 and reused.json()["error"] == "invalid_mfa_code"
+    other = await verify(
+        harness, await start_login(harness), recovery_code=enrolled.recovery_codes[1]
+    )
+    assert other.status_code == 200
+    methods = [e.details for e in await events(harness, audit.MFA_VERIFIED)]
+    assert methods == [{"method": "recovery_code"}] * 2
+
+
+async def test_verify_needs_exactly_one_factor(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    neither = await verify(harness, mfa_token)
+    assert neither.status_code == 400
+    both = await verify(
+        harness, mfa_token, code=enrolled.code(harness), recovery_code=enrolled.recovery_codes[0]
+    )
+    assert both.status_code == 400
+    # Neither counted as an attempt: the token still works.
+    assert (await verify(harness, mfa_token, code=enrolled.code(harness))).status_code == 200
+
+
+# -- brute force and token handling --------------------------------------------------------------
+
+
+def wrong_code(enrolled: Enrolled, harness: Harness) -> str:
+    totp = pyotp.TOTP(enrolled.secret)
+    now = harness.clock.now()
+    right = {totp.at(now + timedelta(seconds=30 * offset)) for offset in (-1, 0, 1)}
+    return next(c for c in ("000000", "111111", "222222", "333333") if c not in right)
+
+
+async def test_attempts_per_mfa_token_are_limited(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    bad = wrong_code(enrolled, harness)
+    for _ in range(5):
+        response = await verify(harness, mfa_token, code=bad)
+        assert response.status_code == 401 and response.json()["error"] == "invalid_mfa_code"
+    spent = await verify(harness, mfa_token, code=enrolled.code(harness))
+    assert spent.status_code == 401 and spent.json()["error"] == "invalid_mfa_token"
+    assert len(await events(harness, audit.MFA_FAILED)) == 5
+
+
+async def test_consecutive_failures_lock_the_factor_across_tokens(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    bad = wrong_code(enrolled, harness)
+    for _ in range(2):
+        mfa_token = await start_login(harness)
+        for _ in range(5):
+            assert (await verify(harness, mfa_token, code=bad)).status_code == 401
+    locked = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+    assert locked.status_code == 429, locked.text
+    assert int(locked.headers["retry-after"]) > 0
+    harness.clock.advance(15 * 60 + 1)
+    unlocked = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+    assert unlocked.status_code == 200, unlocked.text
+
+
+async def test_mfa_token_is_single_use_short_lived_and_kept_as_a_digest(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    async with harness.state.database.read() as db:
+        digests = (await db.execute(select(MfaChallenge.digest))).scalars().all()
+    assert digests and all(mfa_token.encode() not in d for d in digests)
+    assert (await verify(harness, mfa_token, code=enrolled.code(harness))).status_code == 200
+    harness.clock.advance(30)
+    reused = await verify(harness, mfa_token, code=enrolled.code(harness))
+    assert reused.status_code == 401 and reused.json()["error"] == "invalid_mfa_token"
+
+    late = await start_login(harness)
+    harness.clock.advance(5 * 60 + 1)
+    expired = await verify(harness, late, code=enrolled.code(harness))
+    assert expired.status_code == 401 and expired.json()["error"] == "invalid_mfa_token"
+    forged = await verify(harness, "mfa_" + "A" * 43, code=enrolled.code(harness))
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_mfa_token"
+
+
+async def test_the_password_grant_does_not_bypass_the_second_factor(harness: Harness) -> None:
+    await harness.create_user()
+    await enable_totp(harness)
+    client_id, _ = await make_client(harness)
+    response = await token(
+        harness,
+        None,
+        grant_type="password",
+        username="alice",
+        password=PASSWORD,
+        client_id=client_id,
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid_grant"
+    assert "two-factor" in body["error_description"]
+    assert "access_token" not in body
+
+
+# -- disabling and resetting ---------------------------------------------------------------------
+
+
+async def test_disabling_needs_a_fresh_code(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    access = enrolled.access_token
+    url = "/auth/mfa/totp/disable"
+    no_code = await harness.client.post(url, json={}, headers=bearer(access))
+    assert no_code.status_code == 400
+    bad = await harness.client.post(
+        url, json={"code": wrong_code(enrolled, harness)}, headers=bearer(access)
+    )
+    assert bad.status_code == 401 and bad.json()["error"] == "invalid_mfa_code"
+    no_token = await harness.client.post(url, json={"code": enrolled.code(harness)})
+    assert no_token.status_code == 401
+    done = await harness.client.post(
+        url, json={"code": enrolled.code(harness)}, headers=bearer(access)
+    )
+    assert done.status_code == 204, done.text
+    assert claims_of((await harness.login())["access_token"])["amr"] == ["pwd"]
+    again = await harness.client.post(url, json={"code": "123456"}, headers=bearer(access))
+    assert again.status_code == 400 and again.json()["error"] == "mfa_not_enabled"
+    async with harness.state.database.read() as db:
+        assert (await db.execute(select(RecoveryCode))).first() is None
+    assert len(await events(harness, audit.MFA_DISABLED)) == 1
+
+
+async def test_an_admin_resets_the_factor_and_it_is_audited(harness: Harness) -> None:
+    alice = await harness.create_user()
+    await harness.create_user("root", roles=[ADMIN_ROLE])
+    enrolled = await enable_totp(harness)
+    url = f"/admin/users/{alice}/mfa"
+    refused = await harness.client.delete(url, headers=bearer(enrolled.access_token))
+    assert refused.status_code == 403
+    admin = (await harness.login("root"))["access_token"]
+    reset = await harness.client.delete(url, headers=bearer(admin))
+    assert reset.status_code == 204, reset.text
+    assert "access_token" in await harness.login()
+    twice = await harness.client.delete(url, headers=bearer(admin))
+    assert twice.status_code == 400 and twice.json()["error"] == "mfa_not_enabled"
+    [event] = await events(harness, audit.MFA_RESET)
+    assert str(event.user_id) == alice and event.actor and event.actor.startswith("user:")
+
+
+# -- the hosted login page -----------------------------------------------------------------------
+
+
+async def test_the_hosted_login_page_asks_for_the_code_before_issuing_a_code(
+    flow: Flow,  # noqa: F811 - the fixture
+) -> None:
+    http, clock = flow.http, flow.clock
+    access = (
+        await http.post("/auth/login", json={"username": "alice", "password": PASSWORD})
+    ).json()["access_token"]
+    secret = (await http.post("/auth/mfa/totp/enroll", headers=bearer(access))).json()["secret"]
+    confirmed = await http.post(
+        "/auth/mfa/totp/confirm",
+        json={"code": pyotp.TOTP(secret).at(clock.now())},
+        headers=bearer(access),
+    )
+    assert confirmed.status_code == 200
+    clock.advance(30)
+
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    params = request_params(client_id, challenge)
+    page = await http.get("/oauth/authorize", params=params)
+    asked = await sign_in(flow, page)
+    assert asked.status_code == 200, asked.text
+    assert '<label for="code">' in asked.text and "location" not in asked.headers
+    fields = form_fields(asked)
+    assert fields["mfa_token"].startswith("mfa_")
+
+    wrong = await http.post("/oauth/authorize", data={**fields, "code": "12345x", "action": "mfa"})
+    assert wrong.status_code == 401 and "not valid" in wrong.text
+    answer = await http.post(
+        "/oauth/authorize",
+        data={**fields, "code": pyotp.TOTP(secret).at(clock.now()), "action": "mfa"},
+    )
+    assert answer.status_code == 303, answer.text
+    query = redirect_query(answer)
+    tokens = await exchange(flow, client_id, query["code"], verifier)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert claims_of(body["access_token"])["amr"] == MFA_AMR
+    # (Read unverified: the test clock is a time step ahead of the wall clock PyJWT reads.)
+    assert claims_of(body["id_token"])["amr"] == MFA_AMR
+    # The same mfa_token does not sign in twice.
+    reused = await http.post(
+        "/oauth/authorize",
+        data={**fields, "code": pyotp.TOTP(secret).at(clock.now()), "action": "mfa"},
+    )
+    assert reused.status_code == 401 and '<label for="password">' in reused.text
+    # An mfa_token of the page does not finish a JSON sign-in.
+    json_reuse = await http.post(
+        "/auth/mfa/verify", json={"mfa_token": fields["mfa_token"], "code": "123456"}
+    )
+    assert json_reuse.status_code == 401
+    assert json_reuse.json()["error"] == "invalid_mfa_token"
