@@ -33,6 +33,7 @@ PAGES = [
     "docs/resource-servers.md",
     "docs/dpop.md",
     "docs/admin-api.md",
+    "docs/accounts.md",
 ]
 MARKER = "<!-- docs-test: run -->"
 DOCUMENTED_BASE = "BASE=http://127.0.0.1:8000"

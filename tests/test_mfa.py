@@ -226,18 +226,19 @@ async def test_a_recovery_code_works_once(harness: Harness) -> None:
     assert methods == [{"method": "recovery_code"}] * 2
 
 
-async def test_verify_needs_exactly_one_factor(harness: Harness) -> None:
+async def test_a_request_without_exactly_one_factor_is_a_wrong_code(harness: Harness) -> None:
     await harness.create_user()
     enrolled = await enable_totp(harness)
     mfa_token = await start_login(harness)
     neither = await verify(harness, mfa_token)
-    assert neither.status_code == 400
+    assert neither.status_code == 401 and neither.json()["error"] == "invalid_mfa_code"
     both = await verify(
         harness, mfa_token, code=enrolled.code(harness), recovery_code=enrolled.recovery_codes[0]
     )
-    assert both.status_code == 400
-    # Neither counted as an attempt: the token still works.
+    assert both.status_code == 401 and both.json()["error"] == "invalid_mfa_code"
+    # Each was an attempt; the token still has three.
     assert (await verify(harness, mfa_token, code=enrolled.code(harness))).status_code == 200
+    assert [e.details for e in await events(harness, audit.MFA_FAILED)] == [{"method": "none"}] * 2
 
 
 # -- brute force and token handling --------------------------------------------------------------
@@ -329,7 +330,7 @@ async def test_disabling_needs_a_fresh_code(harness: Harness) -> None:
     access = enrolled.access_token
     url = "/auth/mfa/totp/disable"
     no_code = await harness.client.post(url, json={}, headers=bearer(access))
-    assert no_code.status_code == 400
+    assert no_code.status_code == 401 and no_code.json()["error"] == "invalid_mfa_code"
     bad = await harness.client.post(
         url, json={"code": wrong_code(enrolled, harness)}, headers=bearer(access)
     )

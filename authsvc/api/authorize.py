@@ -24,7 +24,6 @@ from authsvc.errors import (
     InvalidCredentials,
     InvalidMfaCode,
     InvalidMfaToken,
-    InvalidRequest,
     OAuthError,
     RateLimited,
 )
@@ -281,6 +280,10 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                     ctx,
                 )
             elif action == "mfa":
+                if not (values.get("code") or values.get("recovery_code")):
+                    return page.mfa_form(
+                        authz, values.get("mfa_token", ""), error=_CODE_MISSING, status=400
+                    )
                 outcome = await state.authorize.second_factor(
                     db,
                     authz,
@@ -312,16 +315,8 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         return error_page(_EXPIRED, 403)
     except InvalidMfaToken:
         return page.login_form(authz, error=_MFA_EXPIRED, status=401)
-    except (InvalidMfaCode, InvalidRequest) as exc:
-        missing = isinstance(exc, InvalidRequest)
-        if missing and values.get("action") != "mfa":
-            raise
-        return page.mfa_form(
-            authz,
-            values.get("mfa_token", ""),
-            error=_CODE_MISSING if missing else _BAD_CODE,
-            status=exc.status,
-        )
+    except InvalidMfaCode:
+        return page.mfa_form(authz, values.get("mfa_token", ""), error=_BAD_CODE, status=401)
     except InvalidCredentials:
         # The JSON API's generic message: nothing says which check failed.
         return page.login_form(

@@ -51,7 +51,8 @@ def prune(
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
             f"sessions={report.sessions} signing_keys={report.signing_keys} "
             f"revocation_events={report.revocation_events} audit_events={report.audit_events} "
-            f"authorization_codes={report.authorization_codes}"
+            f"authorization_codes={report.authorization_codes} "
+            f"mfa_challenges={report.mfa_challenges}"
         )
 
     typer.echo(run(work))

@@ -13,6 +13,7 @@ from authsvc.services.revocations import retention
 from authsvc.store.audit import AuditRepository
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.db import Database
+from authsvc.store.mfa import MfaChallengeRepository
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
@@ -32,13 +33,14 @@ class PruneReport:
     revocation_events: int = 0
     audit_events: int = 0
     authorization_codes: int = 0
+    mfa_challenges: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
-    """Delete expired denylist entries, refresh tokens, sessions, authorization codes, feed
-    entries and old keys,
+    """Delete expired denylist entries, refresh tokens, sessions, authorization codes, mfa
+    challenges, feed entries and old keys,
     and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
@@ -56,6 +58,7 @@ async def prune(
                 now - CODE_REUSE_MEMORY, batch
             ),
         ),
+        ("mfa_challenges", lambda db: MfaChallengeRepository(db).delete_expired(now, batch)),
         (
             "revocation_events",
             lambda db: RevocationEventRepository(db).delete_expired(

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.errors import (
     InvalidMfaCode,
     InvalidMfaToken,
-    InvalidRequest,
     InvalidToken,
     MfaAlreadyEnabled,
     MfaNotEnabled,
@@ -175,8 +174,6 @@ class MfaService:
         """Spend a challenge with a code. The attempt is counted first (and that count commits
         when the code is wrong), so neither one token nor many tokens allow more guesses than
         the limits."""
-        if (code is None) == (recovery_code is None):
-            raise InvalidRequest("Send either code or recovery_code.")
         challenges = MfaChallengeRepository(db)
         if len(mfa_token) > 128:
             raise InvalidMfaToken()
@@ -209,21 +206,21 @@ class MfaService:
         ctx: RequestContext,
     ) -> str:
         """The method that matched ("totp" or "recovery_code"); else the failure is counted and
-        InvalidMfaCode raised (its writes commit). While locked, nothing is checked."""
-        if (code is None) == (recovery_code is None):
-            raise InvalidRequest("Send either code or recovery_code.")
+        InvalidMfaCode raised (its writes commit). While locked, nothing is checked. A request
+        with neither a code nor a recovery code, or with both, is a wrong code."""
         repo = TotpRepository(db)
         if credential.locked_until is not None and credential.locked_until > ctx.now:
             wait = int((credential.locked_until - ctx.now).total_seconds()) + 1
             raise RateLimited(wait, "Too many wrong codes; try again later.")
-        if code is not None:
+        if (code is None) == (recovery_code is None):
+            method = "none"
+        elif code is not None:
             secret = self.totp.open(credential.secret_encrypted)
             step = self.totp.matching_step(secret, code.strip(), ctx.now)
             if step is not None and await repo.claim_step(user.id, step, ctx.now):
                 return "totp"
             method = "totp"
-        else:
-            assert recovery_code is not None
+        elif recovery_code is not None:
             normalized = self.one_time.normalize_recovery_code(recovery_code)
             if len(normalized) <= 32 and await RecoveryCodeRepository(db).spend(
                 user.id, self.one_time.digest(normalized), ctx.now

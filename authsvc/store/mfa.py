@@ -182,6 +182,7 @@ class MfaChallengeRepository:
         )
         return _changed(result)
 
-    async def delete_expired(self, now: datetime) -> int:
-        result = await self.db.execute(delete(MfaChallenge).where(MfaChallenge.expires_at <= now))
+    async def delete_expired(self, before: datetime, limit: int) -> int:
+        ids = select(MfaChallenge.id).where(MfaChallenge.expires_at <= before).limit(limit)
+        result = await self.db.execute(delete(MfaChallenge).where(MfaChallenge.id.in_(ids)))
         return int(getattr(result, "rowcount", 0) or 0)
