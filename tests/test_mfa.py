@@ -4,6 +4,7 @@ reuse and expiry), disabling, an admin's reset, and the amr claims (RFC 8176).""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -204,6 +205,21 @@ async def test_a_code_is_accepted_once(harness: Harness) -> None:
     assert again.status_code == 401
     fresh = await verify(harness, await start_login(harness), code=enrolled.code(harness))
     assert fresh.status_code == 200, fresh.text
+
+
+async def test_one_code_sent_twice_at_once_signs_in_once(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    tokens = [await start_login(harness) for _ in range(2)]
+    code = enrolled.code(harness)
+    answers = await asyncio.gather(*(verify(harness, t, code=code) for t in tokens))
+    assert sorted(a.status_code for a in answers) == [200, 401]
+    # One mfa_token with two different recovery codes at once: one sign-in.
+    mfa_token = await start_login(harness)
+    answers = await asyncio.gather(
+        *(verify(harness, mfa_token, recovery_code=c) for c in enrolled.recovery_codes[:2])
+    )
+    assert sorted(a.status_code for a in answers) == [200, 401]
 
 
 async def test_a_recovery_code_works_once(harness: Harness) -> None:

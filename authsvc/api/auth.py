@@ -25,6 +25,7 @@ from authsvc.api.schemas import (
     LoginRequest,
     LogoutRequest,
     MeResponse,
+    MfaRequiredResponse,
     RefreshRequest,
     TokenResponse,
 )
@@ -42,7 +43,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/login", response_model=TokenResponse, responses=_ERRORS)
+# With TOTP on, the right password answers 401 mfa_required with an mfa_token (api/mfa.py).
+_LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    401: {"model": ErrorResponse | MfaRequiredResponse},
+}
+
+
+@router.post("/login", response_model=TokenResponse, responses=_LOGIN_ERRORS)
 async def login(
     cookie_mode: CookieMode,
     body: LoginRequest,
