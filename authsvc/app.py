@@ -29,6 +29,11 @@ log = logging.getLogger("authsvc")
 async def start(state: AppState) -> None:
     if state.settings.should_auto_migrate:
         await upgrade_async(state.settings.resolved_database_url)
+    # Refuse to start when something stored under the KEK cannot be read with the ring (a
+    # previous KEK dropped before `authsvc keys rewrap`), rather than fail request by request.
+    async with state.database.read() as db:
+        await state.secrets.check(db)
+    await state.secrets.load(state.database, state.clock.now())
     async with state.database.transaction() as db:
         await state.keys.ensure_signing_key(db, state.clock.now())
 

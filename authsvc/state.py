@@ -20,6 +20,7 @@ from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.refresh import RefreshService
+from authsvc.services.secrets import SecretService
 from authsvc.services.sessions import SessionService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
@@ -30,6 +31,7 @@ class AppState:
     settings: Settings
     clock: Clock
     database: Database
+    secrets: SecretService
     keys: KeyService
     limiter: RateLimiter
     metrics: Metrics
@@ -45,7 +47,8 @@ class AppState:
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
-    """Everything a request or a CLI command needs, built once from settings."""
+    """Everything a request or a CLI command needs, built once from settings. The HMAC keys
+    are read from the database by `start` (app.py) or the CLI's open_state, before use."""
     secrets = load_secrets(settings)
     database = Database(
         settings.resolved_database_url,
@@ -60,7 +63,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         ttl=settings.access_token_ttl,
         leeway=settings.token_leeway_seconds,
     )
-    refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    refresh = RefreshTokens(secrets)
     metrics = Metrics()
     clock = clock or SystemClock()
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
@@ -70,11 +73,12 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
     checker = AccessService(database, issuer)
     users = UserService(settings, passwords)
-    clients = ClientService(settings, secrets.client_secret_key)
+    clients = ClientService(settings, secrets)
     return AppState(
         settings=settings,
         clock=clock,
         database=database,
+        secrets=SecretService(secrets),
         keys=keys,
         limiter=limiter,
         metrics=metrics,
