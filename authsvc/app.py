@@ -50,13 +50,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await start(state)
-        housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
-        housekeeper.start()
+        housekeeper: Housekeeper | None = None
         try:
+            # A start that fails (an unreadable key, say) still closes the pool it opened.
+            await start(state)
+            housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
+            housekeeper.start()
             yield
         finally:
-            await housekeeper.stop()
+            if housekeeper is not None:
+                await housekeeper.stop()
             await state.limiter.close()
             await state.database.dispose()
 

@@ -1,0 +1,255 @@
+"""Key-encryption key rotation: the KEK ring, the stored HMAC keys, `keys rewrap`.
+
+Rotating the KEK must lose no refresh token, client secret or signing key: what was written
+under the old KEK reads while it is in AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS, `keys rewrap`
+moves it all under the new one, and then the old one can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import delete, select, update
+
+from authsvc.app import create_app
+from authsvc.clock import MovableClock
+from authsvc.config import ConfigError, Settings
+from authsvc.security.secrets import HmacKeys, KeyEncryptionKeys, UnreadableSecret, load_secrets
+from authsvc.services.secrets import SecretService
+from authsvc.store.db import Database
+from authsvc.store.models import OAuthClient, RefreshToken, ServerSecret, SigningKey
+from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
+
+pytestmark = pytest.mark.anyio
+
+KEK_A = TEST_KEK
+KEK_B = "xi6cje4BAgBmN2omH2clY8bWJxRfvTd5t_8N2L_zcBQ="
+
+
+def _settings(database_url: str, tmp_path: Path, kek: str, *previous: str) -> Settings:
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        key_encryption_key=kek,
+        previous_key_encryption_keys=",".join(previous) or None,
+    )
+
+
+@asynccontextmanager
+async def _serve(settings: Settings, clock: MovableClock) -> AsyncIterator[Harness]:
+    """The app over `settings`' database, started (and stopped) as a server process is."""
+    app = create_app(settings, clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Harness(client=client, state=app.state.authsvc, clock=clock)
+
+
+@pytest.fixture
+def kek_a(database_url: str, tmp_path: Path) -> Settings:
+    return _settings(database_url, tmp_path, KEK_A)
+
+
+async def _client(harness: Harness) -> tuple[str, str]:
+    async with harness.state.database.transaction() as db:
+        made = await harness.state.clients.create(
+            db, "backend", harness.clock.now(), confidential=True
+        )
+    assert made.secret is not None
+    return made.client.client_id, made.secret
+
+
+async def _client_refresh(harness: Harness, client: tuple[str, str], token: str) -> httpx.Response:
+    return await harness.client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        auth=client,
+    )
+
+
+async def _client_login(harness: Harness, client: tuple[str, str]) -> dict[str, Any]:
+    response = await harness.client.post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+        auth=client,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _stored(database: Database) -> dict[str, bytes]:
+    async with database.read() as db:
+        rows = (await db.execute(select(ServerSecret))).scalars().all()
+    return {r.name: bytes(r.value_encrypted) for r in rows}
+
+
+async def test_a_new_database_gets_random_hmac_keys_stored_under_the_kek(
+    kek_a: Settings, clock: MovableClock
+) -> None:
+    async with _serve(kek_a, clock) as harness:
+        stored = await _stored(harness.state.database)
+    assert sorted(stored) == sorted(HmacKeys.NAMES)
+    values = {name: Fernet(KEK_A.encode()).decrypt(blob) for name, blob in stored.items()}
+    assert HmacKeys.from_named(values) == harness.state.secrets.secrets.hmac
+    # Random, not derived from the KEK: knowing a KEK does not give the HMAC keys.
+    ring = KeyEncryptionKeys(KEK_A)
+    assert HmacKeys.from_named(values) != ring.derived_hmac_keys(0)
+    assert len(set(values.values())) == 3
+
+
+async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
+    kek_a: Settings, database_url: str, tmp_path: Path, clock: MovableClock
+) -> None:
+    async with _serve(kek_a, clock) as old:
+        await old.create_user()
+        tokens = await old.login()
+        client = await _client(old)
+        client_tokens = await _client_login(old, client)
+        kids = {k["kid"] for k in (await old.client.get("/.well-known/jwks.json")).json()["keys"]}
+
+    # Rotated: B encrypts from now on, A still reads what was written under it.
+    rotated = _settings(database_url, tmp_path, KEK_B, KEK_A)
+    async with _serve(rotated, clock) as new:
+        assert (await new.me(tokens["access_token"])).status_code == 200
+        refreshed = await new.refresh(tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        tokens = refreshed.json()
+        client_refreshed = await _client_refresh(new, client, client_tokens["refresh_token"])
+        assert client_refreshed.status_code == 200, client_refreshed.text
+        client_tokens = client_refreshed.json()
+        # A signing key made now is written under B.
+        async with new.state.database.transaction() as db:
+            made = await new.state.keys.rotate(db, clock.now())
+        async with new.state.database.transaction() as db:
+            report = await new.state.secrets.rewrap(db, clock.now(), actor="test")
+    assert sorted(report.rewrapped) == sorted(
+        [f"signing key {kid}" for kid in kids] + [f"server secret {n}" for n in HmacKeys.NAMES]
+    )
+    assert report.current == [f"signing key {made.kid}"]
+
+    # A dropped: everything a client holds still works.
+    async with _serve(_settings(database_url, tmp_path, KEK_B), clock) as after:
+        assert (await after.me(tokens["access_token"])).status_code == 200
+        assert (await after.refresh(tokens["refresh_token"])).status_code == 200
+        assert (
+            await _client_refresh(after, client, client_tokens["refresh_token"])
+        ).status_code == 200
+        assert (await after.login())["access_token"]
+        jwks = (await after.client.get("/.well-known/jwks.json")).json()
+        assert kids | {made.kid} == {k["kid"] for k in jwks["keys"]}
+        async with after.state.database.transaction() as db:
+            again = await after.state.secrets.rewrap(db, clock.now())
+    assert again.rewrapped == []
+
+
+async def test_a_ring_without_the_old_kek_refuses_to_start(
+    kek_a: Settings, database_url: str, tmp_path: Path, clock: MovableClock
+) -> None:
+    async with _serve(kek_a, clock):
+        pass
+    with pytest.raises(UnreadableSecret) as refused:
+        async with _serve(_settings(database_url, tmp_path, KEK_B), clock):
+            pass
+    assert "cannot be decrypted with any key-encryption key" in str(refused.value)
+    assert "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS" in str(refused.value)
+    # Nothing was written under B: with A back in the ring, all is well.
+    async with (
+        _serve(_settings(database_url, tmp_path, KEK_B, KEK_A), clock) as harness,
+        harness.state.database.read() as db,
+    ):
+        await harness.state.secrets.check(db)
+
+
+async def test_rewrap_writes_nothing_when_something_cannot_be_read(
+    kek_a: Settings, database_url: str, tmp_path: Path, clock: MovableClock
+) -> None:
+    async with _serve(kek_a, clock) as harness:
+        # One signing key written under a KEK that the next ring will not hold.
+        stray = Fernet(Fernet.generate_key()).encrypt(b"not a key")
+        async with harness.state.database.transaction() as db:
+            await db.execute(update(SigningKey).values(private_key_encrypted=stray))
+    service = SecretService(load_secrets(_settings(database_url, tmp_path, KEK_B, KEK_A)))
+    database = Database(kek_a.resolved_database_url, pool_size=1)
+    try:
+        with pytest.raises(UnreadableSecret, match="signing key"):
+            async with database.transaction() as db:
+                await service.rewrap(db, clock.now())
+        stored = await _stored(database)
+    finally:
+        await database.dispose()
+    assert all(KeyEncryptionKeys(KEK_A).index_of(blob) == 0 for blob in stored.values())
+
+
+def _old_digest(kek: str, label: str, value: str) -> bytes:
+    """What a version that derived its HMAC keys from the KEK stored for `value`."""
+    key = KeyEncryptionKeys(kek).derived_hmac_keys(0).named()[label]
+    return hmac.new(key, value.encode(), hashlib.sha256).digest()
+
+
+async def test_a_database_used_before_keeps_the_keys_derived_from_its_kek(
+    kek_a: Settings, database_url: str, tmp_path: Path, clock: MovableClock
+) -> None:
+    async with _serve(kek_a, clock) as harness:
+        await harness.create_user()
+        tokens = await harness.login()
+        client = await _client(harness)
+    # Make the database what an earlier version left: digests under the KEK-derived keys, no
+    # stored HMAC keys.
+    database = Database(kek_a.resolved_database_url, pool_size=1)
+    try:
+        async with database.transaction() as db:
+            await db.execute(delete(ServerSecret))
+            await db.execute(
+                update(RefreshToken).values(
+                    digest=_old_digest(KEK_A, "refresh-token/digest", tokens["refresh_token"])
+                )
+            )
+            await db.execute(
+                update(OAuthClient).values(
+                    secret_digest=_old_digest(KEK_A, "client-secret/digest", client[1])
+                )
+            )
+    finally:
+        await database.dispose()
+
+    # Upgraded and rotated at once: the keys kept are A's (the signing keys' KEK), not B's.
+    async with _serve(_settings(database_url, tmp_path, KEK_B, KEK_A), clock) as upgraded:
+        refreshed = await upgraded.refresh(tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        assert upgraded.state.secrets.secrets.hmac == KeyEncryptionKeys(KEK_A).derived_hmac_keys(0)
+        client_tokens = await _client_login(upgraded, client)
+        assert client_tokens["refresh_token"]
+
+
+async def test_processes_starting_at_once_agree_on_one_set_of_keys(
+    kek_a: Settings, clock: MovableClock
+) -> None:
+    databases = [Database(kek_a.resolved_database_url, pool_size=2) for _ in range(4)]
+    try:
+        loaded = await asyncio.gather(
+            *(SecretService(load_secrets(kek_a)).load(d, clock.now()) for d in databases)
+        )
+        stored = await _stored(databases[0])
+    finally:
+        for d in databases:
+            await d.dispose()
+    assert all(keys == loaded[0] for keys in loaded)
+    assert len(stored) == 3
+
+
+def test_previous_keks_are_checked_as_keys(tmp_path: Path) -> None:
+    settings = make_settings("sqlite://", tmp_path, previous_key_encryption_keys=f"{KEK_B}, nope")
+    with pytest.raises(ConfigError, match=r"AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS \(entry 2\)"):
+        load_secrets(settings)
+    ring = load_secrets(make_settings("sqlite://", tmp_path, previous_key_encryption_keys=KEK_B))
+    assert len(ring.keks) == 2
