@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import delete, select, update
+from sqlalchemy.engine import make_url
 
 from authsvc.app import create_app
 from authsvc.clock import MovableClock
@@ -27,7 +34,9 @@ from authsvc.security.secrets import HmacKeys, KeyEncryptionKeys, UnreadableSecr
 from authsvc.services.secrets import SecretService
 from authsvc.store.db import Database
 from authsvc.store.models import OAuthClient, RefreshToken, ServerSecret, SigningKey
+from tests import pg
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
+from tests.live import CLI, clean_env, cli, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -253,3 +262,170 @@ def test_previous_keks_are_checked_as_keys(tmp_path: Path) -> None:
         load_secrets(settings)
     ring = load_secrets(make_settings("sqlite://", tmp_path, previous_key_encryption_keys=KEK_B))
     assert len(ring.keks) == 2
+
+
+# The whole sequence with real server processes: two at a time on one database.
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    admin = pg.admin_url()
+    name = f"authsvc_kek_{os.getpid()}_{secrets.token_hex(3)}"
+    pg.create_database(admin, name)
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        pg.drop_database(admin, name)
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=30, **kwargs)
+
+
+def _holdings_work(bases: list[str], held: dict[str, Any], client: tuple[str, str]) -> None:
+    """Everything a client holds still works on every process: the access token verifies, the
+    refresh token and the client's refresh token rotate, a new login signs with a known key.
+    `held` is updated with the rotated tokens."""
+    for base in bases:
+        me = httpx.get(
+            f"{base}/auth/me",
+            headers={"Authorization": f"Bearer {held['access_token']}"},
+            timeout=30,
+        )
+        assert me.status_code == 200, me.text
+        refreshed = _post(f"{base}/auth/refresh", json={"refresh_token": held["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        held.update(refreshed.json())
+        by_client = _post(
+            f"{base}/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": held["client_refresh"]},
+            auth=client,
+        )
+        assert by_client.status_code == 200, by_client.text
+        held["client_refresh"] = by_client.json()["refresh_token"]
+        login = _post(f"{base}/auth/login", json={"username": "alice", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        kid = jwt.get_unverified_header(login.json()["access_token"])["kid"]
+        jwks = httpx.get(f"{base}/.well-known/jwks.json", timeout=30).json()
+        assert kid in {k["kid"] for k in jwks["keys"]}
+
+
+@contextmanager
+def _servers(workdirs: list[Path], env: dict[str, str]) -> Iterator[list[str]]:
+    """`serve` in each of `workdirs` (one process each, all on one database), started together;
+    yields their base URLs once all are ready, and stops them after."""
+    procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    try:
+        for workdir in workdirs:
+            port = free_port()
+            log = workdir / "serve.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [*CLI, "serve", "--port", str(port)],
+                    cwd=workdir,
+                    env=clean_env(**env),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            procs.append((f"http://127.0.0.1:{port}", proc, log))
+        for base, proc, log in procs:
+            deadline = time.monotonic() + 60
+            while not _ready(base):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(log.read_text())
+                time.sleep(0.1)
+        yield [base for base, _, _ in procs]
+    finally:
+        for _, proc, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+# Five server processes and eight CLI runs, one after another: more than the suite's default
+# per-test limit on a busy machine.
+@pytest.mark.timeout(360)
+def test_kek_rotation_with_two_server_processes(shared_url: str, tmp_path: Path) -> None:
+    common = {
+        "AUTHSVC_DATABASE_URL": shared_url,
+        "AUTHSVC_KEY_RELOAD_INTERVAL": "1",
+        "AUTHSVC_RATE_LIMIT_ENABLED": "false",
+        "AUTHSVC_AUTO_MIGRATE": "true",  # the CLI's first command migrates the database
+    }
+    under_a = {**common, "AUTHSVC_KEY_ENCRYPTION_KEY": KEK_A}
+    rotated = {
+        **common,
+        "AUTHSVC_KEY_ENCRYPTION_KEY": KEK_B,
+        "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS": KEK_A,
+    }
+    under_b = {**common, "AUTHSVC_KEY_ENCRYPTION_KEY": KEK_B}
+    work = [tmp_path / name for name in ("one", "two", "cli")]
+    for path in work:
+        path.mkdir()
+
+    def run(*args: str, stdin: str = "", env: dict[str, str] = under_a) -> list[str]:
+        done = cli(work[2], *args, stdin=stdin, **env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    # Under KEK A: a user, a confidential client, and the tokens both hold.
+    run("users", "create", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    made = dict(
+        line.split(": ", 1)
+        for line in run("clients", "create", "backend", "--confidential")
+        if ": " in line
+    )
+    client = (made["client_id"], made["client_secret"])
+    with _servers(work[:1], under_a) as (base,):
+        held: dict[str, Any] = _post(
+            f"{base}/auth/login", json={"username": "alice", "password": PASSWORD}
+        ).json()
+        granted = _post(
+            f"{base}/oauth/token",
+            data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+            auth=client,
+        )
+        assert granted.status_code == 200, granted.text
+        held["client_refresh"] = granted.json()["refresh_token"]
+        kids = {k["kid"] for k in httpx.get(f"{base}/.well-known/jwks.json").json()["keys"]}
+
+    # Rotated to B with A as previous, served by two processes; then rewrapped while they run.
+    with _servers(work[:2], rotated) as (one, two):
+        _holdings_work([one, two], held, client)
+        # A ring without A, before the rewrap, refuses to start: one line, exit 2.
+        refused = cli(work[2], "serve", "--port", str(free_port()), **under_b)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "cannot be decrypted with any key-encryption key" in refused.stderr
+        assert "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS" in refused.stderr
+        # So does `keys rewrap`, before writing anything.
+        unread = cli(work[2], "keys", "rewrap", **under_b)
+        assert unread.returncode == 2, unread.stderr
+        assert unread.stderr.startswith("error: ") and unread.stderr.count("\n") == 1
+        assert "cannot be decrypted" in unread.stderr
+        rewrapped = run("keys", "rewrap", env=rotated)
+        assert {f"rewrapped signing key {kid}" for kid in kids} <= set(rewrapped)
+        assert {f"rewrapped server secret {name}" for name in HmacKeys.NAMES} <= set(rewrapped)
+        _holdings_work([two, one], held, client)
+
+    # A dropped: nothing a client holds stops working, and nothing is left to rewrap.
+    with _servers(work[:2], under_b) as (one, two):
+        _holdings_work([one, two], held, client)
+        jwks = httpx.get(f"{two}/.well-known/jwks.json").json()
+        assert kids == {k["kid"] for k in jwks["keys"]}
+    assert run("keys", "rewrap", env=under_b)[-1].startswith("0 rewrapped")
