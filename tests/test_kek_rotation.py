@@ -169,7 +169,7 @@ async def test_a_ring_without_the_old_kek_refuses_to_start(
     with pytest.raises(UnreadableSecret) as refused:
         async with _serve(_settings(database_url, tmp_path, KEK_B), clock):
             pass
-    assert "cannot be decrypted with any key-encryption key" in str(refused.value)
+    assert "cannot be decrypted: no key-encryption key configured" in str(refused.value)
     assert "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS" in str(refused.value)
     # Nothing was written under B: with A back in the ring, all is well.
     async with (
@@ -411,7 +411,7 @@ def test_kek_rotation_with_two_server_processes(shared_url: str, tmp_path: Path)
         refused = cli(work[2], "serve", "--port", str(free_port()), **under_b)
         assert refused.returncode == 2, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-        assert "cannot be decrypted with any key-encryption key" in refused.stderr
+        assert "cannot be decrypted: no key-encryption key configured" in refused.stderr
         assert "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS" in refused.stderr
         # So does `keys rewrap`, before writing anything.
         unread = cli(work[2], "keys", "rewrap", **under_b)

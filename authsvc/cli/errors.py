@@ -45,7 +45,7 @@ KEK_HINT = (
 )
 KEK_MISMATCH = CliError(
     "the signing keys in the database cannot be decrypted: no key-encryption key configured "
-    "matches the one the keys were made with",
+    "is the one they were written under",
     KEK_HINT,
 )
 

@@ -50,8 +50,8 @@ class UnreadableSecret(ConfigError):
 
     def __init__(self, what: str) -> None:
         super().__init__(
-            f"{what} in the database cannot be decrypted with any key-encryption key "
-            f"configured ({CURRENT_KEK}, {PREVIOUS_KEKS})"
+            f"{what} in the database cannot be decrypted: no key-encryption key configured "
+            f"({CURRENT_KEK}, {PREVIOUS_KEKS}) is the one it was written under"
         )
         self.what = what
 
