@@ -107,6 +107,8 @@ class SecretService:
         written unless everything decrypts; afterwards the previous KEKs can be dropped."""
         keks = self.secrets.keks
         report = RewrapReport()
+        # One at a time with key creation and other rewraps (PostgreSQL's advisory lock).
+        await ServerSecretRepository(db).serialise()
         for item in await self._everything(db):
             if keks.index_of(item.blob) == 0:
                 report.current.append(item.what)

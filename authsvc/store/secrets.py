@@ -18,9 +18,9 @@ class ServerSecretRepository:
         self.db = db
 
     async def serialise(self) -> None:
-        """Take turns with other processes creating the secrets: PostgreSQL's advisory lock
-        (the one migrations and key creation take); SQLite's write transactions (BEGIN
-        IMMEDIATE) are serialised already."""
+        """Take turns with other processes creating or re-encrypting the secrets: PostgreSQL's
+        advisory lock (the one migrations and key creation take); SQLite's write transactions
+        (BEGIN IMMEDIATE) are serialised already."""
         if self.db.get_bind().dialect.name == "postgresql":
             await self.db.execute(
                 text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID}
