@@ -42,6 +42,11 @@ log = logging.getLogger("authsvc")
 async def start(state: AppState) -> None:
     if state.settings.should_auto_migrate:
         await upgrade_async(state.settings.resolved_database_url)
+    # Refuse to start when something stored under the KEK cannot be read with the ring (a
+    # previous KEK dropped before `authsvc keys rewrap`), rather than fail request by request.
+    async with state.database.read() as db:
+        await state.secrets.check(db)
+    await state.secrets.load(state.database, state.clock.now())
     async with state.database.transaction() as db:
         await state.keys.ensure_signing_key(db, state.clock.now())
 
@@ -58,13 +63,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await start(state)
-        housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
-        housekeeper.start()
+        housekeeper: Housekeeper | None = None
         try:
+            # A start that fails (an unreadable key, say) still closes the pool it opened.
+            await start(state)
+            housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
+            housekeeper.start()
             yield
         finally:
-            await housekeeper.stop()
+            if housekeeper is not None:
+                await housekeeper.stop()
             await state.limiter.close()
             await state.dpop.close()
             await state.database.dispose()

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     audience: str = "authsvc"
     default_scope: str = "api"
     key_encryption_key: SecretStr | None = None
+    # Earlier key-encryption keys (commas): they still decrypt what was written under them
+    # until `authsvc keys rewrap` has re-encrypted it under the current one.
+    previous_key_encryption_keys: SecretStr | None = None
 
     access_token_ttl: int = Field(300, ge=10, le=86400)
     refresh_token_ttl: int = Field(14 * 86400, ge=60)
@@ -145,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)]
+
+    @property
+    def previous_kek_list(self) -> list[str]:
+        keys = self.previous_key_encryption_keys
+        return _split(keys.get_secret_value()) if keys is not None else []
 
     @property
     def cors_origin_list(self) -> list[str]:

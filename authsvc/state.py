@@ -29,6 +29,7 @@ from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.refresh import RefreshService
+from authsvc.services.secrets import SecretService
 from authsvc.services.sessions import SessionService
 from authsvc.services.userinfo import UserInfoService
 from authsvc.services.users import UserService
@@ -40,6 +41,7 @@ class AppState:
     settings: Settings
     clock: Clock
     database: Database
+    secrets: SecretService
     keys: KeyService
     limiter: RateLimiter
     metrics: Metrics
@@ -62,7 +64,8 @@ class AppState:
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
-    """Everything a request or a CLI command needs, built once from settings."""
+    """Everything a request or a CLI command needs, built once from settings. The HMAC keys
+    are read from the database by `start` (app.py) or the CLI's open_state, before use."""
     secrets = load_secrets(settings)
     database = Database(
         settings.resolved_database_url,
@@ -77,7 +80,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         ttl=settings.access_token_ttl,
         leeway=settings.token_leeway_seconds,
     )
-    refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
+    refresh = RefreshTokens(secrets)
     metrics = Metrics()
     clock = clock or SystemClock()
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
@@ -85,12 +88,12 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     issuer = TokenIssuer(settings, keys, access, refresh)
     login = LoginService(settings, database, passwords, issuer, limiter, metrics)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
-    dpop = DPoPService(settings, secrets.dpop_nonce_key)
+    dpop = DPoPService(settings, lambda: secrets.hmac.dpop_nonce)
     checker = AccessService(database, issuer, dpop)
     users = UserService(settings, passwords)
-    clients = ClientService(settings, secrets.client_secret_key)
+    clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
-    codes = AuthorizationCodes(secrets.authorization_code_key)
+    codes = AuthorizationCodes(lambda: secrets.hmac.authorization_code)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
@@ -99,6 +102,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         settings=settings,
         clock=clock,
         database=database,
+        secrets=SecretService(secrets),
         keys=keys,
         limiter=limiter,
         metrics=metrics,
@@ -119,7 +123,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
         authorize=AuthorizeService(settings, clients, login, issuer, codes),
-        csrf=CsrfTokens(secrets.login_page_key),
+        csrf=CsrfTokens(lambda: secrets.hmac.login_page),
     )
 
 

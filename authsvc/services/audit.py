@@ -31,6 +31,7 @@ AUTHORIZATION_CODE_REUSED: Final = "authorization_code_reused"
 LOGOUT: Final = "logout"
 PASSWORD_CHANGED: Final = "password_changed"  # noqa: S105 (an event name)
 KEY_ROTATED: Final = "key_rotated"
+KEK_REWRAPPED: Final = "kek_rewrapped"
 USER_CREATED: Final = "user_created"
 USER_DISABLED: Final = "user_disabled"
 USER_ENABLED: Final = "user_enabled"

@@ -152,6 +152,19 @@ class SigningKey(Base):
     retires_at: Mapped[datetime | None]
 
 
+class ServerSecret(Base):
+    """A server-wide secret (the HMAC keys), encrypted under the key-encryption key.
+
+    Written once, by whichever process first starts on the database; never changed except to be
+    re-encrypted under a new key-encryption key (`authsvc keys rewrap`)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
 class RevocationEvent(Base):
     """The revocation feed (GET /auth/revocations): one row per denylisted jti or revoked sid.
 
