@@ -48,9 +48,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await start(state)
         housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
         housekeeper.start()
+        state.metrics.start_sampling()
         try:
             yield
         finally:
+            await state.metrics.stop_sampling()
             await housekeeper.stop()
             await state.limiter.close()
             await state.database.dispose()
