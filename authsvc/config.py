@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     rate_limit_enabled: bool = True
+    # What the rate limiter does when its store (Redis) fails: let the request through without
+    # limits (open) or refuse it with 503 (closed). See docs/operations.md#failure-policies.
+    rate_limit_failure_mode: Literal["open", "closed"] = "open"
     revocation_poll_after: int = Field(5, ge=0, le=3600)
 
     # Browser (SPA) mode: where the refresh token travels unless a request asks otherwise, and

@@ -64,7 +64,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     metrics = Metrics(multiprocess_dir())
     clock = clock or SystemClock()
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
-    limiter = RateLimiter.from_settings(settings)
+    limiter = RateLimiter.from_settings(settings, metrics)
     issuer = TokenIssuer(settings, keys, access, refresh)
     login = LoginService(settings, database, passwords, issuer, limiter, metrics)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)

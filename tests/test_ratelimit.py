@@ -24,6 +24,7 @@ from authsvc.app import create_app
 from authsvc.errors import RateLimited
 from authsvc.services.ratelimit import Limits, MemoryBackend, RateLimiter, RedisBackend
 from tests.conftest import PASSWORD, Harness, make_settings
+from tests.live import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -278,3 +279,84 @@ async def test_redis_outage_fails_open(settings_overrides: dict[str, Any], tmp_p
     for _ in range(10):
         await limiter.check_address("login", "192.0.2.1", now)
     await limiter.close()
+
+
+# Redis configured but nothing listening: every store operation fails at once.
+DEAD_REDIS: dict[str, Any] = {**LIMITS, "redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+
+
+def _limiter_errors(harness: Harness, action: str) -> float:
+    value = harness.state.metrics.registry.get_sample_value(
+        "authsvc_rate_limiter_errors_total", {"action": action}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("settings_overrides", [DEAD_REDIS])
+async def test_redis_outage_fails_open_by_default_and_says_so(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert harness.state.settings.rate_limit_failure_mode == "open"
+    await harness.create_user()
+    # More logins than the per-address limit allows: nothing throttles them.
+    for _ in range(LIMITS["rate_limit_login_per_ip"] + 2):
+        assert (await login(harness)).status_code == 200
+    assert _limiter_errors(harness, "allowed") > 0
+    assert _limiter_errors(harness, "refused") == 0
+    outage = [r for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert len(outage) == 1  # once when it starts, not once per request
+    assert "requests are allowed without rate limits" in outage[0].getMessage()
+    assert "AUTHSVC_RATE_LIMIT_FAILURE_MODE=open" in outage[0].getMessage()
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["checks"]["rate_limiter"] == (
+        "degraded: unavailable (ConnectionError), failing open"
+    )
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{**DEAD_REDIS, "rate_limit_failure_mode": "closed"}]
+)
+async def test_redis_outage_fails_closed_when_configured(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.create_user()
+    refused = await login(harness)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "service_unavailable"
+    assert refused.headers["retry-after"] == "2"
+    refresh = await harness.client.post("/auth/refresh", json={"refresh_token": "rt_" + "A" * 43})
+    assert refresh.status_code == 503 and refresh.json()["error"] == "service_unavailable"
+    assert _limiter_errors(harness, "refused") == 2
+    assert _limiter_errors(harness, "allowed") == 0
+    [line] = [r.getMessage() for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert "requests are refused without rate limits" in line
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["rate_limiter"].endswith("failing closed")
+    # What needs no rate limit keeps working.
+    assert (await harness.client.get("/.well-known/jwks.json")).status_code == 200
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_readyz_has_no_rate_limiter_check_without_redis(harness: Harness) -> None:
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "schema": "ok", "signing_key": "ok"},
+    }
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_readyz_says_ok_when_redis_answers(harness: Harness) -> None:
+    if not _redis_up():
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    limiter = RateLimiter.from_settings(
+        harness.state.settings.model_copy(update={"redis_url": REDIS_URL})
+    )
+    try:
+        assert await limiter.health() == "ok"
+    finally:
+        await limiter.close()
