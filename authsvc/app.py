@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await start(state)
         housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
-        housekeeper.start()
+        await housekeeper.start()
         state.metrics.start_sampling()
         try:
             yield

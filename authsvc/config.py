@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1)
     # Audit events older than this many days are pruned; 0 keeps them forever.
     audit_retention_days: int = Field(365, ge=0)
-    key_rotation_interval: int = Field(0, ge=0)
+    # Scheduled signing-key rotation, on by default: 30 days; 0 turns it off.
+    key_rotation_interval: int = Field(30 * 86400, ge=0)
 
     @field_validator("issuer")
     @classmethod
