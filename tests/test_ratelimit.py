@@ -305,7 +305,7 @@ async def test_redis_outage_fails_open_by_default_and_says_so(
     assert _limiter_errors(harness, "refused") == 0
     outage = [r for r in caplog.records if r.name == "authsvc.ratelimit"]
     assert len(outage) == 1  # once when it starts, not once per request
-    assert "requests are allowed without rate limits" in outage[0].getMessage()
+    assert "requests go through without rate limits" in outage[0].getMessage()
     assert "AUTHSVC_RATE_LIMIT_FAILURE_MODE=open" in outage[0].getMessage()
     ready = await harness.client.get("/readyz")
     assert ready.status_code == 200
@@ -331,7 +331,7 @@ async def test_redis_outage_fails_closed_when_configured(
     assert _limiter_errors(harness, "refused") == 2
     assert _limiter_errors(harness, "allowed") == 0
     [line] = [r.getMessage() for r in caplog.records if r.name == "authsvc.ratelimit"]
-    assert "requests are refused without rate limits" in line
+    assert "requests are refused (503)" in line
     ready = await harness.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["rate_limiter"].endswith("failing closed")

@@ -270,12 +270,13 @@ class _Outage:
         elif stamp - self.logged_at < _LOG_EVERY:
             return
         self.logged_at = stamp
+        opened = action == "allowed"
         log.warning(
-            "rate limiter store unavailable (%s): requests are %s without rate limits "
-            "(AUTHSVC_RATE_LIMIT_FAILURE_MODE=%s); %d so far",
+            "rate limiter store unavailable (%s): %s (AUTHSVC_RATE_LIMIT_FAILURE_MODE=%s); "
+            "%d requests so far",
             type(exc).__name__,
-            action,
-            "open" if action == "allowed" else "closed",
+            "requests go through without rate limits" if opened else "requests are refused (503)",
+            "open" if opened else "closed",
             self.decided,
         )
 
