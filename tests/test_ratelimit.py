@@ -15,16 +15,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
 from authsvc.app import create_app
+from authsvc.clock import MovableClock
 from authsvc.errors import RateLimited
 from authsvc.services.ratelimit import Limits, MemoryBackend, RateLimiter, RedisBackend
 from tests.conftest import PASSWORD, Harness, make_settings
 from tests.live import free_port
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -360,3 +363,64 @@ async def test_readyz_says_ok_when_redis_answers(harness: Harness) -> None:
         assert await limiter.health() == "ok"
     finally:
         await limiter.close()
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[TcpProxy]:
+    if not _redis_up():
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    url = urlsplit(REDIS_URL)
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 6379).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def settings_through_proxy(
+    redis_proxy: TcpProxy, database_url: str, tmp_path: Path
+) -> Iterator[Any]:
+    prefix = f"authsvc-test:{secrets.token_hex(8)}:"
+    yield make_settings(
+        database_url,
+        tmp_path / "data",
+        **{
+            **LIMITS,
+            "redis_url": f"redis://127.0.0.1:{redis_proxy.port}/0",
+            "rate_limit_key_prefix": prefix,
+        },
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_a_redis_outage_that_ends_is_reported_and_limits_resume(
+    settings_through_proxy: Any, redis_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = MovableClock()
+    app = create_app(settings_through_proxy, clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(PROXY, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            harness = Harness(client=client, state=app.state.authsvc, clock=clock)
+            assert (await client.get("/readyz")).json()["checks"]["rate_limiter"] == "ok"
+            redis_proxy.cut("reset")
+            for i in range(3):
+                assert (await login(harness, f"nobody{i}")).status_code == 401
+            degraded = (await client.get("/readyz")).json()
+            assert degraded["status"] == "degraded"
+            redis_proxy.restore()
+            for i in range(LIMITS["rate_limit_login_per_ip"]):
+                assert (await login(harness, f"other{i}")).status_code == 401
+            assert_limited(await login(harness, "other"), 60)  # counting again
+            assert (await client.get("/readyz")).json()["checks"]["rate_limiter"] == "ok"
+    lines = [r.getMessage() for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("rate limiter store unavailable")
+    assert lines[1].startswith("rate limiter store available again")
+    # Three logins, three checks each: the address, the name's backoff and the name's count.
+    assert "9 checks were decided without it" in lines[1]

@@ -108,8 +108,8 @@ class Metrics:
         )
         self.limiter_errors = Counter(
             "authsvc_rate_limiter_errors",
-            "Requests decided without the rate limiter because its store (Redis) failed, by what "
-            "the failure policy did with them (AUTHSVC_RATE_LIMIT_FAILURE_MODE).",
+            "Rate-limit checks decided without the limiter's store (Redis), which failed, by what "
+            "the failure policy did (AUTHSVC_RATE_LIMIT_FAILURE_MODE): allowed or refused.",
             ["action"],
             registry=self.registry,
         )

@@ -17,8 +17,8 @@ If Redis fails, AUTHSVC_RATE_LIMIT_FAILURE_MODE decides: `open` (the default) le
 through unthrottled, since throttling is a defence layer and should not take logins down with
 it; `closed` refuses it with 503, for deployments where unthrottled password guessing is the
 greater harm. Either way the failure is logged (once when it starts, then at most once a minute,
-and when Redis answers again), counted in authsvc_rate_limiter_errors_total, and /readyz reports
-the limiter as degraded.
+and when Redis answers again), each check decided without Redis is counted in
+authsvc_rate_limiter_errors_total, and /readyz reports the limiter as degraded.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ class _Outage:
         opened = action == "allowed"
         log.warning(
             "rate limiter store unavailable (%s): %s (AUTHSVC_RATE_LIMIT_FAILURE_MODE=%s); "
-            "%d requests so far",
+            "%d checks so far",
             type(exc).__name__,
             "requests go through without rate limits" if opened else "requests are refused (503)",
             "open" if opened else "closed",
@@ -283,7 +283,7 @@ class _Outage:
     def recovered(self) -> None:
         if self.since is not None:
             log.warning(
-                "rate limiter store available again after %.0f s; %d requests were decided "
+                "rate limiter store available again after %.0f s; %d checks were decided "
                 "without it",
                 time.monotonic() - self.since,
                 self.decided,
