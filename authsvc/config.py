@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     rate_limit_enabled: bool = True
+    # What the rate limiter does when its store (Redis) fails: let the request through without
+    # limits (open) or refuse it with 503 (closed). See docs/operations.md#failure-policies.
+    rate_limit_failure_mode: Literal["open", "closed"] = "open"
     revocation_poll_after: int = Field(5, ge=0, le=3600)
 
     # Browser (SPA) mode: where the refresh token travels unless a request asks otherwise, and
@@ -120,7 +123,8 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1)
     # Audit events older than this many days are pruned; 0 keeps them forever.
     audit_retention_days: int = Field(365, ge=0)
-    key_rotation_interval: int = Field(0, ge=0)
+    # Scheduled signing-key rotation, on by default: 30 days; 0 turns it off.
+    key_rotation_interval: int = Field(30 * 86400, ge=0)
 
     @field_validator("issuer")
     @classmethod

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
-from authsvc.observability.metrics import Metrics, key_age_seconds
+from authsvc.observability.metrics import Metrics, key_age_seconds, multiprocess_dir
 from authsvc.security.access_tokens import AccessTokens
 from authsvc.security.authorization_codes import AuthorizationCodes
 from authsvc.security.csrf import CsrfTokens
@@ -81,10 +81,10 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         leeway=settings.token_leeway_seconds,
     )
     refresh = RefreshTokens(secrets)
-    metrics = Metrics()
+    metrics = Metrics(multiprocess_dir())
     clock = clock or SystemClock()
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
-    limiter = RateLimiter.from_settings(settings)
+    limiter = RateLimiter.from_settings(settings, metrics)
     issuer = TokenIssuer(settings, keys, access, refresh)
     login = LoginService(settings, database, passwords, issuer, limiter, metrics)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
