@@ -212,7 +212,7 @@ def main() -> int:
                 record("login", t, drive(t.server, wrk_cpus, f"login {t.name}", "/auth/login",
                                          "login.lua", "login", max(3.0, 2 * d), user,
                                          PASSWORD))  # fmt: skip
-            gets = (
+            gets: tuple[tuple[str, str, list[dict[str, str]]], ...] = (
                 ("/auth/me", "/auth/me", [access]),
                 ("feed, first page", "/auth/revocations", []),
                 ("feed, old cursor", f"/auth/revocations?since={old_cursor}", []),

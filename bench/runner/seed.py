@@ -179,7 +179,9 @@ def _positional(sql: str, names: Sequence[str]) -> str:
     return sql
 
 
-async def _seed(dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str) -> dict:
+async def _seed(
+    dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str
+) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     timings: dict[str, float] = {}
     try:
@@ -213,7 +215,7 @@ async def _seed(dsn: str, tag: str, counts: Counts, now: datetime, password_hash
     return timings
 
 
-def seed(dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str) -> dict:
+def seed(dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str) -> dict[str, float]:
     """Insert `counts` rows into a migrated database; seconds per step."""
     return asyncio.run(_seed(dsn, tag, counts, now, password_hash))
 
