@@ -160,6 +160,15 @@ def statements(tag: str, c: Counts) -> list[tuple[str, str]]:
     ]
 
 
+# What the foreign keys would have checked row by row, checked once for all rows.
+ORPHANS = {
+    "sessions' users": "SELECT count(*) FROM sessions s WHERE NOT EXISTS "
+    "(SELECT 1 FROM users u WHERE u.id = s.user_id)",
+    "refresh tokens' sessions": "SELECT count(*) FROM refresh_tokens t WHERE NOT EXISTS "
+    "(SELECT 1 FROM sessions s WHERE s.id = t.session_id)",
+}
+
+
 # Tables whose ids the seeding chooses (a range reserved from the table's sequence).
 _SEQUENCED = {"refresh_tokens", "revocation_events", "audit_events"}
 TABLES = (
@@ -179,14 +188,58 @@ def _positional(sql: str, names: Sequence[str]) -> str:
     return sql
 
 
+# The secondary indexes and unique constraints of the seeded tables (not the primary keys, nor
+# any index a foreign key depends on): (table, name, constraint or None, definition).
+_SECONDARY = """
+SELECT t.relname::text, x.relname::text, c.conname::text,
+       coalesce(pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid))
+FROM pg_index i
+JOIN pg_class x ON x.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+WHERE t.relname = ANY($1::text[]) AND t.relnamespace = 'public'::regnamespace
+  AND NOT i.indisprimary
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f'
+                  AND f.conindid = i.indexrelid)
+ORDER BY 1, 2
+"""
+
+Index = tuple[str, str, str | None, str]
+
+
+async def _drop_secondary(conn: asyncpg.Connection) -> list[Index]:
+    """Drop the seeded tables' secondary indexes (rebuilt by _rebuild): one sorted build each
+    is much faster than millions of random insertions into them."""
+    found: list[Index] = [tuple(r) for r in await conn.fetch(_SECONDARY, list(TABLES))]
+    for table, index, constraint, _ in found:
+        if constraint is not None:
+            await conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{constraint}"')
+        else:
+            await conn.execute(f'DROP INDEX "{index}"')
+    return found
+
+
+async def _rebuild(conn: asyncpg.Connection, found: list[Index]) -> None:
+    for table, _, constraint, definition in found:
+        if constraint is not None:
+            await conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{constraint}" {definition}')
+        else:
+            await conn.execute(definition)
+    again = [tuple(r) for r in await conn.fetch(_SECONDARY, list(TABLES))]
+    if again != found:
+        raise RuntimeError(f"indexes not rebuilt as they were: {found} != {again}")
+
+
 async def _seed(
-    dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str
+    dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str, rebuild: bool
 ) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     timings: dict[str, float] = {}
     try:
-        # Bulk load: no need to wait for the WAL flush of each statement.
+        # Bulk load: no need to wait for the WAL flush of each statement, nor for a foreign-key
+        # trigger per row (replica mode skips them; the rows are checked below instead).
         await conn.execute("SET synchronous_commit = off")
+        await conn.execute("SET session_replication_role = replica")
         await conn.execute("SET maintenance_work_mem = '256MB'")
         sizes = {
             "refresh_tokens": counts.chain * counts.sessions,
@@ -199,11 +252,23 @@ async def _seed(
             base = await conn.fetchval("SELECT nextval($1::regclass)", seq)
             await conn.execute("SELECT setval($1::regclass, $2)", seq, base + sizes[table])
             params[f"{table}_base"] = base
+        dropped = await _drop_secondary(conn) if rebuild else []
         for table, sql in statements(tag, counts):
             names = [name for name in sorted(params, key=len, reverse=True) if f":{name}" in sql]
             started = time.monotonic()
             await conn.execute(_positional(sql, names), *(params[n] for n in names))
             timings[table] = time.monotonic() - started
+        await conn.execute("RESET session_replication_role")
+        if dropped:
+            started = time.monotonic()
+            await _rebuild(conn, dropped)
+            timings["indexes"] = time.monotonic() - started
+        started = time.monotonic()
+        for check, sql in ORPHANS.items():
+            orphans = await conn.fetchval(sql)
+            if orphans:
+                raise RuntimeError(f"seeding left {orphans} rows without their {check}")
+        timings["foreign-key check"] = time.monotonic() - started
         started = time.monotonic()
         # What autovacuum would have done by the time a table has grown this big: statistics
         # for the planner, and the visibility map for index-only scans.
@@ -215,9 +280,19 @@ async def _seed(
     return timings
 
 
-def seed(dsn: str, tag: str, counts: Counts, now: datetime, password_hash: str) -> dict[str, float]:
-    """Insert `counts` rows into a migrated database; seconds per step."""
-    return asyncio.run(_seed(dsn, tag, counts, now, password_hash))
+def seed(
+    dsn: str,
+    tag: str,
+    counts: Counts,
+    now: datetime,
+    password_hash: str,
+    *,
+    rebuild_indexes: bool = True,
+) -> dict[str, float]:
+    """Insert `counts` rows into a migrated database; seconds per step. With rebuild_indexes
+    (for a database nobody uses meanwhile) the secondary indexes are dropped first and built
+    again, the same, afterwards."""
+    return asyncio.run(_seed(dsn, tag, counts, now, password_hash, rebuild_indexes))
 
 
 async def _sizes(dsn: str) -> dict[str, tuple[int, int]]:
