@@ -61,6 +61,16 @@ class Figure:
     empty_p99_ms: float | None = None
     scale_p99_ms: float | None = None
     note: str = ""
+    # CPU per request, authsvc's processes plus its PostgreSQL backends: it moves far less with
+    # the machine's other load than requests per second do.
+    empty_cpu_ms: float | None = None
+    scale_cpu_ms: float | None = None
+
+
+def cpu_ms(run: Run) -> float | None:
+    if run.server_cpu_ms is None:
+        return None
+    return float(run.server_cpu_ms + (run.db_cpu_ms or 0.0))
 
 
 def psql_value(url: str, query: str) -> str:
@@ -265,6 +275,7 @@ def main() -> int:
                     figure, e.rps, s.rps, "/s", ratio, f">= {RATE_GOAL}x",
                     ratio is not None and ratio >= RATE_GOAL, e.p99_ms, s.p99_ms,
                     f"{bad} failed: {(e.first_error or s.first_error)[:60]}" if bad else "",
+                    cpu_ms(e), cpu_ms(s),
                 )
             )  # fmt: skip
 
@@ -350,8 +361,9 @@ def publish(
         f"(vacuum analyze {seed_times.get('vacuum analyze', 0):.0f} s); {elapsed / 60:.1f} min "
         f"in all; {layout}.",
         "",
-        "| figure | empty database | at scale | ratio | goal | met | p99 empty / scale |",
-        "|---|---:|---:|---:|---|---|---|",
+        "| figure | empty database | at scale | ratio | goal | met | p99 empty / scale "
+        "| CPU ms/request empty / scale |",
+        "|---|---:|---:|---:|---|---|---|---|",
     ]
     for f in figures:
         met = "-" if f.met is None else ("yes" if f.met else "**no**")
@@ -362,9 +374,14 @@ def publish(
         )
         ratio = "-" if f.ratio is None else f"{f.ratio:.2f}x"
         note = f" ({f.note})" if f.note else ""
+        cpu = (
+            f"{f.empty_cpu_ms:.2f} / {f.scale_cpu_ms:.2f}"
+            if f.empty_cpu_ms is not None and f.scale_cpu_ms is not None
+            else ""
+        )
         lines.append(
             f"| {f.figure}{note} | {fmt(f.empty, f.unit)} | {fmt(f.scale, f.unit)} | {ratio} "
-            f"| {f.goal} | {met} | {p99} |"
+            f"| {f.goal} | {met} | {p99} | {cpu} |"
         )
     lines += ["", "| table | rows seeded | size | rows after prune | size after prune |",
               "|---|---:|---:|---:|---:|"]  # fmt: skip
