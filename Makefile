@@ -29,7 +29,7 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick
 
-# At scale: PostgreSQL seeded with millions of rows against an empty one (~30 min on 2 cores).
+# At scale: PostgreSQL seeded with millions of rows against an empty one (~35 min on 2 cores).
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python bench/scale.py
 
