@@ -161,3 +161,22 @@ async def test_rotation_can_be_turned_off(harness: Harness) -> None:
     async with restarted.router.lifespan_context(restarted):
         pass
     assert await _count(harness, SigningKey) == 1
+
+
+async def test_prune_keeps_the_live_successor_of_an_expired_refresh_token(
+    harness: Harness,
+) -> None:
+    from authsvc.services.maintenance import prune
+
+    await harness.create_user()
+    first = (await harness.login())["refresh_token"]
+    ttl = harness.state.settings.refresh_token_ttl
+    harness.clock.advance(ttl - 3600)
+    rotated = await harness.refresh(first)
+    assert rotated.status_code == 200
+    # The first token has expired; its successor, issued later, has not.
+    harness.clock.advance(3601)
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now(), 1)
+    assert report.refresh_tokens == 1
+    again = await harness.refresh(rotated.json()["refresh_token"])
+    assert again.status_code == 200, again.text

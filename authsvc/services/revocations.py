@@ -64,22 +64,23 @@ async def changes(
 ) -> RevocationPage:
     """Entries after the cursor (all live ones without one), and the cursor to poll with next.
 
-    One indexed range query. Expired rows in the range are skipped but still move the cursor.
+    One indexed range query. Expired rows in the range are skipped (in the database) but still
+    move the cursor.
     A full page means more are waiting, so the client is told to poll again at once.
     """
     position = parse_cursor(since)
-    rows = await RevocationEventRepository(db).after(position, PAGE_SIZE)
     live_after = now - retention(settings)
+    page = await RevocationEventRepository(db).page(position, PAGE_SIZE, live_after)
     jtis: list[Revoked] = []
     sids: list[Revoked] = []
-    for row in rows:
+    for row in page.events:
         if row.expires_at <= live_after:
-            continue
+            continue  # the page's last event, there for the cursor only
         entry = Revoked(row.value, math.ceil(row.expires_at.timestamp()))
         (jtis if row.kind == JTI else sids).append(entry)
     return RevocationPage(
         jtis=jtis,
         sids=sids,
-        cursor=format_cursor(rows[-1].id if rows else position),
-        poll_after=0 if len(rows) == PAGE_SIZE else settings.revocation_poll_after,
+        cursor=format_cursor(position if page.last_id is None else page.last_id),
+        poll_after=0 if page.scanned == PAGE_SIZE else settings.revocation_poll_after,
     )

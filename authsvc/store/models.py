@@ -112,9 +112,9 @@ class RefreshToken(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
-    parent_id: Mapped[int | None] = mapped_column(
-        BigIntPK, ForeignKey("refresh_tokens.id", ondelete="CASCADE")
-    )
+    # The token this one replaced. Not a foreign key: pruning an expired parent must not take
+    # its (still live) successors with it.
+    parent_id: Mapped[int | None] = mapped_column(BigIntPK)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime]
@@ -123,6 +123,7 @@ class RefreshToken(Base):
     __table_args__ = (
         Index("ix_refresh_tokens_session_id", "session_id"),
         Index("ix_refresh_tokens_parent_id", "parent_id"),
+        Index("ix_refresh_tokens_expires_at", "expires_at"),
         UniqueConstraint("digest", name="uq_refresh_tokens_digest"),
     )
 

@@ -10,12 +10,16 @@ lock is taken before the revocation's own row locks, so it is always first in lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import RevocationEvent
 
 # Distinct from the migration lock (store.db.MIGRATION_LOCK_ID).
@@ -23,6 +27,55 @@ FEED_LOCK_ID = 0x61757468_66656564 & 0x7FFFFFFFFFFFFFFF  # "authfeed"
 
 JTI = "jti"
 SID = "sid"
+
+_events: Table = RevocationEvent.__table__  # type: ignore[assignment]
+_CURSOR = bindparam("fd_cursor", type_=_events.c.id.type)
+_LIMIT = bindparam("fd_limit", type_=_events.c.id.type)
+_LIVE_AFTER = bindparam("fd_live_after", type_=_events.c.expires_at.type)
+
+
+@functools.cache
+def page_statement() -> Select[Any]:
+    """The feed's page: the `fd_limit` events after cursor `fd_cursor` (one range scan of the
+    primary key), of which only those still live after `fd_live_after` leave the database,
+    plus the page's last one, whatever its expiry, for the next cursor. Each row carries the
+    page's size and last id. A poller far behind reads pages of expired events: they are
+    skipped here, not sent to the server to be dropped there."""
+    scanned = (
+        select(_events.c.id, _events.c.kind, _events.c.value, _events.c.expires_at)
+        .where(_events.c.id > _CURSOR)
+        .order_by(_events.c.id)
+        .limit(_LIMIT)
+        .subquery("scanned")
+    )
+    counted = select(
+        scanned,
+        func.count().over().label("page_rows"),
+        func.max(scanned.c.id).over().label("page_last"),
+    ).subquery("counted")
+    return (
+        select(counted)
+        .where(or_(counted.c.expires_at > _LIVE_AFTER, counted.c.id == counted.c.page_last))
+        .order_by(counted.c.id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    id: int
+    kind: str
+    value: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """The live events of a page (the last event too, live or not), how many events the page
+    spanned, and the last one's id (None: nothing after the cursor)."""
+
+    events: list[FeedEvent]
+    scanned: int
+    last_id: int | None
 
 
 class RevocationEventRepository:
@@ -43,17 +96,19 @@ class RevocationEventRepository:
         if rows:
             await self.db.execute(insert(RevocationEvent), rows)
 
-    async def after(self, cursor: int, limit: int) -> Sequence[RevocationEvent]:
-        """Events with id > cursor, oldest first: one range scan of the primary key."""
-        result = await self.db.execute(
-            select(RevocationEvent)
-            .where(RevocationEvent.id > cursor)
-            .order_by(RevocationEvent.id)
-            .limit(limit)
+    async def page(self, cursor: int, limit: int, live_after: datetime) -> FeedPage:
+        """Events with id > cursor, oldest first, at most `limit` (page_statement)."""
+        values = {"fd_cursor": cursor, "fd_limit": limit, "fd_live_after": live_after}
+        rows: Sequence[Any] = (await self.db.execute(page_statement(), values)).all()
+        if not rows:
+            return FeedPage([], 0, None)
+        return FeedPage(
+            [FeedEvent(r.id, r.kind, r.value, r.expires_at) for r in rows],
+            int(rows[0].page_rows),
+            int(rows[0].page_last),
         )
-        return result.scalars().all()
 
     async def delete_expired(self, before: datetime, limit: int) -> int:
-        ids = select(RevocationEvent.id).where(RevocationEvent.expires_at <= before).limit(limit)
-        result = await self.db.execute(delete(RevocationEvent).where(RevocationEvent.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return await delete_batch(
+            self.db, _events, _events.c.expires_at <= before, _events.c.expires_at, limit
+        )
