@@ -41,11 +41,15 @@ async def _truncate(url: str) -> None:
     try:
         rows = await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'alembic_version'"
+            "AND tablename NOT IN ('alembic_version', 'feed_state')"
         )
         if rows:
             names = ", ".join(f'"{r["tablename"]}"' for r in rows)
             await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # feed_state is the migration's one row: back to a fresh database's feed.
+        await conn.execute(
+            "UPDATE feed_state SET epoch = left(md5(random()::text), 16), low_water = 0"
+        )
     finally:
         await conn.close()
 

@@ -6,23 +6,38 @@ transactions could take ids 10 and 11 and commit 11 first; a poll in between wou
 cursor past 10 for ever. So every appending transaction first takes a transaction-scoped
 advisory lock: ids are then allocated and committed one transaction at a time, in order. The
 lock is taken before the revocation's own row locks, so it is always first in lock order.
+
+The feed's identity lives in feed_state (one row): its epoch, and the low-water mark that prune
+raises to the highest event id it deleted, in the same transaction as the delete.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import case, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.store.models import RevocationEvent
+from authsvc.store.models import FeedState, RevocationEvent
 
 # Distinct from the migration lock (store.db.MIGRATION_LOCK_ID).
 FEED_LOCK_ID = 0x61757468_66656564 & 0x7FFFFFFFFFFFFFFF  # "authfeed"
 
 JTI = "jti"
 SID = "sid"
+FEED_STATE_ID = 1
+
+
+@dataclass(frozen=True)
+class FeedIdentity:
+    """The feed as a poller's cursor must match it (see services.revocations)."""
+
+    epoch: str
+    low_water: int
+    # "kind:value" of the event with the cursor's id, None if there is no such row.
+    event_at_cursor: str | None
 
 
 class RevocationEventRepository:
@@ -53,7 +68,46 @@ class RevocationEventRepository:
         )
         return result.scalars().all()
 
+    async def identity(self, cursor: int) -> FeedIdentity | None:
+        """The epoch, low-water mark and the event at `cursor`, in one statement (None when
+        feed_state has no row: a database emptied by hand until `authsvc feed reset`)."""
+        at = (
+            select(RevocationEvent.kind + ":" + RevocationEvent.value)
+            .where(RevocationEvent.id == cursor)
+            .scalar_subquery()
+        )
+        result = await self.db.execute(
+            select(FeedState.epoch, FeedState.low_water, at).where(FeedState.id == FEED_STATE_ID)
+        )
+        row = result.one_or_none()
+        return None if row is None else FeedIdentity(row[0], int(row[1]), row[2])
+
+    async def reset(self, epoch: str, now: datetime) -> None:
+        """Give the feed a new epoch (creating feed_state's row if it was lost)."""
+        result = await self.db.execute(
+            update(FeedState).where(FeedState.id == FEED_STATE_ID).values(epoch=epoch, reset_at=now)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            await self.db.execute(
+                insert(FeedState).values(id=FEED_STATE_ID, epoch=epoch, low_water=0, reset_at=now)
+            )
+
     async def delete_expired(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` expired events and raise the low-water mark past them."""
         ids = select(RevocationEvent.id).where(RevocationEvent.expires_at <= before).limit(limit)
-        result = await self.db.execute(delete(RevocationEvent).where(RevocationEvent.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        result = await self.db.execute(
+            delete(RevocationEvent).where(RevocationEvent.id.in_(ids)).returning(RevocationEvent.id)
+        )
+        deleted = [int(i) for i in result.scalars().all()]
+        if deleted:
+            highest = max(deleted)
+            await self.db.execute(
+                update(FeedState)
+                .where(FeedState.id == FEED_STATE_ID)
+                .values(
+                    low_water=case(
+                        (FeedState.low_water < highest, highest), else_=FeedState.low_water
+                    )
+                )
+            )
+        return len(deleted)
