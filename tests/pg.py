@@ -47,8 +47,10 @@ async def _truncate(url: str) -> None:
             names = ", ".join(f'"{r["tablename"]}"' for r in rows)
             await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
         # feed_state is the migration's one row: back to a fresh database's feed.
+        await conn.execute("DELETE FROM feed_state")
         await conn.execute(
-            "UPDATE feed_state SET epoch = left(md5(random()::text), 16), low_water = 0"
+            "INSERT INTO feed_state (id, epoch, low_water, reset_at) "
+            "VALUES (1, left(md5(random()::text), 16), 0, now())"
         )
     finally:
         await conn.close()

@@ -9,10 +9,12 @@ from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import delete
 
 from authsvc.services import revocations
 from authsvc.services.maintenance import prune
 from authsvc.services.revocations import parse_cursor
+from authsvc.store.models import FeedState
 from tests.conftest import Harness
 from tests.live import cli
 
@@ -253,3 +255,24 @@ def test_feed_reset_through_the_cli(tmp_path: Path) -> None:
     second = cli(tmp_path, "feed", "reset")
     assert second.returncode == 0, second.stderr
     assert f"(was {match.group(1)})" in second.stdout
+
+
+async def test_a_lost_feed_state_row_resyncs_once_until_feed_reset_restores_it(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    first, second = await harness.login(), await harness.login()
+    await _logout(harness, first)
+    seen = await _feed(harness)
+    async with harness.state.database.transaction() as db:
+        await db.execute(delete(FeedState))  # what a careless hand-made cleanup does
+    again = await _feed(harness, seen["cursor"])
+    assert again["resync"] is True and _sids(again) == _sids(seen)
+    await _logout(harness, second)
+    after = await _feed(harness, again["cursor"])
+    assert after["resync"] is False
+    assert _sids(after) == {_claims(second["access_token"])["sid"]}
+    async with harness.state.database.transaction() as db:
+        old, new = await revocations.reset(db, harness.clock.now())
+    assert old is None and re.fullmatch(r"[0-9a-f]{16}", new)
+    assert (await _feed(harness, after["cursor"]))["resync"] is True

@@ -89,9 +89,9 @@ def checksum(event: str) -> str:
     return f"{zlib.crc32(event.encode()):08x}"
 
 
-def follows(cursor: Cursor, feed: FeedIdentity) -> bool:
+def follows(cursor: Cursor, epoch: str, feed: FeedIdentity) -> bool:
     """Whether a poller at `cursor` has seen every event of this feed up to its position."""
-    if cursor.epoch != feed.epoch or cursor.position < feed.low_water:
+    if cursor.epoch != epoch or cursor.position < feed.low_water:
         return False
     if cursor.position == 0:
         return True
@@ -123,8 +123,8 @@ async def changes(
     asked = parse_cursor(since)
     repo = RevocationEventRepository(db)
     feed = await repo.identity(asked.position if asked is not None else 0)
-    epoch = feed.epoch if feed is not None else _NO_EPOCH
-    resync = asked is not None and (feed is None or not follows(asked, feed))
+    epoch = feed.epoch or _NO_EPOCH
+    resync = asked is not None and not follows(asked, epoch, feed)
     start = Cursor(epoch, 0, _START) if asked is None or resync else asked
     rows = await repo.after(start.position, PAGE_SIZE)
     live_after = now - retention(settings)
@@ -154,4 +154,4 @@ async def reset(db: AsyncSession, now: datetime) -> tuple[str | None, str]:
     old = await repo.identity(0)
     epoch = new_epoch()
     await repo.reset(epoch, now)
-    return (old.epoch if old is not None else None), epoch
+    return old.epoch, epoch

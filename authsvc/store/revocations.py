@@ -34,7 +34,7 @@ FEED_STATE_ID = 1
 class FeedIdentity:
     """The feed as a poller's cursor must match it (see services.revocations)."""
 
-    epoch: str
+    epoch: str | None
     low_water: int
     # "kind:value" of the event with the cursor's id, None if there is no such row.
     event_at_cursor: str | None
@@ -68,19 +68,20 @@ class RevocationEventRepository:
         )
         return result.scalars().all()
 
-    async def identity(self, cursor: int) -> FeedIdentity | None:
-        """The epoch, low-water mark and the event at `cursor`, in one statement (None when
-        feed_state has no row: a database emptied by hand until `authsvc feed reset`)."""
+    async def identity(self, cursor: int) -> FeedIdentity:
+        """The epoch, low-water mark and the event at `cursor`, in one statement. The epoch is
+        None when feed_state has lost its row (emptied by hand) until `authsvc feed reset`."""
         at = (
             select(RevocationEvent.kind + ":" + RevocationEvent.value)
             .where(RevocationEvent.id == cursor)
             .scalar_subquery()
         )
-        result = await self.db.execute(
-            select(FeedState.epoch, FeedState.low_water, at).where(FeedState.id == FEED_STATE_ID)
-        )
-        row = result.one_or_none()
-        return None if row is None else FeedIdentity(row[0], int(row[1]), row[2])
+        state = select(FeedState.epoch, FeedState.low_water).where(FeedState.id == FEED_STATE_ID)
+        row = (await self.db.execute(state.add_columns(at))).one_or_none()
+        if row is None:
+            event = (await self.db.execute(select(at))).scalar_one_or_none()
+            return FeedIdentity(None, 0, event)
+        return FeedIdentity(row[0], int(row[1]), row[2])
 
     async def reset(self, epoch: str, now: datetime) -> None:
         """Give the feed a new epoch (creating feed_state's row if it was lost)."""
