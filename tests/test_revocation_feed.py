@@ -276,3 +276,10 @@ async def test_a_lost_feed_state_row_resyncs_once_until_feed_reset_restores_it(
         old, new = await revocations.reset(db, harness.clock.now())
     assert old is None and re.fullmatch(r"[0-9a-f]{16}", new)
     assert (await _feed(harness, after["cursor"]))["resync"] is True
+
+
+@pytest.mark.parametrize("epoch", ["c" * 16, "0" * 16, "cafe0123456789ab"])
+def test_cursors_round_trip_whatever_the_epoch_looks_like(epoch: str) -> None:
+    cursor = revocations.Cursor(epoch, 10**18 - 1, "0badc0de")
+    assert parse_cursor(revocations.format_cursor(cursor)) == cursor
+    assert parse_cursor("c42") == revocations.Cursor("", 42, "")

@@ -37,7 +37,7 @@ PAGE_SIZE = 1000
 # The API publishes this pattern in its schema.
 CURSOR_PATTERN = r"^(c[0-9]{1,18}|[0-9a-f]{16}\.[0-9]{1,18}\.[0-9a-f]{8})$"
 CURSOR_MAX_LENGTH = 48
-_CURSOR = re.compile(r"^(?:c([0-9]{1,18})|([0-9a-f]{16})\.([0-9]{1,18})\.([0-9a-f]{8}))$")
+_CURSOR = re.compile(CURSOR_PATTERN)
 # Cursors served while feed_state has no row (emptied by hand): no real epoch matches it.
 _NO_EPOCH = "0" * 16
 _START = "00000000"
@@ -69,24 +69,26 @@ def parse_cursor(raw: str | None) -> Cursor | None:
     """Cursors are opaque to clients; None for a first poll."""
     if raw is None or raw == "":
         return None
-    match = _CURSOR.match(raw)
-    if match is None:
+    if _CURSOR.match(raw) is None:
         raise InvalidRequest("Invalid request: since: not a cursor from this feed")
-    legacy, epoch, position, check = match.groups()
-    value = int(legacy if legacy is not None else position)
-    if value >= 2**63:
+    if "." not in raw:  # c<id>; an epoch may start with "c" too
+        cursor = Cursor("", int(raw[1:]), "")
+    else:
+        epoch, position, check = raw.split(".")
+        cursor = Cursor(epoch, int(position), check)
+    if cursor.position >= 2**63:
         raise InvalidRequest("Invalid request: since: not a cursor from this feed")
-    return Cursor(epoch or "", value, check or "")
+    return cursor
 
 
 def format_cursor(cursor: Cursor) -> str:
     return f"{cursor.epoch}.{cursor.position}.{cursor.check}"
 
 
-def checksum(event: str) -> str:
+def checksum(kind: str, value: str) -> str:
     """Tells two events with the same id apart (ids repeat only after a restore). Not a
     secret: the values are public on the feed anyway."""
-    return f"{zlib.crc32(event.encode()):08x}"
+    return f"{zlib.crc32(f'{kind}:{value}'.encode()):08x}"
 
 
 def follows(cursor: Cursor, epoch: str, feed: FeedIdentity) -> bool:
@@ -98,7 +100,7 @@ def follows(cursor: Cursor, epoch: str, feed: FeedIdentity) -> bool:
     if feed.event_at_cursor is None:
         # Pruned (it is at the low-water mark), or this database never had it: restored.
         return cursor.position == feed.low_water
-    return checksum(feed.event_at_cursor) == cursor.check
+    return checksum(*feed.event_at_cursor) == cursor.check
 
 
 def new_epoch() -> str:
@@ -137,7 +139,7 @@ async def changes(
         (jtis if row.kind == JTI else sids).append(entry)
     if rows:
         last = rows[-1]
-        start = Cursor(epoch, last.id, checksum(f"{last.kind}:{last.value}"))
+        start = Cursor(epoch, last.id, checksum(last.kind, last.value))
     return RevocationPage(
         jtis=jtis,
         sids=sids,

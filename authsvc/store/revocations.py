@@ -36,8 +36,12 @@ class FeedIdentity:
 
     epoch: str | None
     low_water: int
-    # "kind:value" of the event with the cursor's id, None if there is no such row.
-    event_at_cursor: str | None
+    # (kind, value) of the event with the cursor's id, None if there is no such row.
+    event_at_cursor: tuple[str, str] | None
+
+
+def _event(kind: str | None, value: str | None) -> tuple[str, str] | None:
+    return None if kind is None or value is None else (kind, value)
 
 
 class RevocationEventRepository:
@@ -71,17 +75,15 @@ class RevocationEventRepository:
     async def identity(self, cursor: int) -> FeedIdentity:
         """The epoch, low-water mark and the event at `cursor`, in one statement. The epoch is
         None when feed_state has lost its row (emptied by hand) until `authsvc feed reset`."""
-        at = (
-            select(RevocationEvent.kind + ":" + RevocationEvent.value)
-            .where(RevocationEvent.id == cursor)
-            .scalar_subquery()
-        )
+        at = select(RevocationEvent).where(RevocationEvent.id == cursor)
+        kind = at.with_only_columns(RevocationEvent.kind).scalar_subquery()
+        value = at.with_only_columns(RevocationEvent.value).scalar_subquery()
         state = select(FeedState.epoch, FeedState.low_water).where(FeedState.id == FEED_STATE_ID)
-        row = (await self.db.execute(state.add_columns(at))).one_or_none()
+        row = (await self.db.execute(state.add_columns(kind, value))).one_or_none()
         if row is None:
-            event = (await self.db.execute(select(at))).scalar_one_or_none()
-            return FeedIdentity(None, 0, event)
-        return FeedIdentity(row[0], int(row[1]), row[2])
+            event = (await self.db.execute(select(kind, value))).one()
+            return FeedIdentity(None, 0, _event(event[0], event[1]))
+        return FeedIdentity(row[0], int(row[1]), _event(row[2], row[3]))
 
     async def reset(self, epoch: str, now: datetime) -> None:
         """Give the feed a new epoch (creating feed_state's row if it was lost)."""
