@@ -326,6 +326,10 @@ def worker_app() -> FastAPI:
     return create_app(load_settings(auto_migrate=False))
 
 
+# How long a worker may take to answer the supervisor's ping (see serve()).
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Set up logging, make the development KEK and migrate when configured to (once, before any
     worker starts), then run uvicorn with the connection guard: in this process, or under its
@@ -367,6 +371,10 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=limits.keepalive_timeout,
+        # The supervisor pings each worker and kills one that does not answer in time, but a
+        # worker answers only once it has imported the app: on a busy host that takes longer
+        # than uvicorn's 5 s, and the workers were killed and restarted for ever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     server = uvicorn.Server(config)
     if workers > 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, any_, delete, func, select
+from sqlalchemy import ColumnElement, Delete, Table, any_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
@@ -26,11 +26,34 @@ async def delete_batch(
 ) -> int:
     """Delete at most `limit` rows of `table` matching `condition`, first in `order`; the
     number deleted."""
+    result = await db.execute(_batch_delete(db, table, condition, order, limit))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_batch_keys(
+    db: AsyncSession,
+    table: Table,
+    condition: ColumnElement[bool],
+    order: ColumnElement[Any] | QueryableAttribute[Any],
+    limit: int,
+) -> list[Any]:
+    """As delete_batch, returning the primary keys of the rows deleted."""
+    (key,) = table.primary_key.columns
+    result = await db.execute(_batch_delete(db, table, condition, order, limit).returning(key))
+    return list(result.scalars().all())
+
+
+def _batch_delete(
+    db: AsyncSession,
+    table: Table,
+    condition: ColumnElement[bool],
+    order: ColumnElement[Any] | QueryableAttribute[Any],
+    limit: int,
+) -> Delete:
     (key,) = table.primary_key.columns
     batch = select(key).where(condition).order_by(order).limit(limit)
     if db.get_bind().dialect.name == "postgresql":
         statement = delete(table).where(key == any_(func.array(batch.scalar_subquery())))
     else:
         statement = delete(table).where(key.in_(batch))
-    result = await db.execute(statement.execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return statement.execution_options(synchronize_session=False)

@@ -188,6 +188,22 @@ class RevocationEvent(Base):
     )
 
 
+class FeedState(Base):
+    """The revocation feed's identity: one row, created by the migration.
+
+    `epoch` names this feed; cursors carry it, so a cursor from another database (or from
+    before `authsvc feed reset`) is answered with a resynchronisation. `low_water` is the
+    highest event id that prune has deleted: a cursor below it may have skipped an event.
+    """
+
+    __tablename__ = "feed_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[str] = mapped_column(String(32))
+    low_water: Mapped[int] = mapped_column(BigInteger)
+    reset_at: Mapped[datetime]
+
+
 class OAuthClient(Base):
     """A registered OAuth 2 client (RFC 6749 section 2). Confidential ones keep a secret digest."""
 

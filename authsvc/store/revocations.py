@@ -6,6 +6,9 @@ transactions could take ids 10 and 11 and commit 11 first; a poll in between wou
 cursor past 10 for ever. So every appending transaction first takes a transaction-scoped
 advisory lock: ids are then allocated and committed one transaction at a time, in order. The
 lock is taken before the revocation's own row locks, so it is always first in lock order.
+
+The feed's identity lives in feed_state (one row): its epoch, and the low-water mark that prune
+raises to the highest event id it deleted, in the same transaction as the delete.
 """
 
 from __future__ import annotations
@@ -16,17 +19,33 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, text
+from sqlalchemy import Select, Table, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.store.batches import delete_batch
-from authsvc.store.models import RevocationEvent
+from authsvc.store.batches import delete_batch_keys
+from authsvc.store.models import FeedState, RevocationEvent
 
 # Distinct from the migration lock (store.db.MIGRATION_LOCK_ID).
 FEED_LOCK_ID = 0x61757468_66656564 & 0x7FFFFFFFFFFFFFFF  # "authfeed"
 
 JTI = "jti"
 SID = "sid"
+FEED_STATE_ID = 1
+
+
+@dataclass(frozen=True)
+class FeedIdentity:
+    """The feed as a poller's cursor must match it (see services.revocations)."""
+
+    epoch: str | None
+    low_water: int
+    # (kind, value) of the event with the cursor's id, None if there is no such row.
+    event_at_cursor: tuple[str, str] | None
+
+
+def _event(kind: str | None, value: str | None) -> tuple[str, str] | None:
+    return None if kind is None or value is None else (kind, value)
+
 
 _events: Table = RevocationEvent.__table__  # type: ignore[assignment]
 _CURSOR = bindparam("fd_cursor", type_=_events.c.id.type)
@@ -108,7 +127,44 @@ class RevocationEventRepository:
             int(rows[0].page_last),
         )
 
+    async def identity(self, cursor: int) -> FeedIdentity:
+        """The epoch, low-water mark and the event at `cursor`, in one statement. The epoch is
+        None when feed_state has lost its row (emptied by hand) until `authsvc feed reset`."""
+        at = select(RevocationEvent).where(RevocationEvent.id == cursor)
+        kind = at.with_only_columns(RevocationEvent.kind).scalar_subquery()
+        value = at.with_only_columns(RevocationEvent.value).scalar_subquery()
+        state = select(FeedState.epoch, FeedState.low_water).where(FeedState.id == FEED_STATE_ID)
+        row = (await self.db.execute(state.add_columns(kind, value))).one_or_none()
+        if row is None:
+            event = (await self.db.execute(select(kind, value))).one()
+            return FeedIdentity(None, 0, _event(event[0], event[1]))
+        return FeedIdentity(row[0], int(row[1]), _event(row[2], row[3]))
+
+    async def reset(self, epoch: str, now: datetime) -> None:
+        """Give the feed a new epoch (creating feed_state's row if it was lost)."""
+        result = await self.db.execute(
+            update(FeedState).where(FeedState.id == FEED_STATE_ID).values(epoch=epoch, reset_at=now)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            await self.db.execute(
+                insert(FeedState).values(id=FEED_STATE_ID, epoch=epoch, low_water=0, reset_at=now)
+            )
+
     async def delete_expired(self, before: datetime, limit: int) -> int:
-        return await delete_batch(
+        """Delete up to `limit` expired events, oldest first, and raise the low-water mark
+        past them."""
+        deleted = await delete_batch_keys(
             self.db, _events, _events.c.expires_at <= before, _events.c.expires_at, limit
         )
+        if deleted:
+            highest = max(int(i) for i in deleted)
+            await self.db.execute(
+                update(FeedState)
+                .where(FeedState.id == FEED_STATE_ID)
+                .values(
+                    low_water=case(
+                        (FeedState.low_water < highest, highest), else_=FeedState.low_water
+                    )
+                )
+            )
+        return len(deleted)
