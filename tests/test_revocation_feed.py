@@ -13,8 +13,9 @@ from sqlalchemy import delete
 
 from authsvc.services import revocations
 from authsvc.services.maintenance import prune
-from authsvc.services.revocations import parse_cursor
+from authsvc.services.revocations import parse_cursor, retention
 from authsvc.store.models import FeedState
+from authsvc.store.revocations import RevocationEventRepository
 from tests.conftest import Harness
 from tests.live import cli
 
@@ -283,3 +284,24 @@ def test_cursors_round_trip_whatever_the_epoch_looks_like(epoch: str) -> None:
     cursor = revocations.Cursor(epoch, 10**18 - 1, "0badc0de")
     assert parse_cursor(revocations.format_cursor(cursor)) == cursor
     assert parse_cursor("c42") == revocations.Cursor("", 42, "")
+
+
+async def test_a_poller_starts_at_the_first_live_event_not_at_the_oldest(harness: Harness) -> None:
+    """A new verifier (or one far behind) of a feed of mostly expired events reads one page of
+    live entries, not every expired event before them."""
+    await harness.create_user()
+    for _ in range(3):
+        await _logout(harness, await harness.login())
+    harness.clock.advance(3600)  # those six events have expired
+    await _logout(harness, await harness.login())
+    live_after = harness.clock.now() - retention(harness.state.settings)
+    async with harness.state.database.read() as db:
+        page = await RevocationEventRepository(db).page(0, 1000, live_after)
+    assert page.scanned == 2 and len(page.events) == 2  # the live jti and sid only
+    body = await _feed(harness)
+    assert len(body["revoked_jtis"]) == 1 and len(body["revoked_sids"]) == 1
+    # With nothing live, the range starts at the newest event: the cursor catches up at once.
+    harness.clock.advance(3600)
+    async with harness.state.database.read() as db:
+        empty = await RevocationEventRepository(db).page(0, 1000, harness.clock.now())
+    assert empty.scanned == 1 and empty.last_id == page.last_id

@@ -253,6 +253,7 @@ class AuthorizationCode(Base):
     __table_args__ = (
         UniqueConstraint("digest", name="uq_authorization_codes_digest"),
         Index("ix_authorization_codes_expires_at", "expires_at"),
+        Index("ix_authorization_codes_user_id", "user_id"),
     )
 
 

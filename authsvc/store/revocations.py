@@ -58,11 +58,19 @@ def page_statement() -> Select[Any]:
     """The feed's page: the `fd_limit` events after cursor `fd_cursor` (one range scan of the
     primary key), of which only those still live after `fd_live_after` leave the database,
     plus the page's last one, whatever its expiry, for the next cursor. Each row carries the
-    page's size and last id. A poller far behind reads pages of expired events: they are
-    skipped here, not sent to the server to be dropped there."""
+    page's size and last id.
+
+    A poller far behind (or with no cursor yet) does not page through the expired events
+    before the first live one: the range starts at that event (found through the expiry
+    index), or at the newest event when none is live, so a new verifier of a table of millions
+    of events catches up in one page of live entries."""
+    first_live = (
+        select(func.min(_events.c.id)).where(_events.c.expires_at > _LIVE_AFTER).scalar_subquery()
+    )
+    newest = select(func.max(_events.c.id)).scalar_subquery()
     scanned = (
         select(_events.c.id, _events.c.kind, _events.c.value, _events.c.expires_at)
-        .where(_events.c.id > _CURSOR)
+        .where(_events.c.id > _CURSOR, _events.c.id >= func.coalesce(first_live, newest))
         .order_by(_events.c.id)
         .limit(_LIMIT)
         .subquery("scanned")
