@@ -1,7 +1,8 @@
 """panva's openid-client (npm, run with node) as a relying party of a live authsvc: discovery,
 the authorization URL with PKCE, the code exchange with the ID token validated by the library
 (signature through the JWKS, iss, aud, exp, nonce; state and iss on the callback), userinfo and
-a refresh. The hosted login is driven over HTTP like a browser without JavaScript.
+a refresh; then the same with the library's DPoP (RFC 9449), whose bound token is refused as a
+Bearer token. The hosted login is driven over HTTP like a browser without JavaScript.
 
 The script and its pinned dependencies live in tests/interop/. When tests/interop/node_modules
 is absent, `npm ci` installs them into a cache directory keyed by the lock file."""
@@ -102,27 +103,27 @@ def test_openid_client_code_flow_id_token_userinfo_and_refresh(server: str, tmp_
     fields = dict(line.split(": ", 1) for line in created.stdout.splitlines() if ": " in line)
     client_id = fields["client_id"]
 
-    start = node(directory, "start", server, client_id, REDIRECT)
-    assert "code_challenge_method=S256" in start["url"]
-    assert start["url"].startswith(f"{server}/oauth/authorize?")
-    callback = sign_in_like_a_browser(start["url"], server, "noor", "noor's password")
-    assert callback.startswith(REDIRECT + "?")
+    for dpop in (False, True):
+        start = node(directory, "start", server, client_id, REDIRECT)
+        assert "code_challenge_method=S256" in start["url"]
+        assert start["url"].startswith(f"{server}/oauth/authorize?")
+        callback = sign_in_like_a_browser(start["url"], server, "noor", "noor's password")
+        assert callback.startswith(REDIRECT + "?")
+        checks = (start["verifier"], start["state"], start["nonce"])
+        mode = ("dpop",) if dpop else ()
+        done = node(directory, "finish", server, client_id, callback, *checks, *mode)
 
-    done = node(
-        directory,
-        "finish",
-        server,
-        client_id,
-        callback,
-        start["verifier"],
-        start["state"],
-        start["nonce"],
-    )
-    claims = done["claims"]
-    assert claims["iss"] == server
-    assert claims["aud"] == client_id
-    assert claims["nonce"] == start["nonce"]
-    assert done["token_type"].lower() == "bearer"
-    assert done["userinfo"]["sub"] == claims["sub"]
-    assert done["userinfo"]["preferred_username"] == "noor"
-    assert done["refreshed"]["rotated"] is True
+        claims = done["claims"]
+        assert claims["iss"] == server
+        assert claims["aud"] == client_id
+        assert claims["nonce"] == start["nonce"]
+        assert done["userinfo"]["sub"] == claims["sub"]
+        assert done["userinfo"]["preferred_username"] == "noor"
+        assert done["refreshed"]["rotated"] is True
+        expected = "dpop" if dpop else "bearer"
+        assert done["token_type"].lower() == done["refreshed"]["token_type"].lower() == expected
+        as_bearer = httpx.get(
+            f"{server}/oauth/userinfo",
+            headers={"Authorization": f"Bearer {done['access_token']}"},
+        )
+        assert as_bearer.status_code == (401 if dpop else 200), as_bearer.text
