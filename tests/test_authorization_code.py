@@ -280,6 +280,10 @@ async def test_rp_initiated_logout_ends_the_browser_sign_in(flow: Flow) -> None:
     flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
     page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
     assert page.status_code == 200 and 'name="password"' in page.text
+    # Logging out again is no error, and a cookie that signs no one in is cleared.
+    flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
+    again = await flow.http.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    assert again.status_code == 200 and "__Host-authsvc_login" not in flow.http.cookies
     refreshed = await flow.http.post(
         "/oauth/token",
         data={
