@@ -94,6 +94,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
     codes = AuthorizationCodes(lambda: secrets.hmac.authorization_code)
+    authorize = AuthorizeService(settings, clients, login, issuer, codes)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
@@ -118,11 +119,11 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         ),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
         userinfo=UserInfoService(checker),
-        end_session=EndSessionService(settings, issuer, logout),
+        end_session=EndSessionService(settings, issuer, logout, authorize),
         dpop=dpop,
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
-        authorize=AuthorizeService(settings, clients, login, issuer, codes),
+        authorize=authorize,
         csrf=CsrfTokens(lambda: secrets.hmac.login_page),
     )
 
