@@ -180,3 +180,20 @@ async def test_prune_keeps_the_live_successor_of_an_expired_refresh_token(
     assert report.refresh_tokens == 1
     again = await harness.refresh(rotated.json()["refresh_token"])
     assert again.status_code == 200, again.text
+
+
+async def test_scheduled_rotation_pauses_during_a_kek_rotation(harness: Harness) -> None:
+    """A signing key written under a new KEK could not be read by a process still on the old
+    one, so while previous KEKs are configured the scheduler leaves the keys alone."""
+    state = harness.state
+    rotating = state.settings.model_copy(
+        update={"previous_key_encryption_keys": state.settings.key_encryption_key}
+    )
+    assert rotating.previous_kek_list
+    await harness.create_user()
+    harness.clock.advance(31 * DAY)
+    paused = Housekeeper(rotating, state.database, state.keys, harness.clock)
+    await paused.rotate_once()
+    assert await _count(harness, SigningKey) == 1
+    await _housekeeper(harness).rotate_once()
+    assert await _count(harness, SigningKey) == 2

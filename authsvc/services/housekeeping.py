@@ -41,6 +41,14 @@ class Housekeeper:
             log.info("pruned", extra={"pruned": vars(report)})
 
     async def rotate_once(self) -> None:
+        if self.settings.previous_kek_list:
+            # A KEK rotation is under way: a key written now under the new KEK could not be read
+            # by processes not yet restarted with it. `keys rewrap` and dropping the previous
+            # KEKs end the pause; `authsvc keys rotate` still works when the operator knows.
+            log.warning(
+                "scheduled key rotation paused while AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is set"
+            )
+            return
         async with self.database.transaction() as db:
             info = await self.keys.rotate_if_due(
                 db, self.clock.now(), self.settings.key_rotation_interval
