@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import (
+    accounts,
     admin,
     auth,
     discovery,
@@ -58,9 +59,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await start(state)
         housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
         housekeeper.start()
+        state.outbox.start()
         try:
             yield
         finally:
+            await state.outbox.stop()
             await housekeeper.stop()
             await state.limiter.close()
             await state.database.dispose()
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(oauth.router)
     app.include_router(discovery.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
         from authsvc.api.spa import SpaFiles

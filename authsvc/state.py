@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
+from authsvc.mail.outbox import Outbox
+from authsvc.mail.transport import transport_for
 from authsvc.observability.metrics import Metrics, key_age_seconds
 from authsvc.security.access_tokens import AccessTokens
+from authsvc.security.account_tokens import AccountTokens
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
+from authsvc.services.account_links import AccountLinks
 from authsvc.services.admin import AdminAccess, UserAdmin
 from authsvc.services.clients import ClientService
 from authsvc.services.issuer import TokenIssuer
@@ -20,8 +24,10 @@ from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
 from authsvc.services.sessions import SessionService
+from authsvc.services.signup import SignupService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
 
@@ -45,6 +51,9 @@ class AppState:
     sessions: SessionService
     admin: UserAdmin
     admin_access: AdminAccess
+    outbox: Outbox
+    signup: SignupService
+    recovery: PasswordRecovery
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -74,6 +83,8 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     checker = AccessService(database, issuer)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets.client_secret_key)
+    outbox = Outbox(settings, transport_for(settings))
+    links = AccountLinks(settings, AccountTokens(secrets.account_token_key), outbox, limiter)
     return AppState(
         settings=settings,
         clock=clock,
@@ -92,6 +103,9 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
+        outbox=outbox,
+        signup=SignupService(settings, users, passwords, links, limiter),
+        recovery=PasswordRecovery(settings, users, passwords, links, limiter),
     )
 
 

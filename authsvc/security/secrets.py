@@ -1,8 +1,9 @@
 """The key-encryption key (KEK) and the secrets derived from it.
 
 One secret to manage: the KEK encrypts signing keys at rest (Fernet), and HKDF derives from it
-the HMAC keys for refresh-token digests and successor derivation, so every process that shares
-the KEK agrees on them. Rotating the KEK therefore also invalidates outstanding refresh tokens.
+the HMAC keys for refresh-token digests and successor derivation, client secrets and mailed
+one-time links, so every process that shares the KEK agrees on them. Rotating the KEK
+therefore also invalidates outstanding refresh tokens (and mailed links).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ServerSecrets:
     refresh_digest_key: bytes
     refresh_successor_key: bytes
     client_secret_key: bytes = b""
+    account_token_key: bytes = b""
 
     @classmethod
     def from_kek(cls, kek: str) -> ServerSecrets:
@@ -55,6 +57,7 @@ class ServerSecrets:
             refresh_digest_key=_derive(raw, b"authsvc/refresh-token/digest/v1"),
             refresh_successor_key=_derive(raw, b"authsvc/refresh-token/successor/v1"),
             client_secret_key=_derive(raw, b"authsvc/client-secret/digest/v1"),
+            account_token_key=_derive(raw, b"authsvc/account-token/digest/v1"),
         )
 
 
