@@ -23,6 +23,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         env_ignore_empty=True,
         extra="ignore",
+        # Error messages never echo a value: it may be a URL with a password in it.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production"] = "development"

@@ -62,7 +62,9 @@ async def signup(body: SignupRequest, state: State, db: WriteDB, ctx: Context) -
 
 
 @router.post("/email/verify", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-async def verify_email(body: EmailVerifyRequest, state: State, db: WriteDB, ctx: Context) -> Any:
+async def verify_email(
+    body: EmailVerifyRequest, state: State, db: WriteDB, ctx: Context
+) -> Response:
     """Redeem a verification link's `token`, once; 400 `invalid_link` otherwise."""
     await state.signup.verify_email(db, body.token, ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
@@ -88,7 +90,7 @@ async def forgot_password(
 @router.post("/password/reset", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
 async def reset_password(
     body: PasswordResetRequest, state: State, db: WriteDB, ctx: Context
-) -> Any:
+) -> Response:
     """Set a new password with a reset link's `token`, once; every session of the user is
     revoked. 400 `invalid_link` for a used, expired or unknown token."""
     await state.recovery.reset(db, body.token, body.new_password, ctx)

@@ -79,6 +79,10 @@ class Outbox:
         self._worker = None
         self._timers.clear()
 
+    async def join(self) -> None:
+        """Until every queued mail has been tried once (retries may still be waiting)."""
+        await self._queue.join()
+
     async def _run(self) -> None:
         assert self.transport is not None
         sender = self.settings.mail_from

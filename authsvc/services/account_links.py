@@ -90,6 +90,6 @@ class AccountLinks:
 
         after_commit(db, enqueue)
 
-    @staticmethod
-    def mail(kind: str, to: str, **values: str) -> Mail:
-        return render(kind, to, **values)
+    def mail(self, kind: str, to: str, **values: str) -> Mail:
+        """A mail from its template; every template may name the site (the link base)."""
+        return render(kind, to, site=self.settings.link_base_url, **values)
