@@ -50,7 +50,8 @@ def prune(
         return (
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
             f"sessions={report.sessions} signing_keys={report.signing_keys} "
-            f"revocation_events={report.revocation_events} audit_events={report.audit_events}"
+            f"revocation_events={report.revocation_events} audit_events={report.audit_events} "
+            f"account_tokens={report.account_tokens}"
         )
 
     typer.echo(run(work))
