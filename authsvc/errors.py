@@ -130,10 +130,11 @@ class InvalidUsername(AuthError):
 
 class InvalidAccountLink(AuthError):
     """A mailed link's token that is unknown, expired, already used or no longer matches the
-    account; which of these is not said."""
+    account; which of these is not said. 401, like a refresh token that is no good: the token
+    is the request's credential."""
 
     code = "invalid_link"
-    status = 400
+    status = 401
     default_message = "The link is invalid, expired or was already used."
 
 

@@ -89,7 +89,7 @@ async def test_a_reset_link_sets_the_password_once_and_ends_every_session(
     assert sids <= revoked
 
     again = await reset(harness, mail.token, "yet another passphrase")
-    assert (again.status_code, again.json()["error"]) == (400, "invalid_link")
+    assert (again.status_code, again.json()["error"]) == (401, "invalid_link")
     assert await login_status(harness, NEW_PASSWORD) == 200
 
     async with harness.state.database.read() as db:
@@ -152,12 +152,12 @@ async def test_a_link_dies_after_thirty_minutes(
     clock.advance(29 * 60)
     # Within the half hour the link works (and voids the other one).
     assert (await reset(harness, early)).status_code == 204
-    assert (await reset(harness, late)).status_code == 400
+    assert (await reset(harness, late)).status_code == 401
     await forgot(harness, email="alice@example.org")
     expired = (await mailbox.next()).token
     clock.advance(30 * 60)
     response = await reset(harness, expired, "the expired link's password")
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_link")
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_link")
     assert await login_status(harness, NEW_PASSWORD) == 200
 
 
@@ -176,10 +176,14 @@ async def test_a_verification_link_is_not_a_reset_link(harness: Harness, mailbox
     await create_with_email(harness)
     await forgot(harness, email="alice@example.org")
     token = (await mailbox.next()).token
-    assert (await harness.client.post("/auth/email/verify", json={"token": token})).status_code == (
-        400
-    )
+    verify = await harness.client.post("/auth/email/verify", json={"token": token})
+    assert verify.status_code == 401
     assert (await reset(harness, token)).status_code == 204
+
+
+async def test_a_bad_link_is_refused_before_the_password_is_judged(harness: Harness) -> None:
+    response = await reset(harness, "at_" + "A" * 43, "short")
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_link")
 
 
 async def test_forgot_needs_exactly_one_of_email_and_username(harness: Harness) -> None:

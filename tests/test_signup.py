@@ -90,7 +90,7 @@ async def test_signup_mails_a_link_that_switches_the_account_on_once(
     assert (await verify(harness, mail.token)).status_code == 204
     assert await login_status(harness, "carol") == 200
     again = await verify(harness, mail.token)
-    assert again.status_code == 400
+    assert again.status_code == 401
     assert again.json()["error"] == "invalid_link"
     async with harness.state.database.read() as db:
         user = await harness.state.users.get(db, "carol")
@@ -163,7 +163,7 @@ async def test_an_expired_verification_link_is_refused(
     token = (await mailbox.next()).token
     clock.advance(harness.state.settings.email_verification_ttl)
     response = await verify(harness, token)
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_link")
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_link")
     assert await login_status(harness, "erin") == 401
 
 
@@ -171,7 +171,7 @@ async def test_malformed_and_unknown_links_are_refused_alike(harness: Harness) -
     bodies = set()
     for token in ["at_" + "A" * 43, "not-a-token", "rt_" + "A" * 43]:
         response = await verify(harness, token)
-        assert response.status_code == 400
+        assert response.status_code == 401
         bodies.add(response.content)
     assert len(bodies) == 1
 
@@ -183,7 +183,7 @@ async def test_disabling_a_pending_account_kills_its_link(
     token = (await mailbox.next()).token
     async with harness.state.database.transaction() as db:
         await harness.state.users.set_active(db, "frank", False, harness.clock.now(), "cli")
-    assert (await verify(harness, token)).status_code == 400
+    assert (await verify(harness, token)).status_code == 401
     assert await login_status(harness, "frank") == 401
 
 
@@ -193,7 +193,7 @@ async def test_an_address_changed_since_kills_the_link(harness: Harness, mailbox
     async with harness.state.database.transaction() as db:
         user = await harness.state.users.get(db, "grace")
         await harness.state.users.set_email(db, user, "other@example.org", harness.clock.now(), "x")
-    assert (await verify(harness, token)).status_code == 400
+    assert (await verify(harness, token)).status_code == 401
 
 
 async def test_bad_input_is_refused_before_anything_is_looked_up(harness: Harness) -> None:

@@ -12,16 +12,19 @@ from authsvc.api.schemas import (
     AcceptedResponse,
     EmailVerifyRequest,
     ErrorResponse,
+    ForgotByEmail,
+    ForgotByUsername,
     PasswordForgotRequest,
     PasswordResetRequest,
     SignupRequest,
 )
-from authsvc.errors import NO_STORE, InvalidRequest
+from authsvc.errors import NO_STORE
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
     429: {"model": ErrorResponse},
@@ -65,7 +68,7 @@ async def signup(body: SignupRequest, state: State, db: WriteDB, ctx: Context) -
 async def verify_email(
     body: EmailVerifyRequest, state: State, db: WriteDB, ctx: Context
 ) -> Response:
-    """Redeem a verification link's `token`, once; 400 `invalid_link` otherwise."""
+    """Redeem a verification link's `token`, once; 401 `invalid_link` otherwise."""
     await state.signup.verify_email(db, body.token, ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
@@ -81,9 +84,9 @@ async def forgot_password(
 ) -> Any:
     """Ask for a reset link by `email` or `username`; the same answer whether or not such an
     account exists."""
-    if (body.email is None) == (body.username is None):
-        raise InvalidRequest("Give either email or username.")
-    await state.recovery.forgot(db, body.email, body.username, ctx)
+    email = body.email if isinstance(body, ForgotByEmail) else None
+    username = body.username if isinstance(body, ForgotByUsername) else None
+    await state.recovery.forgot(db, email, username, ctx)
     return _accepted(RESET_ACCEPTED)
 
 
@@ -92,6 +95,6 @@ async def reset_password(
     body: PasswordResetRequest, state: State, db: WriteDB, ctx: Context
 ) -> Response:
     """Set a new password with a reset link's `token`, once; every session of the user is
-    revoked. 400 `invalid_link` for a used, expired or unknown token."""
+    revoked. 401 `invalid_link` for a used, expired or unknown token."""
     await state.recovery.reset(db, body.token, body.new_password, ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)

@@ -94,11 +94,20 @@ class EmailVerifyRequest(BaseModel):
     token: str = Field(min_length=1, max_length=256)
 
 
-class PasswordForgotRequest(BaseModel):
-    """One of the two: the account's email address or its username."""
+class ForgotByEmail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(None, min_length=1, max_length=1024)
-    username: str | None = Field(None, min_length=1, max_length=1024)
+    email: str = Field(min_length=1, max_length=1024)
+
+
+class ForgotByUsername(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=1024)
+
+
+# One of the two: the account's email address or its username.
+PasswordForgotRequest = ForgotByEmail | ForgotByUsername
 
 
 class PasswordResetRequest(BaseModel):

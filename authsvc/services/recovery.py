@@ -13,7 +13,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import InvalidAccountLink, InvalidEmail, InvalidUsername, PasswordResetDisabled
+from authsvc.errors import (
+    InvalidAccountLink,
+    InvalidEmail,
+    InvalidUsername,
+    PasswordPolicyError,
+    PasswordResetDisabled,
+)
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
 from authsvc.services.account_links import RESET_PASSWORD, AccountLinks
@@ -94,12 +100,21 @@ class PasswordRecovery:
         more. A password the policy refuses leaves the link usable."""
         self._check_enabled()
         await self.limiter.check_address("account", ctx.ip, ctx.now)
-        self.users.check_password_policy(new_password)
-        password_hash = await self.passwords.hash(new_password)
+        # The password is checked and hashed before the transaction begins (no lock held while
+        # hashing); a refusal is raised only once the link is known good, so a bad link says
+        # only that. Raising rolls the request back, so the link stays usable.
+        refused: PasswordPolicyError | None = None
+        try:
+            self.users.check_password_policy(new_password)
+        except PasswordPolicyError as exc:
+            refused = exc
+        password_hash = None if refused else await self.passwords.hash(new_password)
         row = await self.links.redeem(db, token, RESET_PASSWORD, ctx.now)
         user = await UserRepository(db).by_id(row.user_id) if row is not None else None
         if row is None or user is None or not user.is_active or user.email != row.email:
             raise InvalidAccountLink()
+        if refused is not None or password_hash is None:
+            raise refused or PasswordPolicyError()
         # Any other reset link mailed before dies with this one.
         await AccountTokenRepository(db).void_for_user(user.id, RESET_PASSWORD, ctx.now)
         return await self.users.replace_password_hash(db, user, password_hash, ctx.now, RESET_ACTOR)
