@@ -8,6 +8,7 @@ per-account limits; no reset at all in production without SMTP.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import Settings
 from authsvc.services import audit
+from authsvc.services.maintenance import prune
 from tests.conftest import PASSWORD, Harness, make_settings
 from tests.mailbox import Mailbox, smtp_server
 
@@ -179,6 +181,36 @@ async def test_a_verification_link_is_not_a_reset_link(harness: Harness, mailbox
     verify = await harness.client.post("/auth/email/verify", json={"token": token})
     assert verify.status_code == 401
     assert (await reset(harness, token)).status_code == 204
+
+
+async def test_two_resets_with_one_link_at_once_exactly_one_wins(
+    harness: Harness, mailbox: Mailbox
+) -> None:
+    await create_with_email(harness)
+    await forgot(harness, email="alice@example.org")
+    token = (await mailbox.next()).token
+    first, second = await asyncio.gather(
+        reset(harness, token, "the first racer's password"),
+        reset(harness, token, "the second racer's password"),
+    )
+    assert sorted([first.status_code, second.status_code]) == [204, 401]
+    winner = (
+        "the first racer's password"
+        if first.status_code == 204
+        else ("the second racer's password")
+    )
+    assert await login_status(harness, winner) == 200
+
+
+async def test_expired_links_are_pruned(
+    harness: Harness, mailbox: Mailbox, clock: MovableClock
+) -> None:
+    await create_with_email(harness)
+    await forgot(harness, email="alice@example.org")
+    await mailbox.next()
+    clock.advance(harness.state.settings.password_reset_ttl)
+    report = await prune(harness.state.database, harness.state.keys, clock.now())
+    assert report.account_tokens == 1
 
 
 async def test_a_bad_link_is_refused_before_the_password_is_judged(harness: Harness) -> None:
