@@ -11,7 +11,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 TOKEN = re.compile(r"token=(at_[A-Za-z0-9_-]{43})")
 
@@ -86,10 +86,27 @@ class Mailbox:
 
 
 @asynccontextmanager
-async def smtp_server() -> AsyncIterator[Mailbox]:
+async def smtp_server(credentials: tuple[str, str] | None = None) -> AsyncIterator[Mailbox]:
+    """With `credentials`, the server demands AUTH (over plain TCP: this is a test)."""
     box = Mailbox()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(box, hostname="mail.test"), "127.0.0.1", 0)
+
+    def authenticate(_server: Any, _session: Any, _envelope: Any, _mech: str, data: Any) -> Any:
+        login = (data.login.decode(), data.password.decode())
+        return AuthResult(success=login == credentials)
+
+    def protocol() -> SMTP:
+        if credentials is None:
+            return SMTP(box, hostname="mail.test")
+        return SMTP(
+            box,
+            hostname="mail.test",
+            auth_required=True,
+            auth_require_tls=False,
+            authenticator=authenticate,
+        )
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
     box.port = server.sockets[0].getsockname()[1]
     try:
         yield box
