@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import (
+    accounts,
     admin,
     auth,
     authorize,
@@ -80,8 +81,10 @@ def create_app(
             housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
             await housekeeper.start()
             state.metrics.start_sampling()
+            state.outbox.start()
             yield
         finally:
+            await state.outbox.stop()
             if housekeeper is not None:
                 await housekeeper.stop()
             await state.metrics.stop_sampling()
@@ -121,6 +124,7 @@ def create_app(
     app.include_router(authorize.router)
     app.include_router(discovery.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
         from authsvc.api.spa import SpaFiles

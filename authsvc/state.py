@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
+from authsvc.mail.outbox import Outbox
+from authsvc.mail.transport import transport_for
 from authsvc.observability.metrics import Metrics, key_age_seconds, multiprocess_dir
 from authsvc.security.access_tokens import AccessTokens
+from authsvc.security.account_tokens import AccountTokens
 from authsvc.security.authorization_codes import AuthorizationCodes
 from authsvc.security.csrf import CsrfTokens
 from authsvc.security.id_tokens import IdTokens
@@ -15,6 +18,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
+from authsvc.services.account_links import AccountLinks
 from authsvc.services.admin import AdminAccess, UserAdmin
 from authsvc.services.authorize import AuthorizeService
 from authsvc.services.clients import ClientService
@@ -28,9 +32,11 @@ from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
 from authsvc.services.secrets import SecretService
 from authsvc.services.sessions import SessionService
+from authsvc.services.signup import SignupService
 from authsvc.services.userinfo import UserInfoService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
@@ -61,6 +67,9 @@ class AppState:
     admin_access: AdminAccess
     authorize: AuthorizeService
     csrf: CsrfTokens
+    outbox: Outbox
+    signup: SignupService
+    recovery: PasswordRecovery
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -99,6 +108,10 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
     code_grant = AuthorizationCodeGrant(settings, clients, login, codes, id_tokens)
+    outbox = Outbox(settings, transport_for(settings))
+    links = AccountLinks(
+        settings, AccountTokens(lambda: secrets.hmac.account_token), outbox, limiter
+    )
     return AppState(
         settings=settings,
         clock=clock,
@@ -125,6 +138,9 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         admin_access=AdminAccess(issuer, checker),
         authorize=authorize,
         csrf=CsrfTokens(lambda: secrets.hmac.login_page),
+        outbox=outbox,
+        signup=SignupService(settings, users, passwords, links, limiter),
+        recovery=PasswordRecovery(settings, users, passwords, links, limiter),
     )
 
 

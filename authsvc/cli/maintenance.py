@@ -52,6 +52,7 @@ def prune(
             f"sessions={report.sessions} signing_keys={report.signing_keys} "
             f"revocation_events={report.revocation_events} audit_events={report.audit_events} "
             f"authorization_codes={report.authorization_codes}"
+            f" account_tokens={report.account_tokens}"
         )
 
     typer.echo(run(work))

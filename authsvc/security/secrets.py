@@ -5,7 +5,8 @@ from now on, plus the previous ones (AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS), whic
 what was written under them (cryptography's MultiFernet). `authsvc keys rewrap` re-encrypts what
 is stored under the current KEK, after which the previous ones can be dropped.
 
-The HMAC keys (refresh-token digests and successors, client-secret digests) are not derived from
+The HMAC keys (refresh-token digests and successors, client-secret digests, mailed links' digests,
+...) are not derived from
 the KEK: they are random, stored in the database encrypted under it (services/secrets.py), so
 that rotating the KEK changes neither a refresh token's digest nor a client secret's. A
 database first used by a version that derived them from its KEK keeps those derived values
@@ -114,6 +115,7 @@ class HmacKeys:
     authorization_code: bytes
     login_page: bytes
     dpop_nonce: bytes
+    account_token: bytes
 
     # Stored name -> attribute; the HKDF label the KEK-derived value was made with is
     # b"authsvc/<name>/v1".
@@ -125,6 +127,7 @@ class HmacKeys:
         "authorization-code/digest": "authorization_code",
         "login-page/csrf": "login_page",
         "dpop-nonce": "dpop_nonce",
+        "account-token/digest": "account_token",
     }
 
     @classmethod

@@ -1,6 +1,7 @@
 """Rate limits and login backoff, in process memory or shared through Redis.
 
-Three rules guard password guessing and token-endpoint abuse:
+Three rules guard password guessing and token-endpoint abuse (and two more the sign-up and
+recovery endpoints, below):
 
 - a fixed-window request count per client address, per endpoint (login, refresh);
 - a fixed-window count of login attempts per username, whatever the address;
@@ -8,6 +9,11 @@ Three rules guard password guessing and token-endpoint abuse:
   blocks the name for base * 2^k seconds, capped at `max` (so an attacker can slow a real
   user down but never lock them out for longer than that); a success clears it, and failures
   are forgotten after `memory` seconds without one.
+
+The sign-up and recovery endpoints (`account`) count requests per address like login does, and
+mails to one account (or address) are counted per mail window: past the limit the mail is
+skipped but the answer stays the same, so the limit protects a mailbox without revealing that
+an account exists.
 
 Keys are SHA-256 digests of the name or address (no personal data in Redis, bounded size).
 Times come from the app clock so tests move it; Redis TTLs only collect garbage. Redis state is
@@ -52,6 +58,9 @@ class Limits:
     backoff_base: float
     backoff_max: float
     failure_memory: float
+    account_per_ip: int = 10
+    mail_per_account: int = 3
+    mail_window: float = 3600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -64,6 +73,9 @@ class Limits:
             backoff_base=settings.login_backoff_base_seconds,
             backoff_max=settings.login_backoff_max_seconds,
             failure_memory=settings.login_failure_memory_seconds,
+            account_per_ip=settings.rate_limit_account_per_ip,
+            mail_per_account=settings.rate_limit_mail_per_account,
+            mail_window=settings.rate_limit_mail_window_seconds,
         )
 
     def backoff(self, failures: int) -> float:
@@ -347,10 +359,14 @@ class RateLimiter:
         return "ok"
 
     async def check_address(self, endpoint: str, ip: str | None, now: datetime) -> None:
-        """Count a request to `endpoint` (login, refresh) from this address; 429 when over."""
+        """Count a request to `endpoint` (login, refresh, account) from this address; 429 when
+        over."""
         if self.backend is None:
             return
-        limit = self.limits.login_per_ip if endpoint == "login" else self.limits.refresh_per_ip
+        limit = {
+            "login": self.limits.login_per_ip,
+            "account": self.limits.account_per_ip,
+        }.get(endpoint, self.limits.refresh_per_ip)
         await self._hit(_digest(f"ip:{endpoint}", address_key(ip)), limit, now)
 
     @asynccontextmanager
@@ -374,6 +390,19 @@ class RateLimiter:
             await self._record(backend.failed(key, self.limits, ts))
             raise
         await self._record(backend.succeeded(key))
+
+    async def mail_allowed(self, recipient: str, now: datetime) -> bool:
+        """Count one mail to `recipient` (an account id or an address); False when over the
+        per-account limit. Never raises RateLimited: the caller's answer must not change."""
+        if self.backend is None:
+            return True
+        key = _digest("mail", recipient.casefold())
+        wait = await self._guard(
+            self.backend.hit(
+                key, self.limits.mail_per_account, self.limits.mail_window, now.timestamp()
+            )
+        )
+        return wait <= 0
 
     async def _hit(self, key: str, limit: int, now: datetime) -> None:
         if self.backend is None:

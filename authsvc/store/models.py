@@ -62,6 +62,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(255))
     # Optional; stored normalised (services/users.py normalize_email), unique when set.
     email: Mapped[str | None] = mapped_column(String(320))
+    # When the owner of `email` proved it by following a verification link (None: never).
+    email_verified_at: Mapped[datetime | None]
     password_hash: Mapped[str] = mapped_column(Text)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -254,6 +256,29 @@ class AuthorizationCode(Base):
         UniqueConstraint("digest", name="uq_authorization_codes_digest"),
         Index("ix_authorization_codes_expires_at", "expires_at"),
         Index("ix_authorization_codes_user_id", "user_id"),
+    )
+
+
+class AccountToken(Base):
+    """A one-time link token mailed to a user (verify an address, reset a password). Only its
+    keyed digest is kept; `used_at` is set once, by compare-and-set, when it is redeemed."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    purpose: Mapped[str] = mapped_column(String(16))  # "verify_email" | "reset_password"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The address the link was mailed to: the link is void once the user's address changes.
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("digest", name="uq_account_tokens_digest"),
+        Index("ix_account_tokens_user_id", "user_id"),
+        Index("ix_account_tokens_expires_at", "expires_at"),
     )
 
 
