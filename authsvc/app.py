@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from authsvc import __version__
 from authsvc.api import (
+    accounts,
     admin,
     auth,
     authorize,
@@ -32,6 +35,7 @@ from authsvc.api.jwks_edge import JWKSEdge
 from authsvc.api.limits import BodySizeLimit
 from authsvc.clock import Clock
 from authsvc.config import Settings, load_settings
+from authsvc.observability import tracing as otel
 from authsvc.observability.requests import RequestObserver
 from authsvc.services.housekeeping import Housekeeper
 from authsvc.state import AppState, build_state
@@ -43,6 +47,11 @@ log = logging.getLogger("authsvc")
 async def start(state: AppState) -> None:
     if state.settings.should_auto_migrate:
         await upgrade_async(state.settings.resolved_database_url)
+    # Refuse to start when something stored under the KEK cannot be read with the ring (a
+    # previous KEK dropped before `authsvc keys rewrap`), rather than fail request by request.
+    async with state.database.read() as db:
+        await state.secrets.check(db)
+    await state.secrets.load(state.database, state.clock.now())
     async with state.database.transaction() as db:
         await state.keys.ensure_signing_key(db, state.clock.now())
 
@@ -53,22 +62,38 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, clock: Clock | None = None, tracer_provider: Any = None
+) -> FastAPI:
+    """The app. `tracer_provider` (an OpenTelemetry TracerProvider) turns tracing on; without
+    it tracing is on only when OTEL_EXPORTER_OTLP_ENDPOINT is set (observability/tracing.py)."""
     settings = settings or load_settings()
     state = build_state(settings, clock)
+    if tracer_provider is None and otel.configured(os.environ):
+        tracer_provider = otel.provider_from_environment()
+    tracing: otel.Tracing | None = None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await start(state)
-        housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
-        housekeeper.start()
+        housekeeper: Housekeeper | None = None
         try:
+            # A start that fails (an unreadable key, say) still closes the pool it opened.
+            await start(state)
+            housekeeper = Housekeeper(settings, state.database, state.keys, state.clock)
+            await housekeeper.start()
+            state.metrics.start_sampling()
+            state.outbox.start()
             yield
         finally:
-            await housekeeper.stop()
+            await state.outbox.stop()
+            if housekeeper is not None:
+                await housekeeper.stop()
+            await state.metrics.stop_sampling()
             await state.limiter.close()
             await state.dpop.close()
             await state.database.dispose()
+            if tracing is not None:
+                tracing.close()
 
     app = FastAPI(
         title="authsvc",
@@ -83,6 +108,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         redoc_url=None,
     )
     app.state.authsvc = state
+    if tracer_provider is not None:
+        tracing = otel.instrument(app, state.database, tracer_provider)
     install_error_handlers(app)
     # The hottest routes first (JWKS, then /auth: refresh, me, login), and on the app's own
     # router: routes are matched in order, one regular expression each, and an included router
@@ -99,6 +126,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(authorize.router)
     app.include_router(discovery.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
     if settings.spa_dir is not None:
         # Development only: the example SPA on the same origin as the API (see README).
         from authsvc.api.spa import SpaFiles
@@ -136,7 +164,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         )
     app.add_middleware(HttpGuard, max_header_bytes=settings.max_header_bytes)
     # Added last, so outermost: it sees every answer, the body-size 413 included.
-    app.add_middleware(RequestObserver, metrics=state.metrics, access_log=settings.access_log)
+    app.add_middleware(
+        RequestObserver,
+        metrics=state.metrics,
+        access_log=settings.access_log,
+        link=tracing.link_request_id if tracing is not None else None,
+    )
     # Outside everything: plain JWKS requests are answered here with the stack's own answer
     # (see api/jwks_edge.py); all others pass on at the cost of one comparison.
     app.add_middleware(JWKSEdge, state=state, cors=bool(cors_origins))

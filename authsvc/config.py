@@ -23,6 +23,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         env_ignore_empty=True,
         extra="ignore",
+        # Error messages never echo a value: it may be a URL with a password in it.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production"] = "development"
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     audience: str = "authsvc"
     default_scope: str = "api"
     key_encryption_key: SecretStr | None = None
+    # Earlier key-encryption keys (commas): they still decrypt what was written under them
+    # until `authsvc keys rewrap` has re-encrypted it under the current one.
+    previous_key_encryption_keys: SecretStr | None = None
 
     access_token_ttl: int = Field(300, ge=10, le=86400)
     refresh_token_ttl: int = Field(14 * 86400, ge=60)
@@ -63,6 +68,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     rate_limit_enabled: bool = True
+    # What the rate limiter does when its store (Redis) fails: let the request through without
+    # limits (open) or refuse it with 503 (closed). See docs/operations.md#failure-policies.
+    rate_limit_failure_mode: Literal["open", "closed"] = "open"
     revocation_poll_after: int = Field(5, ge=0, le=3600)
 
     # Browser (SPA) mode: where the refresh token travels unless a request asks otherwise, and
@@ -117,7 +125,33 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1)
     # Audit events older than this many days are pruned; 0 keeps them forever.
     audit_retention_days: int = Field(365, ge=0)
-    key_rotation_interval: int = Field(0, ge=0)
+    # Scheduled signing-key rotation, on by default: 30 days; 0 turns it off.
+    key_rotation_interval: int = Field(30 * 86400, ge=0)
+
+    # Sign-up, email verification and password reset by email (docs/accounts.md).
+    signup_enabled: bool = False
+    # smtp://host:port (plain, or STARTTLS with ?starttls=true), smtps://host:port (TLS from the
+    # first byte); user and password in the URL or in the two settings below. Unset: mails are
+    # written to the log (development only).
+    smtp_url: SecretStr | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    mail_from: str = "authsvc <noreply@localhost>"
+    # Where the links in mails point: this base URL plus /verify-email?token=... or
+    # /reset-password?token=... Default: the issuer.
+    public_base_url: str | None = None
+    email_verification_ttl: int = Field(24 * 3600, ge=60)
+    password_reset_ttl: int = Field(30 * 60, ge=60, le=24 * 3600)
+    # The outgoing mail queue: at most this many mails wait; each is tried this many times.
+    mail_queue_size: int = Field(1000, ge=1)
+    mail_max_attempts: int = Field(5, ge=1, le=20)
+    mail_retry_base_seconds: float = Field(2.0, gt=0, le=3600)
+    # Requests to the sign-up and recovery endpoints per client address per rate-limit window,
+    # and mails to one account (or address) per mail window.
+    rate_limit_account_per_ip: int = Field(10, ge=1)
+    rate_limit_mail_per_account: int = Field(3, ge=1)
+    rate_limit_mail_window_seconds: int = Field(3600, ge=1)
 
     @field_validator("issuer")
     @classmethod
@@ -135,6 +169,30 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_is_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                # The value may hold a password: never echo it.
+                raise ValueError("AUTHSVC_SMTP_URL must be smtp://host[:port] or smtps://...")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_is_url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith(("https://", "http://")) or "?" in value or "#" in value
+        ):
+            raise ValueError("public_base_url must be an http(s) URL without query or fragment")
+        return value.rstrip("/") if value is not None else None
+
+    @property
+    def link_base_url(self) -> str:
+        """The base of the links in mails: AUTHSVC_PUBLIC_BASE_URL, else the issuer."""
+        return self.public_base_url or self.issuer
+
     @model_validator(mode="after")
     def _cors_is_explicit(self) -> Settings:
         # Fetch standard: a wildcard origin cannot carry credentials, and we never want it to.
@@ -145,6 +203,11 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)]
+
+    @property
+    def previous_kek_list(self) -> list[str]:
+        keys = self.previous_key_encryption_keys
+        return _split(keys.get_secret_value()) if keys is not None else []
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -162,6 +225,12 @@ class Settings(BaseSettings):
                 raise ValueError("AUTHSVC_DATABASE_URL is required when AUTHSVC_ENV=production")
             if self.spa_dir is not None:
                 raise ValueError("AUTHSVC_SPA_DIR serves the example SPA in development only")
+            if self.signup_enabled and self.smtp_url is None:
+                # Without SMTP, mails are only logged: nobody could verify or recover.
+                raise ValueError(
+                    "AUTHSVC_SMTP_URL is required when AUTHSVC_SIGNUP_ENABLED=true and "
+                    "AUTHSVC_ENV=production"
+                )
             if self.issuer.startswith("http://") and not _is_loopback_url(self.issuer):
                 # RFC 8414 section 2 / RFC 6749 section 3.1: tokens and the browser cookie
                 # travel to this origin; only a loopback address may do without TLS.

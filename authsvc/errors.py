@@ -223,6 +223,30 @@ class MfaNotEnabled(AuthError):
     default_message = "Two-factor authentication is not on for this account."
 
 
+class InvalidAccountLink(AuthError):
+    """A mailed link's token that is unknown, expired, already used or no longer matches the
+    account; which of these is not said. 401, like a refresh token that is no good: the token
+    is the request's credential."""
+
+    code = "invalid_link"
+    status = 401
+    default_message = "The link is invalid, expired or was already used."
+
+
+class SignupDisabled(NotFound):
+    """AUTHSVC_SIGNUP_ENABLED is off: the endpoint does not exist for clients."""
+
+    code = "signup_disabled"
+    default_message = "Sign-up is not enabled on this server."
+
+
+class PasswordResetDisabled(NotFound):
+    """No mail can go out (production without AUTHSVC_SMTP_URL)."""
+
+    code = "password_reset_disabled"
+    default_message = "Password reset by email is not enabled on this server."
+
+
 class PayloadTooLarge(AuthError):
     code = "payload_too_large"
     status = 413

@@ -20,6 +20,10 @@ only while a request is partly read:
 A request that arrives in one read (the usual case) arms no timer at all, so the guard costs a
 few attribute checks per request. Limits are per process: with `--workers N` each worker
 applies them to the connections it accepted.
+
+Metrics, on the other hand, are per process group: with `--workers N` the workers write them to
+one directory for the run (prometheus-client's multiprocess mode, see observability/metrics.py),
+and the supervisor marks a worker's live gauges dead when it replaces or stops that worker.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ import contextlib
 import ipaddress
 import logging
 import logging.config
+import os
 import resource
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -251,12 +259,75 @@ def raise_fd_limit(limits: ConnectionLimits) -> ConnectionLimits:
     return limits
 
 
+class MetricsAwareMultiprocess(Multiprocess):
+    """uvicorn's supervisor, telling prometheus-client when a worker is gone (died and replaced,
+    restarted on SIGHUP, or stopped): its live gauges (pool usage) stop counting, while its
+    counters stay in the directory, as the group's counts must not go backwards."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[Any], metrics_dir: str) -> None:
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics_dir
+
+    def _pids(self) -> set[int]:
+        return {p.pid for p in self.processes if p.pid is not None}
+
+    def _mark_dead(self, pids: set[int]) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        for pid in pids:
+            mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+    def _reap(self, before: set[int]) -> None:
+        self._mark_dead(before - self._pids())
+
+    def keep_subprocess_alive(self) -> None:
+        before = self._pids()
+        super().keep_subprocess_alive()
+        self._reap(before)
+
+    def restart_all(self) -> None:
+        before = self._pids()
+        super().restart_all()
+        self._reap(before)
+
+    def join_all(self) -> None:
+        super().join_all()
+        self._mark_dead(self._pids())  # an operator's directory outlives the run
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """The run's multiprocess-metrics directory, exported as PROMETHEUS_MULTIPROC_DIR for the
+    workers (they are spawned, so they import prometheus-client with it set). An operator's own
+    PROMETHEUS_MULTIPROC_DIR is used and emptied first (a previous run's files would count
+    again); otherwise a fresh private directory is made and removed at exit."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        yield given
+        return
+    made = tempfile.mkdtemp(prefix="authsvc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    try:
+        yield made
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(made, ignore_errors=True)
+
+
 def worker_app() -> FastAPI:
     """The app in each worker. The serving process has migrated already (once, before any
     worker starts), so workers do not run migrations again."""
     from authsvc.app import create_app
 
     return create_app(load_settings(auto_migrate=False))
+
+
+# How long a worker may take to answer the supervisor's ping (see serve()).
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -300,10 +371,15 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=limits.keepalive_timeout,
+        # The supervisor pings each worker and kills one that does not answer in time, but a
+        # worker answers only once it has imported the app: on a busy host that takes longer
+        # than uvicorn's 5 s, and the workers were killed and restarted for ever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     server = uvicorn.Server(config)
     if workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        with metrics_directory() as metrics_dir:
+            MetricsAwareMultiprocess(config, [config.bind_socket()], metrics_dir).run()
         return
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

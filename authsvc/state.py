@@ -7,8 +7,11 @@ from urllib.parse import urlsplit
 
 from authsvc.clock import Clock, SystemClock
 from authsvc.config import Settings
-from authsvc.observability.metrics import Metrics, key_age_seconds
+from authsvc.mail.outbox import Outbox
+from authsvc.mail.transport import transport_for
+from authsvc.observability.metrics import Metrics, key_age_seconds, multiprocess_dir
 from authsvc.security.access_tokens import AccessTokens
+from authsvc.security.account_tokens import AccountTokens
 from authsvc.security.authorization_codes import AuthorizationCodes
 from authsvc.security.csrf import CsrfTokens
 from authsvc.security.id_tokens import IdTokens
@@ -17,6 +20,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
 from authsvc.services.access import AccessService
+from authsvc.services.account_links import AccountLinks
 from authsvc.services.admin import AdminAccess, UserAdmin
 from authsvc.services.authorize import AuthorizeService
 from authsvc.services.clients import ClientService
@@ -31,8 +35,11 @@ from authsvc.services.logout import LogoutService
 from authsvc.services.mfa import MfaService
 from authsvc.services.oauth import OAuthService
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
+from authsvc.services.secrets import SecretService
 from authsvc.services.sessions import SessionService
+from authsvc.services.signup import SignupService
 from authsvc.services.userinfo import UserInfoService
 from authsvc.services.users import UserService
 from authsvc.store.db import Database
@@ -43,6 +50,7 @@ class AppState:
     settings: Settings
     clock: Clock
     database: Database
+    secrets: SecretService
     keys: KeyService
     limiter: RateLimiter
     metrics: Metrics
@@ -62,11 +70,15 @@ class AppState:
     admin_access: AdminAccess
     authorize: AuthorizeService
     csrf: CsrfTokens
+    outbox: Outbox
+    signup: SignupService
+    recovery: PasswordRecovery
     mfa: MfaService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
-    """Everything a request or a CLI command needs, built once from settings."""
+    """Everything a request or a CLI command needs, built once from settings. The HMAC keys
+    are read from the database by `start` (app.py) or the CLI's open_state, before use."""
     secrets = load_secrets(settings)
     database = Database(
         settings.resolved_database_url,
@@ -81,33 +93,39 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         ttl=settings.access_token_ttl,
         leeway=settings.token_leeway_seconds,
     )
-    refresh = RefreshTokens(secrets.refresh_digest_key, secrets.refresh_successor_key)
-    metrics = Metrics()
+    refresh = RefreshTokens(secrets)
+    metrics = Metrics(multiprocess_dir())
     clock = clock or SystemClock()
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
-    limiter = RateLimiter.from_settings(settings)
+    limiter = RateLimiter.from_settings(settings, metrics)
     issuer = TokenIssuer(settings, keys, access, refresh)
-    dpop = DPoPService(settings, secrets.dpop_nonce_key)
+    dpop = DPoPService(settings, lambda: secrets.hmac.dpop_nonce)
     checker = AccessService(database, issuer, dpop)
     mfa = MfaService(
-        TotpSecrets(secrets.fernet, urlsplit(settings.issuer).hostname or "authsvc"),
-        OneTimeSecrets(secrets.mfa_digest_key),
+        TotpSecrets(secrets.keks, urlsplit(settings.issuer).hostname or "authsvc"),
+        OneTimeSecrets(lambda: secrets.hmac.mfa_digest),
         checker,
     )
     login = LoginService(settings, database, passwords, issuer, limiter, metrics, mfa)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
     users = UserService(settings, passwords)
-    clients = ClientService(settings, secrets.client_secret_key)
+    clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
-    codes = AuthorizationCodes(secrets.authorization_code_key)
+    codes = AuthorizationCodes(lambda: secrets.hmac.authorization_code)
+    authorize = AuthorizeService(settings, clients, login, issuer, codes, mfa)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
     code_grant = AuthorizationCodeGrant(settings, clients, login, codes, id_tokens)
+    outbox = Outbox(settings, transport_for(settings))
+    links = AccountLinks(
+        settings, AccountTokens(lambda: secrets.hmac.account_token), outbox, limiter
+    )
     return AppState(
         settings=settings,
         clock=clock,
         database=database,
+        secrets=SecretService(secrets),
         keys=keys,
         limiter=limiter,
         metrics=metrics,
@@ -123,13 +141,16 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         ),
         sessions=SessionService(settings, database, checker, passwords, limiter, users),
         userinfo=UserInfoService(checker),
-        end_session=EndSessionService(settings, issuer, logout),
+        end_session=EndSessionService(settings, issuer, logout, authorize),
         dpop=dpop,
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
-        authorize=AuthorizeService(settings, clients, login, issuer, codes, mfa),
+        authorize=authorize,
+        csrf=CsrfTokens(lambda: secrets.hmac.login_page),
+        outbox=outbox,
+        signup=SignupService(settings, users, passwords, links, limiter),
+        recovery=PasswordRecovery(settings, users, passwords, links, limiter),
         mfa=mfa,
-        csrf=CsrfTokens(secrets.login_page_key),
     )
 
 

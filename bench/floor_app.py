@@ -33,11 +33,13 @@ from sqlalchemy.engine import make_url
 from authsvc.config import load_settings
 from authsvc.security.refresh_tokens import RefreshTokens
 from authsvc.security.secrets import load_secrets
+from authsvc.services.secrets import SecretService
+from authsvc.store.db import Database
 from authsvc.store.rotation import asyncpg_rotation, rotation_values
 
 settings = load_settings()
 _secrets = load_secrets(settings)
-tokens = RefreshTokens(_secrets.refresh_digest_key, _secrets.refresh_successor_key)
+tokens = RefreshTokens(_secrets)  # its HMAC keys are read from the database at start-up
 ROTATION = asyncpg_rotation()
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 DSN = make_url(settings.resolved_database_url).set(drivername="postgresql")
@@ -51,6 +53,11 @@ async def _no_reset(_connection: Any) -> None:
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     global pool
+    database = Database(settings.resolved_database_url, pool_size=1)
+    try:
+        await SecretService(_secrets).load(database, datetime.now(UTC))
+    finally:
+        await database.dispose()
     pool = await asyncpg.create_pool(
         DSN.render_as_string(hide_password=False),
         min_size=0,

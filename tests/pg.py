@@ -41,11 +41,17 @@ async def _truncate(url: str) -> None:
     try:
         rows = await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'alembic_version'"
+            "AND tablename NOT IN ('alembic_version', 'feed_state')"
         )
         if rows:
             names = ", ".join(f'"{r["tablename"]}"' for r in rows)
             await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # feed_state is the migration's one row: back to a fresh database's feed.
+        await conn.execute("DELETE FROM feed_state")
+        await conn.execute(
+            "INSERT INTO feed_state (id, epoch, low_water, reset_at) "
+            "VALUES (1, left(md5(random()::text), 16), 0, now())"
+        )
     finally:
         await conn.close()
 

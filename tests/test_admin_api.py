@@ -419,7 +419,12 @@ async def test_every_admin_action_is_audited_with_the_acting_admin(
     await admin.ok("PATCH", f"/admin/users/{user_id}", json={"active": True})
     tokens = await harness.login("ivan")
     await admin.ok("DELETE", f"/admin/sessions/{_sid(tokens['access_token'])}", 204)
-    client = await admin.ok("POST", "/admin/clients", 201, json={"name": "c", "confidential": True})
+    client = await admin.ok(
+        "POST",
+        "/admin/clients",
+        201,
+        json={"name": "c", "confidential": True, "grant_types": ["client_credentials"]},
+    )
     await admin.ok("POST", f"/admin/clients/{client['client_id']}/secret")
     await admin.ok("DELETE", f"/admin/clients/{client['client_id']}", 204)
     await admin.ok("POST", "/admin/keys/rotate", 201)

@@ -265,6 +265,54 @@ async def test_logging_out_ends_the_sign_in_cookie(flow: Flow) -> None:
     assert page.status_code == 200 and 'name="password"' in page.text
 
 
+async def test_rp_initiated_logout_ends_the_browser_sign_in(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    code = await code_for(flow, client_id, challenge)
+    tokens = (await exchange(flow, client_id, code, verifier)).json()
+    cookie = flow.http.cookies["__Host-authsvc_login"]
+    out = await flow.http.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    assert out.status_code == 200, out.text
+    assert "__Host-authsvc_login" not in flow.http.cookies  # cleared by the answer
+    page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    assert page.status_code == 200 and 'name="password"' in page.text
+    # The sign-in's server-side session is over too: the old cookie signs no one in.
+    flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
+    page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    assert page.status_code == 200 and 'name="password"' in page.text
+    # Logging out again is no error, and a cookie that signs no one in is cleared.
+    flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
+    again = await flow.http.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    assert again.status_code == 200 and "__Host-authsvc_login" not in flow.http.cookies
+    refreshed = await flow.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": client_id,
+        },
+    )
+    assert refreshed.status_code == 400
+
+
+async def test_rp_initiated_logout_leaves_another_users_browser_sign_in(flow: Flow) -> None:
+    """A link carrying someone else's ID token cannot sign this browser out."""
+    async with flow.state.database.transaction() as db:
+        await flow.state.users.create(db, "bob", PASSWORD, flow.clock.now(), [])
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    bob_code = redirect_query(await sign_in(flow, page, "bob"))["code"]
+    bob = (await exchange(flow, client_id, bob_code, verifier)).json()
+    flow.http.cookies.clear()
+    await code_for(flow, client_id, challenge)  # alice signs in in this browser
+    out = await flow.http.get("/oauth/logout", params={"id_token_hint": bob["id_token"]})
+    assert out.status_code == 200, out.text
+    assert "set-cookie" not in out.headers
+    again = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    assert again.status_code == 302 and "code" in redirect_query(again)
+
+
 async def test_third_party_client_asks_for_consent_each_time(flow: Flow) -> None:
     client_id, _ = await flow.client(first_party=False)
     _, challenge = pkce()

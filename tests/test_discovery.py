@@ -67,7 +67,7 @@ async def test_it_says_what_the_server_does(harness: Harness) -> None:
     assert doc["subject_types_supported"] == ["public"]
     assert doc["authorization_response_iss_parameter_supported"] is True
     assert doc["dpop_signing_alg_values_supported"] == ["ES256", "RS256"]
-    assert doc["scopes_supported"] == sorted({"api", "openid", "profile", "email"})
+    assert doc["scopes_supported"] == sorted({"admin", "api", "openid", "profile", "email"})
     assert set(doc["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from authsvc.config import Settings
-from tests.live import clean_env, live_server
+from tests.live import clean_env, free_port, live_server
 
 pytestmark = pytest.mark.slow
 
@@ -118,8 +118,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(workdir: Path) -> dict[str, str]:
-    # The CLI in the blocks must reach the server's database and development KEK.
-    return {"AUTHSVC_DATA_DIR": str(workdir / "data")}
+    # The CLI in the blocks must reach the server's database and development KEK; the accounts
+    # page runs its own mail server on the port the server sends to.
+    return {
+        "AUTHSVC_DATA_DIR": str(workdir / "data"),
+        "AUTHSVC_SIGNUP_ENABLED": "true",
+        "AUTHSVC_SMTP_URL": f"smtp://127.0.0.1:{free_port()}",
+        "AUTHSVC_MAIL_RETRY_BASE_SECONDS": "0.2",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,9 @@ def test_docs_examples_run_in_order(server: str, workdir: Path, env: dict[str, s
     ]
     admin = outputs["docs/admin-api.md"]
     assert '"username":"dave"' in admin and '"actor":"user:' in admin
+    accounts = outputs["docs/accounts.md"]
+    assert accounts.count('{"status":"accepted"') == 2
+    # verify, log in, reset, the same link again; TOTP turned off with a recovery code
+    statuses = [line for line in accounts.splitlines() if line.isdigit()]
+    assert statuses == ["204", "200", "204", "401", "204"]
+    assert '"error":"mfa_required"' in accounts and "['pwd', 'otp', 'mfa']" in accounts

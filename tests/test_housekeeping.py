@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import jwt
 import pytest
 from sqlalchemy import func, select
 
+from authsvc.app import create_app
+from authsvc.config import Settings
+from authsvc.services.housekeeping import Housekeeper
 from authsvc.store.models import AuditEvent, Session, SigningKey
 from tests.conftest import Harness
 
@@ -81,3 +85,115 @@ async def test_keys_rotate_on_schedule_in_the_background(harness: Harness) -> No
     async with harness.state.database.read() as db:
         actors = (await db.execute(select(AuditEvent.actor))).scalars().all()
     assert actors == ["scheduler"]
+
+
+DAY = 86400
+
+
+async def _signing_kid(harness: Harness) -> str:
+    tokens = await harness.login()
+    return str(jwt.get_unverified_header(tokens["access_token"])["kid"])
+
+
+async def _published(harness: Harness) -> set[str]:
+    jwks = (await harness.client.get("/.well-known/jwks.json")).json()
+    return {k["kid"] for k in jwks["keys"]}
+
+
+def _housekeeper(harness: Harness) -> Housekeeper:
+    """What every server process runs in the background (its rounds, called here at once)."""
+    state = harness.state
+    return Housekeeper(state.settings, state.database, state.keys, harness.clock)
+
+
+async def test_keys_rotate_every_30_days_by_default_with_no_operator_action(
+    harness: Harness,
+) -> None:
+    settings = harness.state.settings
+    assert settings.key_rotation_interval == 30 * DAY
+    await harness.create_user()
+    first = await _signing_kid(harness)
+    keeper = _housekeeper(harness)
+
+    harness.clock.advance(30 * DAY - 60)
+    await keeper.rotate_once()
+    assert await _count(harness, SigningKey) == 1  # not due yet
+
+    harness.clock.advance(60)
+    await keeper.rotate_once()
+    await keeper.rotate_once()  # a second look (or another process) finds a fresh key
+    assert await _count(harness, SigningKey) == 2
+    [second] = await _published(harness) - {first}
+    # Published ahead: verifiers' caches learn the new key before any token carries it.
+    assert await _signing_kid(harness) == first
+    harness.clock.advance(settings.publish_ahead)
+    assert await _signing_kid(harness) == second
+    # The old key stays published while tokens it signed may still be valid, then goes.
+    assert await _published(harness) == {first, second}
+    harness.clock.advance(settings.access_token_horizon.total_seconds())
+    assert await _published(harness) == {second}
+
+    # And again 30 days after the second key was made.
+    harness.clock.advance(30 * DAY - settings.publish_ahead)
+    await keeper.rotate_once()
+    assert await _count(harness, SigningKey) == 3
+    async with harness.state.database.read() as db:
+        actors = (await db.execute(select(AuditEvent.actor))).scalars().all()
+    assert actors.count("scheduler") == 2
+
+
+async def test_a_process_starting_after_the_key_came_due_rotates_it_at_once(
+    harness: Harness, settings: Settings
+) -> None:
+    harness.clock.advance(31 * DAY)  # every process was down meanwhile, say
+    restarted = create_app(settings, harness.clock)
+    async with restarted.router.lifespan_context(restarted):
+        assert await _count(harness, SigningKey) == 2
+    # The process that was already running notices next; the key is fresh, so it does nothing.
+    await _housekeeper(harness).rotate_once()
+    assert await _count(harness, SigningKey) == 2
+
+
+@pytest.mark.parametrize("settings_overrides", [{"key_rotation_interval": 0}])
+async def test_rotation_can_be_turned_off(harness: Harness) -> None:
+    harness.clock.advance(400 * DAY)
+    restarted = create_app(harness.state.settings, harness.clock)
+    async with restarted.router.lifespan_context(restarted):
+        pass
+    assert await _count(harness, SigningKey) == 1
+
+
+async def test_prune_keeps_the_live_successor_of_an_expired_refresh_token(
+    harness: Harness,
+) -> None:
+    from authsvc.services.maintenance import prune
+
+    await harness.create_user()
+    first = (await harness.login())["refresh_token"]
+    ttl = harness.state.settings.refresh_token_ttl
+    harness.clock.advance(ttl - 3600)
+    rotated = await harness.refresh(first)
+    assert rotated.status_code == 200
+    # The first token has expired; its successor, issued later, has not.
+    harness.clock.advance(3601)
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now(), 1)
+    assert report.refresh_tokens == 1
+    again = await harness.refresh(rotated.json()["refresh_token"])
+    assert again.status_code == 200, again.text
+
+
+async def test_scheduled_rotation_pauses_during_a_kek_rotation(harness: Harness) -> None:
+    """A signing key written under a new KEK could not be read by a process still on the old
+    one, so while previous KEKs are configured the scheduler leaves the keys alone."""
+    state = harness.state
+    rotating = state.settings.model_copy(
+        update={"previous_key_encryption_keys": state.settings.key_encryption_key}
+    )
+    assert rotating.previous_kek_list
+    await harness.create_user()
+    harness.clock.advance(31 * DAY)
+    paused = Housekeeper(rotating, state.database, state.keys, harness.clock)
+    await paused.rotate_once()
+    assert await _count(harness, SigningKey) == 1
+    await _housekeeper(harness).rotate_once()
+    assert await _count(harness, SigningKey) == 2

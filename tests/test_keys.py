@@ -30,7 +30,7 @@ async def test_private_key_is_encrypted_at_rest(harness: Harness) -> None:
         row = (await db.execute(select(SigningKey))).scalar_one()
     assert b"PRIVATE KEY" not in row.private_key_encrypted
     assert "d" not in row.public_jwk
-    key = decrypt_private_key(row.private_key_encrypted, harness.state.keys.secrets.fernet)
+    key = decrypt_private_key(row.private_key_encrypted, harness.state.keys.secrets.keks)
     assert key.key_size == 2048
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +86,14 @@ async def test_metrics_count_requests_logins_refreshes_and_state(harness: Harnes
     if harness.state.database.dialect == "postgresql":
         assert _value(s, "authsvc_db_pool_size") >= 1
         assert ("authsvc_db_pool_checked_out", frozenset()) in s
+
+
+@pytest.mark.parametrize("settings_overrides", [{"metrics_token": TOKEN}])
+async def test_the_documented_alerts_use_metrics_that_exist(harness: Harness) -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
+    exprs = re.findall(r"^\s+expr: (.+)$", docs.read_text(), flags=re.MULTILINE)
+    used = {name for expr in exprs for name in re.findall(r"\bauthsvc_\w+", expr)}
+    assert "authsvc_signing_key_age_seconds" in used
+    exported = {name for name, _ in await _scrape(harness)}
+    # Counters are queried by their _total sample, gauges by their name.
+    assert used <= exported, used - exported

@@ -15,15 +15,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
 from authsvc.app import create_app
+from authsvc.clock import MovableClock
 from authsvc.errors import RateLimited
 from authsvc.services.ratelimit import Limits, MemoryBackend, RateLimiter, RedisBackend
 from tests.conftest import PASSWORD, Harness, make_settings
+from tests.live import free_port
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -278,3 +282,145 @@ async def test_redis_outage_fails_open(settings_overrides: dict[str, Any], tmp_p
     for _ in range(10):
         await limiter.check_address("login", "192.0.2.1", now)
     await limiter.close()
+
+
+# Redis configured but nothing listening: every store operation fails at once.
+DEAD_REDIS: dict[str, Any] = {**LIMITS, "redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+
+
+def _limiter_errors(harness: Harness, action: str) -> float:
+    value = harness.state.metrics.registry.get_sample_value(
+        "authsvc_rate_limiter_errors_total", {"action": action}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("settings_overrides", [DEAD_REDIS])
+async def test_redis_outage_fails_open_by_default_and_says_so(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert harness.state.settings.rate_limit_failure_mode == "open"
+    await harness.create_user()
+    # More logins than the per-address limit allows: nothing throttles them.
+    for _ in range(LIMITS["rate_limit_login_per_ip"] + 2):
+        assert (await login(harness)).status_code == 200
+    assert _limiter_errors(harness, "allowed") > 0
+    assert _limiter_errors(harness, "refused") == 0
+    outage = [r for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert len(outage) == 1  # once when it starts, not once per request
+    assert "requests go through without rate limits" in outage[0].getMessage()
+    assert "AUTHSVC_RATE_LIMIT_FAILURE_MODE=open" in outage[0].getMessage()
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["checks"]["rate_limiter"] == (
+        "degraded: unavailable (ConnectionError), failing open"
+    )
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{**DEAD_REDIS, "rate_limit_failure_mode": "closed"}]
+)
+async def test_redis_outage_fails_closed_when_configured(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.create_user()
+    refused = await login(harness)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "service_unavailable"
+    assert refused.headers["retry-after"] == "2"
+    refresh = await harness.client.post("/auth/refresh", json={"refresh_token": "rt_" + "A" * 43})
+    assert refresh.status_code == 503 and refresh.json()["error"] == "service_unavailable"
+    assert _limiter_errors(harness, "refused") == 2
+    assert _limiter_errors(harness, "allowed") == 0
+    [line] = [r.getMessage() for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert "requests are refused (503)" in line
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["rate_limiter"].endswith("failing closed")
+    # What needs no rate limit keeps working.
+    assert (await harness.client.get("/.well-known/jwks.json")).status_code == 200
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_readyz_has_no_rate_limiter_check_without_redis(harness: Harness) -> None:
+    ready = await harness.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "schema": "ok", "signing_key": "ok"},
+    }
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_readyz_says_ok_when_redis_answers(harness: Harness) -> None:
+    if not _redis_up():
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    limiter = RateLimiter.from_settings(
+        harness.state.settings.model_copy(update={"redis_url": REDIS_URL})
+    )
+    try:
+        assert await limiter.health() == "ok"
+    finally:
+        await limiter.close()
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[TcpProxy]:
+    if not _redis_up():
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    url = urlsplit(REDIS_URL)
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 6379).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def settings_through_proxy(
+    redis_proxy: TcpProxy, database_url: str, tmp_path: Path
+) -> Iterator[Any]:
+    prefix = f"authsvc-test:{secrets.token_hex(8)}:"
+    yield make_settings(
+        database_url,
+        tmp_path / "data",
+        **{
+            **LIMITS,
+            "redis_url": f"redis://127.0.0.1:{redis_proxy.port}/0",
+            "rate_limit_key_prefix": prefix,
+        },
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_a_redis_outage_that_ends_is_reported_and_limits_resume(
+    settings_through_proxy: Any, redis_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = MovableClock()
+    app = create_app(settings_through_proxy, clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(PROXY, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            harness = Harness(client=client, state=app.state.authsvc, clock=clock)
+            assert (await client.get("/readyz")).json()["checks"]["rate_limiter"] == "ok"
+            redis_proxy.cut("reset")
+            for i in range(3):
+                assert (await login(harness, f"nobody{i}")).status_code == 401
+            degraded = (await client.get("/readyz")).json()
+            assert degraded["status"] == "degraded"
+            redis_proxy.restore()
+            for i in range(LIMITS["rate_limit_login_per_ip"]):
+                assert (await login(harness, f"other{i}")).status_code == 401
+            assert_limited(await login(harness, "other"), 60)  # counting again
+            assert (await client.get("/readyz")).json()["checks"]["rate_limiter"] == "ok"
+    lines = [r.getMessage() for r in caplog.records if r.name == "authsvc.ratelimit"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("rate limiter store unavailable")
+    assert lines[1].startswith("rate limiter store available again")
+    # Three logins, three checks each: the address, the name's backoff and the name's count.
+    assert "9 checks were decided without it" in lines[1]

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import delete
 
+from authsvc.services import revocations
 from authsvc.services.maintenance import prune
+from authsvc.services.revocations import parse_cursor, retention
+from authsvc.store.models import FeedState
+from authsvc.store.revocations import RevocationEventRepository
 from tests.conftest import Harness
+from tests.live import cli
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +127,9 @@ async def test_a_failed_logout_writes_nothing_to_the_feed(harness: Harness) -> N
     )
     assert response.status_code == 400
     body = await _feed(harness)
-    assert body["revoked_sids"] == [] and body["cursor"] == "c0"
+    assert body["revoked_sids"] == []
+    cursor = parse_cursor(body["cursor"])
+    assert cursor is not None and cursor.position == 0
 
 
 async def test_entries_leave_the_feed_after_expiry_and_prune_deletes_them(
@@ -181,3 +191,117 @@ async def test_malformed_cursor_is_400(harness: Harness, cursor: str) -> None:
     response = await harness.client.get("/auth/revocations", params={"since": cursor})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+async def _logout(harness: Harness, tokens: dict[str, Any]) -> None:
+    response = await harness.client.post(
+        "/auth/logout", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert response.status_code == 204
+
+
+async def test_a_cursor_from_before_a_feed_reset_gets_a_resync(harness: Harness) -> None:
+    await harness.create_user()
+    first, second = await harness.login(), await harness.login()
+    await _logout(harness, first)
+    seen = await _feed(harness)
+    assert seen["resync"] is False
+    async with harness.state.database.transaction() as db:
+        await revocations.reset(db, harness.clock.now())
+    again = await _feed(harness, seen["cursor"])
+    # Every live entry again, from the start, and a cursor of the new epoch.
+    assert again["resync"] is True
+    assert _jtis(again) == _jtis(seen) and _sids(again) == _sids(seen)
+    assert again["cursor"] != seen["cursor"]
+    await _logout(harness, second)
+    after = await _feed(harness, again["cursor"])
+    assert after["resync"] is False
+    assert _sids(after) == {_claims(second["access_token"])["sid"]}
+
+
+async def test_a_cursor_that_prune_has_passed_gets_a_resync(harness: Harness) -> None:
+    await harness.create_user()
+    first, second = await harness.login(), await harness.login()
+    await _logout(harness, first)
+    lagging = await _feed(harness)
+    await _logout(harness, second)
+    current = await _feed(harness, lagging["cursor"])
+    harness.clock.advance(300 + 5 + 5 + 1)  # both logouts' entries are past exp + leeway
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now())
+    assert report.revocation_events == 4
+    third = await harness.login()
+    await _logout(harness, third)
+    # The poller that saw every pruned event follows on; the one that missed some resyncs.
+    followed = await _feed(harness, current["cursor"])
+    assert followed["resync"] is False
+    assert _sids(followed) == {_claims(third["access_token"])["sid"]}
+    resynced = await _feed(harness, lagging["cursor"])
+    assert resynced["resync"] is True
+    assert _sids(resynced) == {_claims(third["access_token"])["sid"]}
+
+
+async def test_a_cursor_of_the_old_format_gets_a_resync(harness: Harness) -> None:
+    await harness.create_user()
+    await _logout(harness, await harness.login())
+    body = await _feed(harness, "c2")
+    assert body["resync"] is True and len(body["revoked_sids"]) == 1
+    assert (await _feed(harness, body["cursor"]))["resync"] is False
+
+
+def test_feed_reset_through_the_cli(tmp_path: Path) -> None:
+    first = cli(tmp_path, "feed", "reset")
+    assert first.returncode == 0, first.stderr
+    match = re.fullmatch(r"feed epoch ([0-9a-f]{16}) \(was ([0-9a-f]{16})\); .*\n", first.stdout)
+    assert match is not None, first.stdout
+    second = cli(tmp_path, "feed", "reset")
+    assert second.returncode == 0, second.stderr
+    assert f"(was {match.group(1)})" in second.stdout
+
+
+async def test_a_lost_feed_state_row_resyncs_once_until_feed_reset_restores_it(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    first, second = await harness.login(), await harness.login()
+    await _logout(harness, first)
+    seen = await _feed(harness)
+    async with harness.state.database.transaction() as db:
+        await db.execute(delete(FeedState))  # what a careless hand-made cleanup does
+    again = await _feed(harness, seen["cursor"])
+    assert again["resync"] is True and _sids(again) == _sids(seen)
+    await _logout(harness, second)
+    after = await _feed(harness, again["cursor"])
+    assert after["resync"] is False
+    assert _sids(after) == {_claims(second["access_token"])["sid"]}
+    async with harness.state.database.transaction() as db:
+        old, new = await revocations.reset(db, harness.clock.now())
+    assert old is None and re.fullmatch(r"[0-9a-f]{16}", new)
+    assert (await _feed(harness, after["cursor"]))["resync"] is True
+
+
+@pytest.mark.parametrize("epoch", ["c" * 16, "0" * 16, "cafe0123456789ab"])
+def test_cursors_round_trip_whatever_the_epoch_looks_like(epoch: str) -> None:
+    cursor = revocations.Cursor(epoch, 10**18 - 1, "0badc0de")
+    assert parse_cursor(revocations.format_cursor(cursor)) == cursor
+    assert parse_cursor("c42") == revocations.Cursor("", 42, "")
+
+
+async def test_a_poller_starts_at_the_first_live_event_not_at_the_oldest(harness: Harness) -> None:
+    """A new verifier (or one far behind) of a feed of mostly expired events reads one page of
+    live entries, not every expired event before them."""
+    await harness.create_user()
+    for _ in range(3):
+        await _logout(harness, await harness.login())
+    harness.clock.advance(3600)  # those six events have expired
+    await _logout(harness, await harness.login())
+    live_after = harness.clock.now() - retention(harness.state.settings)
+    async with harness.state.database.read() as db:
+        page = await RevocationEventRepository(db).page(0, 1000, live_after)
+    assert page.scanned == 2 and len(page.events) == 2  # the live jti and sid only
+    body = await _feed(harness)
+    assert len(body["revoked_jtis"]) == 1 and len(body["revoked_sids"]) == 1
+    # With nothing live, the range starts at the newest event: the cursor catches up at once.
+    harness.clock.advance(3600)
+    async with harness.state.database.read() as db:
+        empty = await RevocationEventRepository(db).page(0, 1000, harness.clock.now())
+    assert empty.scanned == 1 and empty.last_id == page.last_id

@@ -5,6 +5,7 @@ ASGI middleware."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -338,6 +339,51 @@ async def test_fail_closed_when_the_feed_is_stale_if_asked(world: World) -> None
         world.net.down = False
         assert await verifier.sync()
         assert await verifier.verify(tokens["access_token"])
+
+
+async def test_a_stale_feed_is_accepted_by_default_and_its_age_is_exposed(world: World) -> None:
+    tokens = await world.login()
+    async with world.verifier(max_feed_age=30) as verifier:
+        assert verifier.stale_feed == "accept"
+        assert verifier.feed_age == 0 and not verifier.feed_stale
+        world.net.down = True
+        world.clock.advance(31)
+        assert not await verifier.sync()
+        assert verifier.feed_age == 31 and verifier.feed_stale
+        assert await verifier.verify(tokens["access_token"])
+        assert verifier.stats.accepted_stale == 1
+        world.net.down = False
+        assert await verifier.sync()
+        assert verifier.feed_age == 0 and not verifier.feed_stale
+        assert await verifier.verify(tokens["access_token"])
+        assert verifier.stats.accepted_stale == 1
+
+
+async def test_a_stale_feed_refuses_every_token_when_the_policy_is_refuse(world: World) -> None:
+    tokens = await world.login()
+    async with world.verifier(max_feed_age=30, stale_feed="refuse") as verifier:
+        assert await verifier.verify(tokens["access_token"])
+        world.net.down = True
+        world.clock.advance(30)
+        assert not await verifier.sync()
+        assert await verifier.verify(tokens["access_token"])  # exactly max_feed_age: fresh
+        world.clock.advance(1)
+        with pytest.raises(TokenError, match="stale"):
+            await verifier.verify(tokens["access_token"])
+        assert verifier.stats.accepted_stale == 0
+        world.net.down = False
+        assert await verifier.sync()
+        assert await verifier.verify(tokens["access_token"])
+
+
+async def test_a_verifier_that_never_reached_the_feed_is_infinitely_stale(world: World) -> None:
+    world.net.down = True
+    refusing = world.verifier(stale_feed="refuse", jwks={"keys": []})
+    async with refusing:
+        assert refusing.feed_age == math.inf and refusing.feed_stale
+    assert world.verifier(revocations=False).feed_age is None
+    with pytest.raises(ValueError, match="stale_feed"):
+        world.verifier(stale_feed="open")
 
 
 async def test_verify_before_start_is_a_programming_error(world: World) -> None:

@@ -70,6 +70,13 @@ def login_cookie(settings: Settings) -> str:
     return _cookie(settings, "authsvc_login")
 
 
+def clear_login_cookie(response: Response, settings: Settings) -> Response:
+    response.delete_cookie(
+        login_cookie(settings), path="/", secure=_secure(settings), httponly=True, samesite="lax"
+    )
+    return response
+
+
 def csrf_cookie(settings: Settings) -> str:
     return _cookie(settings, "authsvc_csrf")
 
@@ -296,15 +303,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
             elif action == "logout":
                 # "Not you?" on the consent page: end this browser's sign-in, ask again.
                 await state.authorize.sign_out(db, page.login, ctx)
-                response = page.login_form(authz)
-                response.delete_cookie(
-                    login_cookie(state.settings),
-                    path="/",
-                    secure=_secure(state.settings),
-                    httponly=True,
-                    samesite="lax",
-                )
-                return response
+                return clear_login_cookie(page.login_form(authz), state.settings)
             else:
                 outcome = await state.authorize.decide(
                     db, authz, page.login, action == "allow", ctx

@@ -9,17 +9,16 @@ anywhere it names (section 3).
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.routing import APIRoute
 
+from authsvc.api.authorize import clear_login_cookie, login_cookie
 from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.errors import ShapedErrorRoute
 from authsvc.api.oauth_params import FORM_TYPE, parse_form
-from authsvc.errors import AuthError, OAuthInvalidRequest
+from authsvc.errors import AuthError
 
 # Section 2; logout_hint and ui_locales are optional and not used, so ignored like any other.
 PARAMS = frozenset({"id_token_hint", "client_id", "post_logout_redirect_uri", "state"})
@@ -38,21 +37,13 @@ def page(title: str, message: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-class EndSessionRoute(APIRoute):
-    """Renders every error of the endpoint as a page."""
+class EndSessionRoute(ShapedErrorRoute):
+    """Every error of the endpoint as a page (drawn by the app's error handlers, after the
+    request's write scope has rolled back)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def page_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError:
-                return _error(OAuthInvalidRequest())
-            except AuthError as exc:
-                return _error(exc)
-
-        return page_handler
+    @staticmethod
+    def render_error(exc: AuthError) -> Response:
+        return _error(exc)
 
 
 def _error(exc: AuthError) -> Response:
@@ -75,13 +66,22 @@ Params = Annotated[dict[str, str], Depends(_params)]
 router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=EndSessionRoute)
 
 
-async def end_session(state: State, db: WriteDB, ctx: Context, params: Params) -> Response:
+async def end_session(
+    request: Request, state: State, db: WriteDB, ctx: Context, params: Params
+) -> Response:
     """`id_token_hint` (required), optional `client_id`, `post_logout_redirect_uri` (one of
-    the client's registered redirect URIs) and `state`. 303 to that URI, or 200 page."""
-    target = await state.end_session.end_session(db, params, ctx)
-    if target is None:
-        return page("Signed out", "You are signed out.", 200)
-    return RedirectResponse(target, status_code=303)
+    the client's registered redirect URIs) and `state`. 303 to that URI, or 200 page. The
+    hosted login page's sign-in cookie of the same user is ended and cleared too."""
+    cookie = request.cookies.get(login_cookie(state.settings))
+    ended = await state.end_session.end_session(db, params, cookie, ctx)
+    response: Response
+    if ended.redirect is None:
+        response = page("Signed out", "You are signed out.", 200)
+    else:
+        response = RedirectResponse(ended.redirect, status_code=303)
+    if ended.clear_cookie:
+        clear_login_cookie(response, state.settings)
+    return response
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

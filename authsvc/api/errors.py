@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from authsvc.errors import NO_STORE, AuthError, OAuthError, ServiceUnavailable
+from authsvc.errors import (
+    NO_STORE,
+    AuthError,
+    OAuthError,
+    OAuthInvalidRequest,
+    ServiceUnavailable,
+)
 from authsvc.store.errors import TRANSIENT_SQLSTATE
 
 log = logging.getLogger("authsvc.errors")
@@ -58,6 +65,25 @@ def render_oauth(exc: AuthError) -> JSONResponse:
     )
 
 
+class ShapedErrorRoute(APIRoute):
+    """A route whose errors have a shape of their own (RFC 6749 section 5.2 bodies on /oauth,
+    pages on /oauth/logout): `render_error` draws them, called by the app's handlers below.
+
+    Not by the route class catching them: FastAPI runs the route handler inside the exit stack
+    of the request's dependencies, so an error caught there never reaches the request's write
+    scope (api/deps.py), which would commit the failed request and skip its failure writes.
+    Here the error has passed through the scope, rolled back or kept as it must, first."""
+
+    @staticmethod
+    def render_error(exc: AuthError) -> Response:
+        raise NotImplementedError
+
+
+def _shaped_route(request: Request) -> ShapedErrorRoute | None:
+    route = request.scope.get("route")
+    return route if isinstance(route, ShapedErrorRoute) else None
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     # Name the fields at fault, never echo their values: they may be passwords or tokens.
     parts = []
@@ -69,12 +95,17 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_auth_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_auth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AuthError)
-        return render(exc)
+        route = _shaped_route(request)
+        return render(exc) if route is None else route.render_error(exc)
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        route = _shaped_route(request)
+        if route is not None:
+            # Their bodies name no fields: RFC 6749 section 5.2 has no place for them.
+            return route.render_error(OAuthInvalidRequest())
         return error_response(400, "invalid_request", _validation_message(exc))
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

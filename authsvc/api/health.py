@@ -1,4 +1,10 @@
-"""Liveness and readiness for orchestrators."""
+"""Liveness and readiness for orchestrators.
+
+/readyz is 503 when this process cannot serve (database, schema, signing key). A shared
+dependency whose outage has a failure policy (the rate limiter's Redis) makes it "degraded" but
+still 200: every instance shares that outage, so taking this one out of the load balancer would
+help no one, and the policy already decides what requests get.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from authsvc.api.schemas import Health
 from authsvc.store.db import head_revision
 
 router = APIRouter(tags=["health"])
+
+_REQUIRED = ("database", "schema", "signing_key")
 
 
 @router.get("/healthz", response_model=Health)
@@ -30,6 +38,10 @@ async def readyz(state: State, now: Now) -> JSONResponse:
         checks["signing_key"] = "ok" if ring.signing_key(now) is not None else "missing"
     except Exception as exc:  # readiness reports failure, it never raises it
         checks.setdefault("database", f"unavailable: {type(exc).__name__}")
-    ready = all(v == "ok" for v in checks.values()) and len(checks) == 3
-    body = Health(status="ok" if ready else "unavailable", checks=checks)
+    ready = all(checks.get(name) == "ok" for name in _REQUIRED)
+    limiter = await state.limiter.health()
+    if limiter is not None:
+        checks["rate_limiter"] = limiter
+    status = "unavailable" if not ready else "ok" if limiter in (None, "ok") else "degraded"
+    body = Health(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -2,25 +2,23 @@
 
 A thin adapter over the same services as the JSON API. Errors here are rendered as RFC 6749
 section 5.2 bodies (`{"error", "error_description"}`); the JSON API's own errors raised by the
-shared services are translated in exactly one place, OAuthRoute below.
+shared services are translated in exactly one place, OAuthRoute below, which the app's error
+handlers (api/errors.py) call.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from authsvc.api.deps import Context, State, TokenContext, WriteDB
-from authsvc.api.errors import render_oauth
+from authsvc.api.errors import ShapedErrorRoute, render_oauth
 from authsvc.api.oauth_params import oauth_form
 from authsvc.errors import (
     NO_STORE,
@@ -55,23 +53,13 @@ def as_oauth(exc: AuthError) -> AuthError:
     return exc  # rate_limited and the like keep their code and status, in the RFC shape
 
 
-class OAuthRoute(APIRoute):
-    """Renders every error of an /oauth route in the RFC shape."""
+class OAuthRoute(ShapedErrorRoute):
+    """Every error of an /oauth route in the RFC shape (drawn by the app's error handlers,
+    after the request's write scope has rolled back, or kept what must survive)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def oauth_handler(request: Request) -> Response:
-            # The request's database scope has already committed or rolled back (the reuse
-            # revocation persists) by the time an error reaches here.
-            try:
-                return await handler(request)
-            except RequestValidationError:
-                return render_oauth(OAuthInvalidRequest())
-            except AuthError as exc:
-                return render_oauth(as_oauth(exc))
-
-        return oauth_handler
+    @staticmethod
+    def render_error(exc: AuthError) -> Response:
+        return render_oauth(as_oauth(exc))
 
 
 router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=OAuthRoute)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from authsvc.api.deps import Now, ReadDB, State
 from authsvc.api.schemas import ErrorResponse
 from authsvc.services import revocations
-from authsvc.services.revocations import CURSOR_PATTERN
+from authsvc.services.revocations import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -36,6 +36,9 @@ class RevocationsResponse(BaseModel):
     revoked_sids: list[RevokedSid]
     cursor: str
     poll_after: int
+    # True when the cursor could not be followed (another epoch, pruned past, or a restored
+    # database): these pages restart from the first live entry; drop nothing, keep polling.
+    resync: bool = False
 
 
 # All pollers that are up to date ask with the same cursor, so a shared cache in front may
@@ -52,7 +55,9 @@ async def feed(
     state: State,
     db: ReadDB,
     now: Now,
-    since: Annotated[str | None, Query(max_length=32, pattern=CURSOR_PATTERN)] = None,
+    since: Annotated[
+        str | None, Query(max_length=CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)
+    ] = None,
 ) -> Any:
     page = await revocations.changes(db, state.settings, since, now)
     body = RevocationsResponse(
@@ -60,5 +65,6 @@ async def feed(
         revoked_sids=[RevokedSid(sid=e.value, exp=e.exp) for e in page.sids],
         cursor=page.cursor,
         poll_after=page.poll_after,
+        resync=page.resync,
     )
     return JSONResponse(body.model_dump(), headers={"Cache-Control": FEED_CACHE_CONTROL})

@@ -115,3 +115,41 @@ class MfaRequiredResponse(BaseModel):
     message: str
     mfa_token: str
     methods: list[str]
+
+
+class SignupRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=1024)
+    email: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=4096)
+
+
+class EmailVerifyRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=256)
+
+
+class ForgotByEmail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=1, max_length=1024)
+
+
+class ForgotByUsername(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=1024)
+
+
+# One of the two: the account's email address or its username.
+PasswordForgotRequest = ForgotByEmail | ForgotByUsername
+
+
+class PasswordResetRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=4096)
+
+
+class AcceptedResponse(BaseModel):
+    """The one answer to a sign-up or a reset request, whatever exists."""
+
+    status: Literal["accepted"] = "accepted"
+    message: str

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from authsvc import __version__
-from authsvc.cli import audit, clients, keys, maintenance, serve, sessions, tokens, users
+from authsvc.cli import audit, clients, feed, keys, maintenance, serve, sessions, tokens, users
 from authsvc.cli.audit import parse_since
 from authsvc.cli.errors import Group
 from authsvc.cli.output import Command
@@ -66,6 +66,7 @@ app.add_typer(sessions.app, name="sessions")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(tokens.app, name="token")
+app.add_typer(feed.app, name="feed")
 
 
 def main() -> None:

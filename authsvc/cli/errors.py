@@ -38,11 +38,15 @@ class CliError(Exception):
         return f"error: {self.message}" + (f"; {self.hint}" if self.hint else "")
 
 
+KEK_HINT = (
+    "set AUTHSVC_KEY_ENCRYPTION_KEY to the key it was written under (in development, the one "
+    "in <AUTHSVC_DATA_DIR>/key-encryption-key), or keep that key in "
+    "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS until `authsvc keys rewrap` has run"
+)
 KEK_MISMATCH = CliError(
-    "the signing keys in the database cannot be decrypted: the key-encryption key does not "
-    "match the one the keys were made with",
-    "set AUTHSVC_KEY_ENCRYPTION_KEY to that key (in development, the one in "
-    "<AUTHSVC_DATA_DIR>/key-encryption-key)",
+    "the signing keys in the database cannot be decrypted: no key-encryption key configured "
+    "is the one they were written under",
+    KEK_HINT,
 )
 
 
@@ -125,9 +129,12 @@ def explain(exc: BaseException) -> CliError | None:
     from sqlalchemy.exc import DBAPIError
 
     from authsvc.errors import AuthError
+    from authsvc.security.secrets import UnreadableSecret
 
     if isinstance(exc, CliError):
         return exc
+    if isinstance(exc, UnreadableSecret):
+        return CliError(str(exc), KEK_HINT)
     if isinstance(exc, ConfigError):
         return _config_error(exc)
     if isinstance(exc, AuthError):

@@ -53,12 +53,36 @@ def list_keys() -> None:
     )
 
 
+@app.command("rewrap", cls=Command)
+def rewrap() -> None:
+    """Re-encrypt everything stored under a previous key-encryption key with the current one.
+
+    The signing keys' private parts and the server's HMAC keys: whatever was written under a
+    key in AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is re-encrypted under
+    AUTHSVC_KEY_ENCRYPTION_KEY, one line per item. Afterwards the previous keys can be
+    removed. Nothing is written if anything cannot be decrypted (exit 2)."""
+
+    async def work(state: AppState) -> list[str]:
+        async with state.database.transaction() as db:
+            report = await state.secrets.rewrap(db, state.clock.now(), actor="cli")
+        lines = [f"rewrapped {what}" for what in report.rewrapped]
+        lines += [f"already under the current key: {what}" for what in report.current]
+        lines.append(
+            f"{len(report.rewrapped)} rewrapped, {len(report.current)} already current; "
+            "nothing stored needs a previous key-encryption key now"
+        )
+        return lines
+
+    for line in run(work):
+        typer.echo(line)
+
+
 @app.command("new-kek", cls=Command)
 def new_kek() -> None:
     """Print a new key-encryption key.
 
-    For AUTHSVC_KEY_ENCRYPTION_KEY. Back it up: the signing keys and refresh tokens cannot be
-    read without the key they were made with."""
+    For AUTHSVC_KEY_ENCRYPTION_KEY. Back it up: the signing keys and the server's HMAC keys
+    cannot be read without a key they were written under (see `keys rewrap`)."""
     from authsvc.security.secrets import new_kek as make
 
     typer.echo(make())

@@ -51,8 +51,9 @@ def prune(
             f"pruned denylist={report.denylist} refresh_tokens={report.refresh_tokens} "
             f"sessions={report.sessions} signing_keys={report.signing_keys} "
             f"revocation_events={report.revocation_events} audit_events={report.audit_events} "
-            f"authorization_codes={report.authorization_codes} "
-            f"mfa_challenges={report.mfa_challenges}"
+            f"authorization_codes={report.authorization_codes}"
+            f" account_tokens={report.account_tokens}"
+            f" mfa_challenges={report.mfa_challenges}"
         )
 
     typer.echo(run(work))

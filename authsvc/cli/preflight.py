@@ -114,14 +114,13 @@ async def migrated(database: Database, *, will_migrate: bool = False) -> str | N
 
 
 async def keys_decrypt(database: Database, settings: Settings) -> None:
-    """Every stored signing key decrypts with the configured key-encryption key.
+    """Every stored signing key and server secret decrypts with a key-encryption key of the
+    ring (the current one or a previous one).
 
     In development the key-encryption key is a file that the server makes on first start; if it
     is missing while keys exist, they were made with another one (the file was deleted)."""
-    from cryptography.fernet import InvalidToken
-
-    from authsvc.security.keys import decrypt_private_key
     from authsvc.security.secrets import KEK_FILENAME, load_secrets
+    from authsvc.services.secrets import SecretService
     from authsvc.store.repositories import SigningKeyRepository
 
     async with database.read() as db:
@@ -134,9 +133,5 @@ async def keys_decrypt(database: Database, settings: Settings) -> None:
             f"{settings.data_dir / KEK_FILENAME} is missing; restore it, or set "
             "AUTHSVC_KEY_ENCRYPTION_KEY",
         )
-    secrets = load_secrets(settings)
-    for row in rows:
-        try:
-            decrypt_private_key(row.private_key_encrypted, secrets.fernet)
-        except InvalidToken as exc:
-            raise KEK_MISMATCH from exc
+    async with database.read() as db:
+        await SecretService(load_secrets(settings)).check(db)

@@ -30,7 +30,13 @@ async def open_state(config: Settings, *, migrate: bool = True) -> AppState:
     from authsvc.state import build_state  # here, so that --help does not load the app
 
     await preflight.check(config, migrate_first=migrate)
-    return build_state(config)
+    state = build_state(config)
+    try:
+        await state.secrets.load(state.database, state.clock.now())
+    except BaseException:
+        await state.database.dispose()
+        raise
+    return state
 
 
 def run(work: Callable[[AppState], Awaitable[T]], *, migrate: bool = True) -> T:

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Final
 
@@ -74,10 +75,18 @@ def record_request(
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: bool = True,
+        link: Callable[[str], None] | None = None,
+    ) -> None:
+        """`link`: called with each request's id (tracing puts it on the request's span)."""
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.link = link
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,6 +96,8 @@ class RequestObserver:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         token = current_request_id.set(request_id)
+        if self.link is not None:
+            self.link(request_id)
         status = 500
 
         async def observed_send(message: Message) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 
 from authsvc.jose.jws import b64url_encode
 
@@ -22,7 +23,8 @@ _S256_CHALLENGE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 class AuthorizationCodes:
-    def __init__(self, digest_key: bytes) -> None:
+    def __init__(self, digest_key: Callable[[], bytes]) -> None:
+        # A source, not the key: the server's HMAC keys are loaded after the app is built.
         self._key = digest_key
 
     @staticmethod
@@ -34,7 +36,7 @@ class AuthorizationCodes:
         return bool(_CODE_SHAPE.match(code))
 
     def digest(self, code: str) -> bytes:
-        return hmac.new(self._key, code.encode(), hashlib.sha256).digest()
+        return hmac.new(self._key(), code.encode(), hashlib.sha256).digest()
 
 
 def valid_s256_challenge(challenge: str) -> bool:

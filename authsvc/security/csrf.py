@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 
 from authsvc.jose.jws import b64url_encode
 
@@ -14,7 +15,8 @@ MAX_COOKIE = 64
 
 
 class CsrfTokens:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        # A source, not the key: the server's HMAC keys are loaded after the app is built.
         self._key = key
 
     @staticmethod
@@ -22,7 +24,7 @@ class CsrfTokens:
         return b64url_encode(secrets.token_bytes(32))
 
     def form_token(self, cookie: str) -> str:
-        return b64url_encode(hmac.new(self._key, cookie.encode(), hashlib.sha256).digest())
+        return b64url_encode(hmac.new(self._key(), cookie.encode(), hashlib.sha256).digest())
 
     def check(self, cookie: str | None, token: str | None) -> bool:
         """Constant time; a missing or oversized cookie or token never passes."""

@@ -12,9 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -49,7 +48,15 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def encrypt_private_key(key: rsa.RSAPrivateKey, fernet: Fernet) -> bytes:
+class Encrypter(Protocol):
+    """What encrypts keys at rest: the KEK ring (security/secrets.py), or a bare Fernet."""
+
+    def encrypt(self, data: bytes) -> bytes: ...
+
+    def decrypt(self, blob: bytes) -> bytes: ...
+
+
+def encrypt_private_key(key: rsa.RSAPrivateKey, fernet: Encrypter) -> bytes:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -58,7 +65,7 @@ def encrypt_private_key(key: rsa.RSAPrivateKey, fernet: Fernet) -> bytes:
     return fernet.encrypt(pem)
 
 
-def decrypt_private_key(blob: bytes, fernet: Fernet) -> rsa.RSAPrivateKey:
+def decrypt_private_key(blob: bytes, fernet: Encrypter) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(fernet.decrypt(blob), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("stored signing key is not an RSA key")

@@ -1,9 +1,10 @@
 """The second factor's secrets: TOTP (RFC 6238) with pyotp, its enrolment QR code (segno, SVG),
 recovery codes, and the short-lived mfa_token that carries a password check to the code check.
 
-The TOTP secret has to be read back to check codes, so it is encrypted at rest with the same
-Fernet key as the signing keys (the KEK, security/secrets.py). Recovery codes and mfa tokens are
-only ever compared, so only their HMAC-SHA256 digests are kept, under a key derived from the KEK.
+The TOTP secret has to be read back to check codes, so it is encrypted at rest under the KEK
+ring like the signing keys (security/secrets.py; `authsvc keys rewrap` re-encrypts it). Recovery
+codes and mfa tokens are only ever compared, so only their HMAC-SHA256 digests are kept, under
+one of the server's stored HMAC keys.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
 import pyotp
 import segno
-from cryptography.fernet import Fernet
+
+from authsvc.security.secrets import KeyEncryptionKeys
 
 # RFC 6238 section 4: the defaults every authenticator app implements (SHA-1, 6 digits, 30 s).
 DIGITS = 6
@@ -30,8 +33,8 @@ MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105 - a prefix, not a secret
 class TotpSecrets:
     """TOTP secrets: made, sealed for storage, and checked against a code."""
 
-    def __init__(self, fernet: Fernet, issuer_name: str) -> None:
-        self.fernet = fernet
+    def __init__(self, keks: KeyEncryptionKeys, issuer_name: str) -> None:
+        self.keks = keks
         self.issuer_name = issuer_name
 
     @staticmethod
@@ -40,10 +43,11 @@ class TotpSecrets:
         return pyotp.random_base32(32)
 
     def seal(self, secret: str) -> bytes:
-        return self.fernet.encrypt(secret.encode())
+        return self.keks.encrypt(secret.encode())
 
     def open(self, sealed: bytes) -> str:
-        return self.fernet.decrypt(sealed).decode()
+        """Under whichever KEK of the ring sealed it."""
+        return self.keks.decrypt(sealed).decode()
 
     def uri(self, secret: str, account: str) -> str:
         """The otpauth:// URI authenticator apps import (Key Uri Format)."""
@@ -73,11 +77,12 @@ class TotpSecrets:
 class OneTimeSecrets:
     """Recovery codes and mfa tokens: random, shown once, kept as keyed digests."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        # Read when used: the HMAC keys are loaded from the database at start-up.
         self.key = key
 
     def digest(self, value: str) -> bytes:
-        return hmac.new(self.key, value.encode(), hashlib.sha256).digest()
+        return hmac.new(self.key(), value.encode(), hashlib.sha256).digest()
 
     @staticmethod
     def new_mfa_token() -> str:

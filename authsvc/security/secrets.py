@@ -1,8 +1,16 @@
-"""The key-encryption key (KEK) and the secrets derived from it.
+"""The key-encryption keys (KEKs) and the server's HMAC keys.
 
-One secret to manage: the KEK encrypts signing keys at rest (Fernet), and HKDF derives from it
-the HMAC keys for refresh-token digests and successor derivation, so every process that shares
-the KEK agrees on them. Rotating the KEK therefore also invalidates outstanding refresh tokens.
+The KEK ring is the current KEK (AUTHSVC_KEY_ENCRYPTION_KEY), which encrypts everything written
+from now on, plus the previous ones (AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS), which still decrypt
+what was written under them (cryptography's MultiFernet). `authsvc keys rewrap` re-encrypts what
+is stored under the current KEK, after which the previous ones can be dropped.
+
+The HMAC keys (refresh-token digests and successors, client-secret digests, mailed links' digests,
+...) are not derived from
+the KEK: they are random, stored in the database encrypted under it (services/secrets.py), so
+that rotating the KEK changes neither a refresh token's digest nor a client secret's. A
+database first used by a version that derived them from its KEK keeps those derived values
+(`HmacKeys.derived_from`), so what was issued before the upgrade stays valid.
 """
 
 from __future__ import annotations
@@ -11,10 +19,13 @@ import base64
 import binascii
 import logging
 import os
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -23,6 +34,8 @@ from authsvc.config import ConfigError, Settings
 log = logging.getLogger("authsvc.secrets")
 
 KEK_FILENAME = "key-encryption-key"
+CURRENT_KEK = "AUTHSVC_KEY_ENCRYPTION_KEY"
+PREVIOUS_KEKS = "AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS"
 
 
 def new_kek() -> str:
@@ -33,45 +46,138 @@ def _derive(master: bytes, label: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(master)
 
 
+class UnreadableSecret(ConfigError):
+    """Something stored under a KEK that no KEK in the ring decrypts: refused at start-up."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} in the database cannot be decrypted: no key-encryption key configured "
+            f"({CURRENT_KEK}, {PREVIOUS_KEKS}) is the one it was written under"
+        )
+        self.what = what
+
+
+class KeyEncryptionKeys:
+    """The KEK ring: the current KEK encrypts; it and the previous ones decrypt."""
+
+    def __init__(self, current: str, previous: Sequence[str] = ()) -> None:
+        named = [(CURRENT_KEK, current)] + [
+            (f"{PREVIOUS_KEKS} (entry {n})", kek) for n, kek in enumerate(previous, 1)
+        ]
+        self._raw: list[bytes] = []
+        self._fernets: list[Fernet] = []
+        for setting, kek in named:
+            try:
+                self._raw.append(base64.urlsafe_b64decode(kek.encode()))
+                self._fernets.append(Fernet(kek.encode()))
+            except (ValueError, binascii.Error) as exc:
+                raise ConfigError(
+                    f"{setting} must be 32 url-safe base64-encoded bytes "
+                    "(make one with `authsvc keys new-kek`)"
+                ) from exc
+        self._ring = MultiFernet(self._fernets)
+
+    def __len__(self) -> int:
+        return len(self._fernets)
+
+    def encrypt(self, data: bytes) -> bytes:
+        return self._fernets[0].encrypt(data)
+
+    def decrypt(self, blob: bytes) -> bytes:
+        """Under whichever KEK of the ring it was written; InvalidToken if none."""
+        return self._ring.decrypt(blob)
+
+    def index_of(self, blob: bytes) -> int | None:
+        """Which KEK of the ring (0: the current one) decrypts `blob`; None if none does."""
+        for index, fernet in enumerate(self._fernets):
+            try:
+                fernet.decrypt(blob)
+            except InvalidToken:
+                continue
+            return index
+        return None
+
+    def rewrap(self, blob: bytes) -> bytes:
+        """`blob` re-encrypted under the current KEK (InvalidToken if no KEK reads it)."""
+        return self._ring.rotate(blob)
+
+    def derived_hmac_keys(self, index: int) -> HmacKeys:
+        return HmacKeys.derived_from(self._raw[index])
+
+
 @dataclass(frozen=True)
-class ServerSecrets:
-    fernet: Fernet
-    refresh_digest_key: bytes
-    refresh_successor_key: bytes
-    client_secret_key: bytes = b""
-    dpop_nonce_key: bytes = b""
-    authorization_code_key: bytes = b""
-    login_page_key: bytes = b""
-    mfa_digest_key: bytes = b""
+class HmacKeys:
+    """The server's HMAC-SHA256 keys; stored (encrypted) under the names in NAMES."""
+
+    refresh_digest: bytes
+    refresh_successor: bytes
+    client_secret: bytes
+    authorization_code: bytes
+    login_page: bytes
+    dpop_nonce: bytes
+    account_token: bytes
+    mfa_digest: bytes
+
+    # Stored name -> attribute; the HKDF label the KEK-derived value was made with is
+    # b"authsvc/<name>/v1".
+    NAMES: ClassVar[dict[str, str]] = {
+        "refresh-token/digest": "refresh_digest",
+        "refresh-token/successor": "refresh_successor",
+        "client-secret/digest": "client_secret",
+        # Added later: a database that lacks them gets them at the next start (SecretService).
+        "authorization-code/digest": "authorization_code",
+        "login-page/csrf": "login_page",
+        "dpop-nonce": "dpop_nonce",
+        "account-token/digest": "account_token",
+        "mfa/digest": "mfa_digest",
+    }
 
     @classmethod
-    def from_kek(cls, kek: str) -> ServerSecrets:
-        try:
-            raw = base64.urlsafe_b64decode(kek.encode())
-            fernet = Fernet(kek.encode())
-        except (ValueError, binascii.Error) as exc:
-            raise ConfigError(
-                "AUTHSVC_KEY_ENCRYPTION_KEY must be 32 url-safe base64-encoded bytes "
-                "(make one with `authsvc keys new-kek`)"
-            ) from exc
-        return cls(
-            fernet=fernet,
-            refresh_digest_key=_derive(raw, b"authsvc/refresh-token/digest/v1"),
-            refresh_successor_key=_derive(raw, b"authsvc/refresh-token/successor/v1"),
-            client_secret_key=_derive(raw, b"authsvc/client-secret/digest/v1"),
-            dpop_nonce_key=_derive(raw, b"authsvc/dpop-nonce/v1"),
-            authorization_code_key=_derive(raw, b"authsvc/authorization-code/digest/v1"),
-            login_page_key=_derive(raw, b"authsvc/login-page/csrf/v1"),
-            mfa_digest_key=_derive(raw, b"authsvc/mfa/digest/v1"),
+    def generate(cls) -> HmacKeys:
+        return cls.from_named({name: secrets.token_bytes(32) for name in cls.NAMES})
+
+    @classmethod
+    def derived_from(cls, kek: bytes) -> HmacKeys:
+        """What a version that derived these keys from its KEK used."""
+        return cls.from_named(
+            {name: _derive(kek, f"authsvc/{name}/v1".encode()) for name in cls.NAMES}
         )
+
+    @classmethod
+    def from_named(cls, values: dict[str, bytes]) -> HmacKeys:
+        return cls(**{attr: values[name] for name, attr in cls.NAMES.items()})
+
+    def named(self) -> dict[str, bytes]:
+        return {name: getattr(self, attr) for name, attr in self.NAMES.items()}
+
+
+class ServerSecrets:
+    """The KEK ring (from the settings) and the HMAC keys (from the database, once loaded by
+    services/secrets.py when the app or a CLI command starts)."""
+
+    def __init__(self, keks: KeyEncryptionKeys) -> None:
+        self.keks = keks
+        self._hmac: HmacKeys | None = None
+
+    @property
+    def hmac(self) -> HmacKeys:
+        if self._hmac is None:
+            raise RuntimeError("the server's HMAC keys are read from the database at start-up")
+        return self._hmac
+
+    def use(self, keys: HmacKeys) -> None:
+        self._hmac = keys
 
 
 def load_secrets(settings: Settings) -> ServerSecrets:
+    previous = settings.previous_kek_list
     if settings.key_encryption_key is not None:
-        return ServerSecrets.from_kek(settings.key_encryption_key.get_secret_value())
-    if settings.env == "production":  # Settings already refuses this; belt and braces.
+        current = settings.key_encryption_key.get_secret_value()
+    elif settings.env == "production":  # Settings already refuses this; belt and braces.
         raise ConfigError("AUTHSVC_KEY_ENCRYPTION_KEY is required in production")
-    return ServerSecrets.from_kek(_dev_kek(settings.data_dir))
+    else:
+        current = _dev_kek(settings.data_dir)
+    return ServerSecrets(KeyEncryptionKeys(current, previous))
 
 
 def _dev_kek(data_dir: Path) -> str:

@@ -52,7 +52,13 @@ class AccessService:
         self, db: AsyncSession, presented: Presented, now: datetime
     ) -> Principal:
         """An access token for our own audience: `verified`, then `principal`."""
-        return await self.principal(db, await self.verified(db, presented, now), now)
+        claims = await self.verified(db, presented, now)
+        try:
+            return await self.principal(db, claims, now)
+        except InvalidToken:
+            if _dpop_scheme(presented):
+                raise InvalidDPoPToken() from None
+            raise
 
     async def verified(self, db: AsyncSession, presented: Presented, now: datetime) -> AccessClaims:
         """An access token for our own audience, signature and claims checked and its key
@@ -67,10 +73,9 @@ class AccessService:
         except InvalidDPoPToken:
             raise
         except InvalidToken:
-            if credential.scheme != DPOP:
-                raise
-            # RFC 9449 section 7.1: a request under the DPoP scheme gets DPoP's challenge.
-            raise InvalidDPoPToken() from None
+            if _dpop_scheme(presented):
+                raise InvalidDPoPToken() from None
+            raise
 
     async def me(self, db: AsyncSession, token: Presented, ctx: RequestContext) -> Principal:
         return await self.authenticate(db, token, ctx.now)
@@ -131,3 +136,8 @@ def is_client_token(claims: AccessClaims) -> bool:
     """RFC 9068 section 2.2: a token a client obtained for itself has the client as `sub`.
     User ids are UUIDs and client ids are not, so no user token looks like this."""
     return claims.sub == claims.client_id
+
+
+def _dpop_scheme(presented: Presented) -> bool:
+    """RFC 9449 section 7.1: a request under the DPoP scheme gets DPoP's challenge."""
+    return isinstance(presented, AccessCredential) and presented.scheme == DPOP

@@ -2,8 +2,8 @@
 
 Public clients (SPAs, mobile apps) identify themselves by `client_id` only. Confidential clients
 also present a secret, by `client_secret_basic` or `client_secret_post` (section 2.3.1). Secrets
-are 256 random bits, so a keyed fast hash is enough: only HMAC-SHA256 digests are stored (key
-derived from the KEK), compared in constant time.
+are 256 random bits, so a keyed fast hash is enough: only HMAC-SHA256 digests are stored (under
+the server's stored HMAC key, which a KEK rotation leaves as it is), compared in constant time.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from authsvc.errors import (
     NotFound,
     UnauthorizedClient,
 )
+from authsvc.security.secrets import ServerSecrets
 from authsvc.services import audit
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant
@@ -81,12 +82,12 @@ def _plausible(client_id: str) -> bool:
 
 
 class ClientService:
-    def __init__(self, settings: Settings, secret_key: bytes) -> None:
+    def __init__(self, settings: Settings, secrets: ServerSecrets) -> None:
         self.settings = settings
-        self._key = secret_key
+        self._secrets = secrets
 
     def _digest(self, secret: str) -> bytes:
-        return hmac.new(self._key, secret.encode(), hashlib.sha256).digest()
+        return hmac.new(self._secrets.hmac.client_secret, secret.encode(), hashlib.sha256).digest()
 
     async def create(
         self,

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -79,7 +80,10 @@ class _NonceMissing(Exception):
 
 class DPoPService:
     def __init__(
-        self, settings: Settings, nonce_key: bytes, cache: ReplayCache | None = None
+        self,
+        settings: Settings,
+        nonce_key: Callable[[], bytes],
+        cache: ReplayCache | None = None,
     ) -> None:
         self.settings = settings
         self.nonce_key = nonce_key
@@ -146,7 +150,7 @@ class DPoPService:
         return self._nonce(period), self._nonce(period - 1)
 
     def _nonce(self, period: int) -> str:
-        mac = hmac.new(self.nonce_key, str(period).encode(), hashlib.sha256).digest()
+        mac = hmac.new(self.nonce_key(), str(period).encode(), hashlib.sha256).digest()
         return b64url_encode(mac[:18])
 
     async def close(self) -> None:

@@ -10,12 +10,17 @@ end the session its ID token names, and may have them sent back afterwards.
 - The session named by the ID token's `sid` is revoked like a logout (the revocation feed hears
   of it) if it is still live and belongs to that user and client; a session already ended, or
   any other, is left alone and the answer is the same, so logging out twice is not an error.
+- The hosted login page's browser sign-in (its cookie, services/authorize.py) ends too when it
+  names the user the ID token names: otherwise the next authorization request would sign them
+  straight back in. A cookie naming someone else is left alone, so a link carrying another
+  user's ID token cannot sign a victim's browser out.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.errors import OAuthInvalidRequest
 from authsvc.security.id_token_hint import IdTokenHint, InvalidHint, read_id_token_hint
+from authsvc.services.authorize import AuthorizeService
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import TokenIssuer
 from authsvc.services.logout import LogoutService
@@ -33,16 +39,36 @@ REASON = "end_session"
 MAX_PARAM = 8192
 
 
+@dataclass(frozen=True)
+class Ended:
+    """`redirect`: where to send the user next, or None to show a page. `clear_cookie`: the
+    browser's sign-in cookie no longer signs anyone in (ended here, or already dead)."""
+
+    redirect: str | None
+    clear_cookie: bool
+
+
 class EndSessionService:
-    def __init__(self, settings: Settings, issuer: TokenIssuer, logout: LogoutService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        issuer: TokenIssuer,
+        logout: LogoutService,
+        authorize: AuthorizeService,
+    ) -> None:
         self.settings = settings
         self.issuer = issuer
         self.logout = logout
+        self.authorize = authorize
 
     async def end_session(
-        self, db: AsyncSession, params: Mapping[str, str], ctx: RequestContext
-    ) -> str | None:
-        """End the session; the URI to send the user to next, or None to show a page.
+        self,
+        db: AsyncSession,
+        params: Mapping[str, str],
+        browser_cookie: str | None,
+        ctx: RequestContext,
+    ) -> Ended:
+        """End the session the ID token names and this browser's sign-in of the same user.
 
         Every check comes before anything is revoked, so a refused request changes nothing.
         OAuthInvalidRequest for a request that cannot be honoured (never redirected)."""
@@ -71,13 +97,23 @@ class EndSessionService:
                     "The post_logout_redirect_uri is not registered for this client."
                 )
         await self._revoke(db, hint, ctx)  # raises before revoking anything if it cannot
-        if redirect is None:
-            return None
-        state = params.get("state")
-        if state is None:
-            return redirect
-        joiner = "&" if urlsplit(redirect).query else "?"
-        return f"{redirect}{joiner}{urlencode({'state': state})}"
+        clear_cookie = await self._sign_out_browser(db, hint, browser_cookie, ctx)
+        return Ended(_with_state(redirect, params.get("state")), clear_cookie)
+
+    async def _sign_out_browser(
+        self, db: AsyncSession, hint: IdTokenHint, cookie: str | None, ctx: RequestContext
+    ) -> bool:
+        """End the hosted page's sign-in if it is the hinted user's; True if the cookie no
+        longer signs anyone in."""
+        if cookie is None:
+            return False
+        signed_in = await self.authorize.signed_in(db, cookie, ctx.now)
+        if signed_in is None:
+            return True
+        if signed_in.user_id != _uuid(hint.sub):
+            return False
+        await self.authorize.sign_out(db, cookie, ctx)
+        return True
 
     async def _revoke(self, db: AsyncSession, hint: IdTokenHint, ctx: RequestContext) -> None:
         session_id, user_id = _uuid(hint.sid), _uuid(hint.sub)
@@ -103,6 +139,13 @@ class EndSessionService:
             "local",
             details={"client_id": session.client_id or "", "via": REASON},
         )
+
+
+def _with_state(redirect: str | None, state: str | None) -> str | None:
+    if redirect is None or state is None:
+        return redirect
+    joiner = "&" if urlsplit(redirect).query else "?"
+    return f"{redirect}{joiner}{urlencode({'state': state})}"
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

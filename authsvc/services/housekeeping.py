@@ -1,8 +1,12 @@
 """Background housekeeping inside each server process: pruning and scheduled key rotation.
 
 Both are safe with many processes: pruning deletes only what no one can use any more, in small
-batches (each its own transaction); rotation re-checks the newest key's age under a lock.
-A failing round (database down) is logged and retried at the next interval.
+batches (each its own transaction); rotation re-checks the newest key's age under a lock, so
+whichever process notices first rotates and the others see a fresh key. Rotation is on by
+default (AUTHSVC_KEY_ROTATION_INTERVAL), so a deployment that never runs `authsvc keys rotate`
+still rotates; a process also checks as it starts, so a key that came due while every process
+was down rotates at once. A failing round (database down) is logged and retried at the next
+interval.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ class Housekeeper:
             log.info("pruned", extra={"pruned": vars(report)})
 
     async def rotate_once(self) -> None:
+        if self.settings.previous_kek_list:
+            # A KEK rotation is under way: a key written now under the new KEK could not be read
+            # by processes not yet restarted with it. `keys rewrap` and dropping the previous
+            # KEKs end the pause; `authsvc keys rotate` still works when the operator knows.
+            log.warning(
+                "scheduled key rotation paused while AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is set"
+            )
+            return
         async with self.database.transaction() as db:
             info = await self.keys.rotate_if_due(
                 db, self.clock.now(), self.settings.key_rotation_interval
@@ -44,7 +56,9 @@ class Housekeeper:
         if info is not None:
             log.info("scheduled key rotation", extra={"kid": info.kid})
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.settings.key_rotation_interval > 0:
+            await self._attempt("key_rotation", self.rotate_once)
         if self.settings.prune_interval > 0:
             self._spawn("prune", self.prune_once, float(self.settings.prune_interval))
         if self.settings.key_rotation_interval > 0:
@@ -56,12 +70,16 @@ class Housekeeper:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(every)
-                try:
-                    await work()
-                except Exception as exc:  # the next round retries; the server keeps serving
-                    log.warning("%s failed: %s", name, type(exc).__name__)
+                await self._attempt(name, work)
 
         self._tasks.append(asyncio.create_task(loop(), name=f"authsvc-{name}"))
+
+    @staticmethod
+    async def _attempt(name: str, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except Exception as exc:  # the next round retries; the server keeps serving
+            log.warning("%s failed: %s", name, type(exc).__name__)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -115,7 +115,7 @@ class KeyService:
                 private = (
                     cached.private
                     if cached is not None
-                    else crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.fernet)
+                    else crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.keks)
                 )
                 loaded.append(
                     LoadedKey(
@@ -213,7 +213,7 @@ class KeyService:
             kid=jwk["kid"],
             algorithm=crypto.ALGORITHM,
             public_jwk=jwk,
-            private_key_encrypted=crypto.encrypt_private_key(private, self.secrets.fernet),
+            private_key_encrypted=crypto.encrypt_private_key(private, self.secrets.keks),
             created_at=now,
             activates_at=activates_at,
             retires_at=None,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.services.keys import KeyService
 from authsvc.services.revocations import retention
+from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.audit import AuditRepository
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.db import Database
@@ -34,14 +35,15 @@ class PruneReport:
     audit_events: int = 0
     authorization_codes: int = 0
     mfa_challenges: int = 0
+    account_tokens: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
-    """Delete expired denylist entries, refresh tokens, sessions, authorization codes, mfa
-    challenges, feed entries and old keys,
-    and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
+    """Delete expired denylist entries, refresh tokens, sessions, authorization codes, mailed
+    links, mfa challenges, feed entries and old keys, and audit events past
+    AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
     go last: a session row (and its used tokens) is what detects reuse until it expires.
@@ -51,6 +53,7 @@ async def prune(
         ("denylist", lambda db: DenylistRepository(db).delete_expired(now, batch)),
         ("refresh_tokens", lambda db: RefreshTokenRepository(db).delete_expired(now, batch)),
         ("sessions", lambda db: SessionRepository(db).delete_expired(now, batch)),
+        ("account_tokens", lambda db: AccountTokenRepository(db).delete_expired(now, batch)),
         (
             # Kept a day past expiry, so that a late replay still revokes what the code issued.
             "authorization_codes",

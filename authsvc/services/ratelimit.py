@@ -1,6 +1,7 @@
 """Rate limits and login backoff, in process memory or shared through Redis.
 
-Three rules guard password guessing and token-endpoint abuse:
+Three rules guard password guessing and token-endpoint abuse (and two more the sign-up and
+recovery endpoints, below):
 
 - a fixed-window request count per client address, per endpoint (login, refresh);
 - a fixed-window count of login attempts per username, whatever the address;
@@ -9,11 +10,21 @@ Three rules guard password guessing and token-endpoint abuse:
   user down but never lock them out for longer than that); a success clears it, and failures
   are forgotten after `memory` seconds without one.
 
+The sign-up and recovery endpoints (`account`) count requests per address like login does, and
+mails to one account (or address) are counted per mail window: past the limit the mail is
+skipped but the answer stays the same, so the limit protects a mailbox without revealing that
+an account exists.
+
 Keys are SHA-256 digests of the name or address (no personal data in Redis, bounded size).
 Times come from the app clock so tests move it; Redis TTLs only collect garbage. Redis state is
-changed by Lua scripts, each atomic, so several processes share one consistent view. If Redis
-is unreachable the limiter fails open (logs a warning): throttling is a defence layer and must
-not take logins down with it.
+changed by Lua scripts, each atomic, so several processes share one consistent view.
+
+If Redis fails, AUTHSVC_RATE_LIMIT_FAILURE_MODE decides: `open` (the default) lets the request
+through unthrottled, since throttling is a defence layer and should not take logins down with
+it; `closed` refuses it with 503, for deployments where unthrottled password guessing is the
+greater harm. Either way the failure is logged (once when it starts, then at most once a minute,
+and when Redis answers again), each check decided without Redis is counted in
+authsvc_rate_limiter_errors_total, and /readyz reports the limiter as degraded.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +42,7 @@ from typing import Protocol
 
 from authsvc.config import Settings
 from authsvc.errors import InvalidCredentials, RateLimited, ServiceUnavailable
+from authsvc.observability.metrics import Metrics
 from authsvc.services.users import normalize_username
 
 log = logging.getLogger("authsvc.ratelimit")
@@ -45,6 +58,9 @@ class Limits:
     backoff_base: float
     backoff_max: float
     failure_memory: float
+    account_per_ip: int = 10
+    mail_per_account: int = 3
+    mail_window: float = 3600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -57,6 +73,9 @@ class Limits:
             backoff_base=settings.login_backoff_base_seconds,
             backoff_max=settings.login_backoff_max_seconds,
             failure_memory=settings.login_failure_memory_seconds,
+            account_per_ip=settings.rate_limit_account_per_ip,
+            mail_per_account=settings.rate_limit_mail_per_account,
+            mail_window=settings.rate_limit_mail_window_seconds,
         )
 
     def backoff(self, failures: int) -> float:
@@ -77,6 +96,9 @@ class Backend(Protocol):
     async def failed(self, key: str, limits: Limits, now: float) -> None: ...
 
     async def succeeded(self, key: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise when the state cannot be reached."""
 
     async def close(self) -> None: ...
 
@@ -118,6 +140,9 @@ class MemoryBackend:
 
     async def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
 
     async def close(self) -> None:
         self._windows.clear()
@@ -200,6 +225,9 @@ class RedisBackend:
     async def succeeded(self, key: str) -> None:
         await self.redis.delete(self.prefix + key)
 
+    async def ping(self) -> None:
+        await self.redis.ping()
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -231,20 +259,80 @@ def username_key(username: str) -> str:
         return username.casefold()[:1024]
 
 
+# While the store stays down, one log line per this many seconds (plus one when it comes back).
+_LOG_EVERY = 60.0
+
+
+class _Outage:
+    """The limiter's view of its store: healthy, or failing since when, and the log throttle.
+
+    Log pacing uses the monotonic clock, not the app clock: it is about log volume, not a rule.
+    """
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.logged_at = 0.0
+        self.decided = 0
+
+    def failed(self, exc: Exception, action: str) -> None:
+        stamp = time.monotonic()
+        self.decided += 1
+        if self.since is None:
+            self.since = stamp
+        elif stamp - self.logged_at < _LOG_EVERY:
+            return
+        self.logged_at = stamp
+        opened = action == "allowed"
+        log.warning(
+            "rate limiter store unavailable (%s): %s (AUTHSVC_RATE_LIMIT_FAILURE_MODE=%s); "
+            "%d checks so far",
+            type(exc).__name__,
+            "requests go through without rate limits" if opened else "requests are refused (503)",
+            "open" if opened else "closed",
+            self.decided,
+        )
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "rate limiter store available again after %.0f s; %d checks were decided "
+                "without it",
+                time.monotonic() - self.since,
+                self.decided,
+            )
+            self.since = None
+            self.decided = 0
+
+
 class RateLimiter:
     """The rules above, over one backend. Disabled, every check passes without I/O."""
 
-    def __init__(self, limits: Limits, backend: Backend | None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        backend: Backend | None,
+        *,
+        fail_closed: bool = False,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.limits = limits
         self.backend = backend
+        self.fail_closed = fail_closed
+        self.metrics = metrics
+        self._outage = _Outage()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> RateLimiter:
         limits = Limits.from_settings(settings)
         if not settings.rate_limit_enabled:
             return cls(limits, None)
         if settings.redis_url:
-            return cls(limits, RedisBackend(settings.redis_url, settings.rate_limit_key_prefix))
+            return cls(
+                limits,
+                RedisBackend(settings.redis_url, settings.rate_limit_key_prefix),
+                fail_closed=settings.rate_limit_failure_mode == "closed",
+                metrics=metrics,
+            )
         return cls(limits, MemoryBackend())
 
     @classmethod
@@ -259,11 +347,26 @@ class RateLimiter:
         if self.backend is not None:
             await self.backend.close()
 
+    async def health(self) -> str | None:
+        """For /readyz: None without a shared store, else "ok" or what is wrong."""
+        if not isinstance(self.backend, RedisBackend):
+            return None
+        try:
+            await self.backend.ping()
+        except Exception as exc:
+            mode = "closed" if self.fail_closed else "open"
+            return f"degraded: unavailable ({type(exc).__name__}), failing {mode}"
+        return "ok"
+
     async def check_address(self, endpoint: str, ip: str | None, now: datetime) -> None:
-        """Count a request to `endpoint` (login, refresh) from this address; 429 when over."""
+        """Count a request to `endpoint` (login, refresh, account) from this address; 429 when
+        over."""
         if self.backend is None:
             return
-        limit = self.limits.login_per_ip if endpoint == "login" else self.limits.refresh_per_ip
+        limit = {
+            "login": self.limits.login_per_ip,
+            "account": self.limits.account_per_ip,
+        }.get(endpoint, self.limits.refresh_per_ip)
         await self._hit(_digest(f"ip:{endpoint}", address_key(ip)), limit, now)
 
     @asynccontextmanager
@@ -284,9 +387,22 @@ class RateLimiter:
         try:
             yield
         except InvalidCredentials:
-            await self._guard(backend.failed(key, self.limits, ts))
+            await self._record(backend.failed(key, self.limits, ts))
             raise
-        await self._guard(backend.succeeded(key))
+        await self._record(backend.succeeded(key))
+
+    async def mail_allowed(self, recipient: str, now: datetime) -> bool:
+        """Count one mail to `recipient` (an account id or an address); False when over the
+        per-account limit. Never raises RateLimited: the caller's answer must not change."""
+        if self.backend is None:
+            return True
+        key = _digest("mail", recipient.casefold())
+        wait = await self._guard(
+            self.backend.hit(
+                key, self.limits.mail_per_account, self.limits.mail_window, now.timestamp()
+            )
+        )
+        return wait <= 0
 
     async def _hit(self, key: str, limit: int, now: datetime) -> None:
         if self.backend is None:
@@ -295,13 +411,28 @@ class RateLimiter:
         if wait > 0:
             raise RateLimited(math.ceil(wait))
 
-    @staticmethod
-    async def _guard(operation: Awaitable[float | None]) -> float:
+    async def _guard(self, operation: Awaitable[float | None]) -> float:
+        """A check against the store; when the store fails, the failure policy decides."""
         try:
             result = await operation
         except (RateLimited, ServiceUnavailable):
             raise
-        except Exception as exc:  # Redis down: fail open, loudly
-            log.warning("rate limiter unavailable (%s); allowing the request", type(exc).__name__)
+        except Exception as exc:
+            action = "refused" if self.fail_closed else "allowed"
+            self._outage.failed(exc, action)
+            if self.metrics is not None:
+                self.metrics.rate_limiter_error(action)
+            if self.fail_closed:
+                raise ServiceUnavailable("Rate limiting is unavailable; retry later.") from exc
             return 0.0
+        self._outage.recovered()
         return float(result or 0.0)
+
+    async def _record(self, operation: Awaitable[None]) -> None:
+        """Recording an attempt's outcome is best effort under either policy: the attempt was
+        checked already, and refusing a request whose password check is done would only hide
+        its answer."""
+        try:
+            await operation
+        except Exception as exc:  # the next check meets the outage and reports it
+            log.debug("rate limiter could not record a login outcome (%s)", type(exc).__name__)

@@ -22,6 +22,7 @@ from authsvc.errors import (
 )
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
+from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.admin import UserAdminRepository
 from authsvc.store.models import User
 from authsvc.store.repositories import SessionRepository, UserRepository
@@ -117,9 +118,13 @@ class UserService:
         actor: str | None = None,
         *,
         email: str | None = None,
+        password_hash: str | None = None,
+        active: bool = True,
     ) -> User:
         """Create a user. Without a password the account cannot log in until one is set: it
-        gets the hash of a random secret nobody knows, so login takes the same path and time."""
+        gets the hash of a random secret nobody knows, so login takes the same path and time.
+        `password_hash` is the password's hash when the caller computed it already (sign-up
+        hashes before it opens its transaction)."""
         name = normalize_username(username)
         address = normalize_email(email) if email is not None else None
         if password is None:
@@ -130,9 +135,9 @@ class UserService:
             id=uuid.uuid4(),
             username=name,
             email=address,
-            password_hash=await self.passwords.hash(password),
+            password_hash=password_hash or await self.passwords.hash(password),
             roles=normalize_roles(roles),
-            is_active=True,
+            is_active=active,
             created_at=now,
             updated_at=now,
         )
@@ -191,6 +196,8 @@ class UserService:
         user.is_active = active
         user.updated_at = now
         if not active:
+            # Links mailed before (a sign-up's verification, a reset) must not undo this.
+            await AccountTokenRepository(db).void_for_user(user.id, None, now)
             sessions = SessionRepository(db)
             await sessions.revoke(
                 await sessions.live_ids_for_user(user.id, now),
@@ -218,7 +225,15 @@ class UserService:
     ) -> User:
         """Set a user's password (an operator's doing) and revoke every session."""
         self.check_password_policy(password)
-        user.password_hash = await self.passwords.hash(password)
+        return await self.replace_password_hash(
+            db, user, await self.passwords.hash(password), now, actor
+        )
+
+    async def replace_password_hash(
+        self, db: AsyncSession, user: User, password_hash: str, now: datetime, actor: str | None
+    ) -> User:
+        """replace_password with the hash computed already (outside the transaction)."""
+        user.password_hash = password_hash
         user.updated_at = now
         await self.password_changed(db, user, now, actor=actor)
         await db.flush()
@@ -234,7 +249,7 @@ class UserService:
             return user
         if not await UserAdminRepository(db).set_email(user.id, address, now):
             raise EmailExists()
-        user.email, user.updated_at = address, now
+        user.email, user.email_verified_at, user.updated_at = address, None, now
         await audit.record(
             db,
             now,

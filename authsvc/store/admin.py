@@ -54,7 +54,8 @@ class UserAdminRepository:
                 await self.db.execute(
                     update(User)
                     .where(User.id == user_id)
-                    .values(email=email, updated_at=now)
+                    # A new address is not verified, whoever set it.
+                    .values(email=email, email_verified_at=None, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
         except IntegrityError:

@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import AuditEvent
 
 
@@ -58,6 +59,5 @@ class AuditRepository:
         return result.scalars().all()
 
     async def delete_older_than(self, before: datetime, limit: int) -> int:
-        ids = select(AuditEvent.id).where(AuditEvent.at < before).limit(limit)
-        result = await self.db.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        table: Table = AuditEvent.__table__  # type: ignore[assignment]
+        return await delete_batch(self.db, table, AuditEvent.at < before, AuditEvent.at, limit)

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -327,3 +327,10 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 async def upgrade_async(url: str, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade, url, revision)
+
+
+def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:
+    """Run `action` (synchronous, no I/O) once `session`'s transaction has committed, and not
+    at all if it rolls back: a mail whose link points at a row must not leave before the row
+    exists."""
+    event.listen(session.sync_session, "after_commit", lambda _s: action(), once=True)

@@ -99,6 +99,23 @@ class TotpRepository:
             .execution_options(synchronize_session=False)
         )
 
+    async def all_sealed(self) -> list[tuple[uuid.UUID, bytes]]:
+        """Every stored secret, sealed: what `authsvc keys rewrap` re-encrypts."""
+        result = await self.db.execute(
+            select(TotpCredential.user_id, TotpCredential.secret_encrypted).order_by(
+                TotpCredential.user_id
+            )
+        )
+        return [(row[0], row[1]) for row in result.all()]
+
+    async def replace_sealed(self, user_id: uuid.UUID, sealed: bytes) -> None:
+        await self.db.execute(
+            update(TotpCredential)
+            .where(TotpCredential.user_id == user_id)
+            .values(secret_encrypted=sealed)
+            .execution_options(synchronize_session=False)
+        )
+
     async def remove(self, user_id: uuid.UUID) -> bool:
         result = await self.db.execute(
             delete(TotpCredential).where(TotpCredential.user_id == user_id)

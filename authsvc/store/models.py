@@ -62,6 +62,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(255))
     # Optional; stored normalised (services/users.py normalize_email), unique when set.
     email: Mapped[str | None] = mapped_column(String(320))
+    # When the owner of `email` proved it by following a verification link (None: never).
+    email_verified_at: Mapped[datetime | None]
     password_hash: Mapped[str] = mapped_column(Text)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -115,9 +117,9 @@ class RefreshToken(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
-    parent_id: Mapped[int | None] = mapped_column(
-        BigIntPK, ForeignKey("refresh_tokens.id", ondelete="CASCADE")
-    )
+    # The token this one replaced. Not a foreign key: pruning an expired parent must not take
+    # its (still live) successors with it.
+    parent_id: Mapped[int | None] = mapped_column(BigIntPK)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime]
@@ -126,6 +128,7 @@ class RefreshToken(Base):
     __table_args__ = (
         Index("ix_refresh_tokens_session_id", "session_id"),
         Index("ix_refresh_tokens_parent_id", "parent_id"),
+        Index("ix_refresh_tokens_expires_at", "expires_at"),
         UniqueConstraint("digest", name="uq_refresh_tokens_digest"),
     )
 
@@ -155,6 +158,19 @@ class SigningKey(Base):
     retires_at: Mapped[datetime | None]
 
 
+class ServerSecret(Base):
+    """A server-wide secret (the HMAC keys), encrypted under the key-encryption key.
+
+    Written once, by whichever process first starts on the database; never changed except to be
+    re-encrypted under a new key-encryption key (`authsvc keys rewrap`)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
 class RevocationEvent(Base):
     """The revocation feed (GET /auth/revocations): one row per denylisted jti or revoked sid.
 
@@ -175,6 +191,22 @@ class RevocationEvent(Base):
         Index("ix_revocation_events_expires_at", "expires_at"),
         {"sqlite_autoincrement": True},
     )
+
+
+class FeedState(Base):
+    """The revocation feed's identity: one row, created by the migration.
+
+    `epoch` names this feed; cursors carry it, so a cursor from another database (or from
+    before `authsvc feed reset`) is answered with a resynchronisation. `low_water` is the
+    highest event id that prune has deleted: a cursor below it may have skipped an event.
+    """
+
+    __tablename__ = "feed_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[str] = mapped_column(String(32))
+    low_water: Mapped[int] = mapped_column(BigInteger)
+    reset_at: Mapped[datetime]
 
 
 class OAuthClient(Base):
@@ -228,6 +260,30 @@ class AuthorizationCode(Base):
     __table_args__ = (
         UniqueConstraint("digest", name="uq_authorization_codes_digest"),
         Index("ix_authorization_codes_expires_at", "expires_at"),
+        Index("ix_authorization_codes_user_id", "user_id"),
+    )
+
+
+class AccountToken(Base):
+    """A one-time link token mailed to a user (verify an address, reset a password). Only its
+    keyed digest is kept; `used_at` is set once, by compare-and-set, when it is redeemed."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    purpose: Mapped[str] = mapped_column(String(16))  # "verify_email" | "reset_password"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The address the link was mailed to: the link is void once the user's address changes.
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("digest", name="uq_account_tokens_digest"),
+        Index("ix_account_tokens_user_id", "user_id"),
+        Index("ix_account_tokens_expires_at", "expires_at"),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     Row,
     Select,
+    Table,
     and_,
     delete,
     func,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import (
     Base,
     DeniedAccessToken,
@@ -32,6 +34,11 @@ from authsvc.store.models import (
 from authsvc.store.revocations import JTI, SID, RevocationEventRepository
 from authsvc.store.rotation import token_in_force
 from authsvc.store.rules import session_live
+
+
+def _table(model: type[Base]) -> Table:
+    table: Table = model.__table__  # type: ignore[assignment]
+    return table
 
 
 class UserRepository:
@@ -116,9 +123,10 @@ class SessionRepository:
         return list(result.scalars().all())
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        ids = select(Session.id).where(Session.expires_at <= now).limit(limit)
-        result = await self.db.execute(delete(Session).where(Session.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        """Expired sessions, oldest first (their tokens go with them: ON DELETE CASCADE)."""
+        return await delete_batch(
+            self.db, _table(Session), Session.expires_at <= now, Session.expires_at, limit
+        )
 
 
 _ROTATION_MODELS: tuple[type[Base], ...] = (RefreshToken, Session, User)
@@ -197,11 +205,17 @@ class RefreshTokenRepository:
         return result.scalars().first()
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        # A used token whose child still exists is kept while its session lives: it is what
-        # lets reuse be detected. Expired ones are no longer accepted by anyone.
-        ids = select(RefreshToken.id).where(RefreshToken.expires_at <= now).limit(limit)
-        result = await self.db.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        """Expired tokens, oldest first. A spent token is kept until it expires: presented
+        again before that, it is reuse (and revokes its session). Expired, it is refused as
+        invalid by every rule, and its successors do not depend on it (parent_id is not a
+        foreign key)."""
+        return await delete_batch(
+            self.db,
+            _table(RefreshToken),
+            RefreshToken.expires_at <= now,
+            RefreshToken.expires_at,
+            limit,
+        )
 
 
 class DenylistRepository:
@@ -225,11 +239,13 @@ class DenylistRepository:
             await feed.append(JTI, [jti], expires_at, now)
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        ids = select(DeniedAccessToken.jti).where(DeniedAccessToken.expires_at <= now).limit(limit)
-        result = await self.db.execute(
-            delete(DeniedAccessToken).where(DeniedAccessToken.jti.in_(ids))
+        return await delete_batch(
+            self.db,
+            _table(DeniedAccessToken),
+            DeniedAccessToken.expires_at <= now,
+            DeniedAccessToken.expires_at,
+            limit,
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class SigningKeyRepository:

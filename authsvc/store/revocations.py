@@ -6,23 +6,103 @@ transactions could take ids 10 and 11 and commit 11 first; a poll in between wou
 cursor past 10 for ever. So every appending transaction first takes a transaction-scoped
 advisory lock: ids are then allocated and committed one transaction at a time, in order. The
 lock is taken before the revocation's own row locks, so it is always first in lock order.
+
+The feed's identity lives in feed_state (one row): its epoch, and the low-water mark that prune
+raises to the highest event id it deleted, in the same transaction as the delete.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Select, Table, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.store.models import RevocationEvent
+from authsvc.store.batches import delete_batch_keys
+from authsvc.store.models import FeedState, RevocationEvent
 
 # Distinct from the migration lock (store.db.MIGRATION_LOCK_ID).
 FEED_LOCK_ID = 0x61757468_66656564 & 0x7FFFFFFFFFFFFFFF  # "authfeed"
 
 JTI = "jti"
 SID = "sid"
+FEED_STATE_ID = 1
+
+
+@dataclass(frozen=True)
+class FeedIdentity:
+    """The feed as a poller's cursor must match it (see services.revocations)."""
+
+    epoch: str | None
+    low_water: int
+    # (kind, value) of the event with the cursor's id, None if there is no such row.
+    event_at_cursor: tuple[str, str] | None
+
+
+def _event(kind: str | None, value: str | None) -> tuple[str, str] | None:
+    return None if kind is None or value is None else (kind, value)
+
+
+_events: Table = RevocationEvent.__table__  # type: ignore[assignment]
+_CURSOR = bindparam("fd_cursor", type_=_events.c.id.type)
+_LIMIT = bindparam("fd_limit", type_=_events.c.id.type)
+_LIVE_AFTER = bindparam("fd_live_after", type_=_events.c.expires_at.type)
+
+
+@functools.cache
+def page_statement() -> Select[Any]:
+    """The feed's page: the `fd_limit` events after cursor `fd_cursor` (one range scan of the
+    primary key), of which only those still live after `fd_live_after` leave the database,
+    plus the page's last one, whatever its expiry, for the next cursor. Each row carries the
+    page's size and last id.
+
+    A poller far behind (or with no cursor yet) does not page through the expired events
+    before the first live one: the range starts at that event (found through the expiry
+    index), or at the newest event when none is live, so a new verifier of a table of millions
+    of events catches up in one page of live entries."""
+    first_live = (
+        select(func.min(_events.c.id)).where(_events.c.expires_at > _LIVE_AFTER).scalar_subquery()
+    )
+    newest = select(func.max(_events.c.id)).scalar_subquery()
+    scanned = (
+        select(_events.c.id, _events.c.kind, _events.c.value, _events.c.expires_at)
+        .where(_events.c.id > _CURSOR, _events.c.id >= func.coalesce(first_live, newest))
+        .order_by(_events.c.id)
+        .limit(_LIMIT)
+        .subquery("scanned")
+    )
+    counted = select(
+        scanned,
+        func.count().over().label("page_rows"),
+        func.max(scanned.c.id).over().label("page_last"),
+    ).subquery("counted")
+    return (
+        select(counted)
+        .where(or_(counted.c.expires_at > _LIVE_AFTER, counted.c.id == counted.c.page_last))
+        .order_by(counted.c.id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    id: int
+    kind: str
+    value: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """The live events of a page (the last event too, live or not), how many events the page
+    spanned, and the last one's id (None: nothing after the cursor)."""
+
+    events: list[FeedEvent]
+    scanned: int
+    last_id: int | None
 
 
 class RevocationEventRepository:
@@ -43,17 +123,56 @@ class RevocationEventRepository:
         if rows:
             await self.db.execute(insert(RevocationEvent), rows)
 
-    async def after(self, cursor: int, limit: int) -> Sequence[RevocationEvent]:
-        """Events with id > cursor, oldest first: one range scan of the primary key."""
-        result = await self.db.execute(
-            select(RevocationEvent)
-            .where(RevocationEvent.id > cursor)
-            .order_by(RevocationEvent.id)
-            .limit(limit)
+    async def page(self, cursor: int, limit: int, live_after: datetime) -> FeedPage:
+        """Events with id > cursor, oldest first, at most `limit` (page_statement)."""
+        values = {"fd_cursor": cursor, "fd_limit": limit, "fd_live_after": live_after}
+        rows: Sequence[Any] = (await self.db.execute(page_statement(), values)).all()
+        if not rows:
+            return FeedPage([], 0, None)
+        return FeedPage(
+            [FeedEvent(r.id, r.kind, r.value, r.expires_at) for r in rows],
+            int(rows[0].page_rows),
+            int(rows[0].page_last),
         )
-        return result.scalars().all()
+
+    async def identity(self, cursor: int) -> FeedIdentity:
+        """The epoch, low-water mark and the event at `cursor`, in one statement. The epoch is
+        None when feed_state has lost its row (emptied by hand) until `authsvc feed reset`."""
+        at = select(RevocationEvent).where(RevocationEvent.id == cursor)
+        kind = at.with_only_columns(RevocationEvent.kind).scalar_subquery()
+        value = at.with_only_columns(RevocationEvent.value).scalar_subquery()
+        state = select(FeedState.epoch, FeedState.low_water).where(FeedState.id == FEED_STATE_ID)
+        row = (await self.db.execute(state.add_columns(kind, value))).one_or_none()
+        if row is None:
+            event = (await self.db.execute(select(kind, value))).one()
+            return FeedIdentity(None, 0, _event(event[0], event[1]))
+        return FeedIdentity(row[0], int(row[1]), _event(row[2], row[3]))
+
+    async def reset(self, epoch: str, now: datetime) -> None:
+        """Give the feed a new epoch (creating feed_state's row if it was lost)."""
+        result = await self.db.execute(
+            update(FeedState).where(FeedState.id == FEED_STATE_ID).values(epoch=epoch, reset_at=now)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            await self.db.execute(
+                insert(FeedState).values(id=FEED_STATE_ID, epoch=epoch, low_water=0, reset_at=now)
+            )
 
     async def delete_expired(self, before: datetime, limit: int) -> int:
-        ids = select(RevocationEvent.id).where(RevocationEvent.expires_at <= before).limit(limit)
-        result = await self.db.execute(delete(RevocationEvent).where(RevocationEvent.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        """Delete up to `limit` expired events, oldest first, and raise the low-water mark
+        past them."""
+        deleted = await delete_batch_keys(
+            self.db, _events, _events.c.expires_at <= before, _events.c.expires_at, limit
+        )
+        if deleted:
+            highest = max(int(i) for i in deleted)
+            await self.db.execute(
+                update(FeedState)
+                .where(FeedState.id == FEED_STATE_ID)
+                .values(
+                    low_water=case(
+                        (FeedState.low_water < highest, highest), else_=FeedState.low_water
+                    )
+                )
+            )
+        return len(deleted)

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -82,6 +83,8 @@ class Stats:
     signature_checks: int = 0
     cache_hits: int = 0
     refused: int = 0
+    # Tokens verified while the feed was stale, under stale_feed="accept".
+    accepted_stale: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,12 @@ class Verifier:
 
     Start it (``async with verifier:`` or ``FastAPI(lifespan=verifier.lifespan)``) so that it
     fetches the JWKS and polls the feed in the background every ``poll_interval`` seconds.
+
+    The feed is stale when its last successful poll is more than ``max_feed_age`` seconds old
+    (``feed_age``). Then ``stale_feed="accept"`` (the default) keeps verifying, logged and
+    counted, so an authsvc outage does not take the resource server down; ``"refuse"`` fails
+    closed: every token is refused until a poll succeeds. ``max_feed_staleness=N`` is the
+    shorthand for ``max_feed_age=N, stale_feed="refuse"``.
     """
 
     def __init__(
@@ -112,6 +121,8 @@ class Verifier:
         cache_size: int = 10_000,
         revocations: bool = True,
         max_feed_staleness: float | None = None,
+        max_feed_age: float = 60.0,
+        stale_feed: Literal["accept", "refuse"] = "accept",
         jwks: Mapping[str, Any] | None = None,
         http_client: httpx.AsyncClient | None = None,
         realm: str | None = None,
@@ -130,7 +141,14 @@ class Verifier:
         )
         self.poll_interval = poll_interval
         self.cache_size = cache_size
-        self.max_feed_staleness = max_feed_staleness
+        if stale_feed not in ("accept", "refuse"):
+            raise ValueError("stale_feed must be 'accept' or 'refuse'")
+        if max_feed_staleness is not None:
+            max_feed_age, stale_feed = max_feed_staleness, "refuse"
+        if not max_feed_age > 0:
+            raise ValueError("max_feed_age must be a positive number of seconds")
+        self.max_feed_age = float(max_feed_age)
+        self.stale_feed = stale_feed
         self.realm = realm or audience
         self.clock = clock
         self.stats = Stats()
@@ -158,6 +176,7 @@ class Verifier:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._feed_down = False
+        self._stale_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -296,14 +315,41 @@ class Verifier:
         if self.revocations is not None and self.revocations.is_revoked(claims.jti, claims.sid):
             raise TokenError("revoked")
 
+    @property
+    def feed_age(self) -> float | None:
+        """Seconds since the last successful poll of the revocation feed: ``math.inf`` before
+        the first one, None when revocations are off."""
+        return self._feed_age(self.clock())
+
+    @property
+    def feed_stale(self) -> bool:
+        """Whether ``feed_age`` is over ``max_feed_age`` (never, with revocations off)."""
+        age = self.feed_age
+        return age is not None and age > self.max_feed_age
+
+    def _feed_age(self, now: float) -> float | None:
+        if self.revocations is None:
+            return None
+        last = self.revocations.last_success
+        return math.inf if last is None else max(0.0, now - last)
+
     def _check_feed_fresh(self, now: float) -> None:
         # Fail closed only when asked to: by default an authsvc outage does not take every
         # resource server down with it; logouts then reach us when the feed is back.
-        if self.max_feed_staleness is None or self.revocations is None:
+        age = self._feed_age(now)
+        if age is None or age <= self.max_feed_age:
+            self._stale_warned = False
             return
-        last = self.revocations.last_success
-        if last is None or now - last > self.max_feed_staleness:
+        if self.stale_feed == "refuse":
             raise TokenError("revocation feed is stale")
+        self.stats.accepted_stale += 1
+        if not self._stale_warned:
+            self._stale_warned = True
+            log.warning(
+                "revocation feed is stale (last successful poll %s); accepting tokens "
+                "(stale_feed='accept')",
+                "never" if math.isinf(age) else f"{age:.0f}s ago",
+            )
 
     def _drop_expired(self) -> None:
         now = self.clock()

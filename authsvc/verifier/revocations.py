@@ -1,5 +1,11 @@
 """The client side of GET /auth/revocations: a local set of revoked jtis and sids, kept current
-by polling with a cursor. Lookups are dictionary hits; entries are dropped once expired."""
+by polling with a cursor. Lookups are dictionary hits; entries are dropped once expired.
+
+When authsvc cannot follow our cursor (its database was restored, pruned past us, or reset with
+`authsvc feed reset`) it answers `resync: true` and serves every live entry again from the
+start, paged, ending in a fresh cursor. We merge that snapshot into what we hold rather than
+replace it: a revocation never un-happens, entries leave at their exp anyway, and a restored
+database may have lost revocations that we did see (see docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class RevocationList:
         self.last_success: float | None = None
         self.polls = 0
         self.failures = 0
+        self.resyncs = 0
 
     def is_revoked(self, jti: str, sid: str) -> bool:
         return jti in self.jtis or sid in self.sids
@@ -58,7 +65,14 @@ class RevocationList:
                 ):
                     raise FeedError("malformed revocation feed entry")
                 parsed.append((table, value, float(exp)))
+        resync = body.get("resync", False) is True
         # Only after the whole page validated: a half-applied page must not move the cursor.
+        if resync:
+            self.resyncs += 1
+            log.warning(
+                "revocation feed asked for a resynchronisation (authsvc restored or reset); "
+                "reloading every live revocation"
+            )
         for table, value, exp in parsed:
             table[value] = max(exp, table.get(value, exp))
         self.cursor = cursor

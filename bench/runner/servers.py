@@ -166,9 +166,9 @@ def write_peer_keys(workdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str | None]:
+def postgres_database(suffix: str = "") -> Iterator[str | None]:
     """A private database on the local PostgreSQL, dropped afterwards; None if unreachable."""
-    name = f"authsvc_bench_{os.getpid()}"
+    name = f"authsvc_bench_{os.getpid()}{suffix}"
     admin = ["psql", PG_ADMIN, "-q", "-v", "ON_ERROR_STOP=1", "-c"]
     try:
         subprocess.run([*admin, f"CREATE DATABASE {name}"], check=True, capture_output=True)

@@ -49,6 +49,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("digest", name="uq_authorization_codes_digest"),
     )
     op.create_index("ix_authorization_codes_expires_at", "authorization_codes", ["expires_at"])
+    # Deleting a user deletes its codes (ON DELETE CASCADE): without this, a scan per user.
+    op.create_index("ix_authorization_codes_user_id", "authorization_codes", ["user_id"])
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("auth_time", UTCDateTime(), nullable=True))
 
@@ -56,5 +58,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("auth_time")
+    op.drop_index("ix_authorization_codes_user_id", table_name="authorization_codes")
     op.drop_index("ix_authorization_codes_expires_at", table_name="authorization_codes")
     op.drop_table("authorization_codes")

@@ -1,0 +1,120 @@
+"""Password recovery by email: ask for a reset link, then set a new password with it, once.
+
+`forgot` answers the same, after the same work, whether or not the account exists: it always
+normalises the name, makes a token and computes its digest, and looks the account up; only
+then, for an active account with an address (and within the per-account mail limit), it
+stores the digest and queues the mail. `reset` hashes the new password before it opens the
+transaction, redeems the link (compare-and-set), sets the hash and revokes every session of the
+user through the one revocation path (users.password_changed: the feed carries them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.errors import (
+    InvalidAccountLink,
+    InvalidEmail,
+    InvalidUsername,
+    PasswordPolicyError,
+    PasswordResetDisabled,
+)
+from authsvc.security.passwords import PasswordHasher
+from authsvc.services import audit
+from authsvc.services.account_links import RESET_PASSWORD, AccountLinks
+from authsvc.services.context import RequestContext
+from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.users import UserService, normalize_email, normalize_username
+from authsvc.store.account_tokens import AccountTokenRepository
+from authsvc.store.models import User
+from authsvc.store.repositories import UserRepository
+
+RESET_ACTOR = "password_reset"
+
+
+class PasswordRecovery:
+    def __init__(
+        self,
+        settings: Settings,
+        users: UserService,
+        passwords: PasswordHasher,
+        links: AccountLinks,
+        limiter: RateLimiter,
+    ) -> None:
+        self.settings = settings
+        self.users = users
+        self.passwords = passwords
+        self.links = links
+        self.limiter = limiter
+
+    def _check_enabled(self) -> None:
+        if not self.links.outbox.enabled:
+            raise PasswordResetDisabled()
+
+    async def forgot(
+        self, db: AsyncSession, email: str | None, username: str | None, ctx: RequestContext
+    ) -> None:
+        """Mail a reset link to the account's address if there is such an active account.
+        Nothing in the answer or its cost says whether there was."""
+        self._check_enabled()
+        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        token = self.links.tokens.new()
+        self.links.tokens.digest(token)  # the work `issue` repeats for a real account
+        user = await self._find(db, email, username)
+        if user is None or not user.is_active or user.email is None:
+            return
+        address = user.email
+        if not await self.limiter.mail_allowed(str(user.id), ctx.now):
+            return
+        link = await self.links.issue(db, user, address, RESET_PASSWORD, token, ctx.now)
+        minutes = str(max(1, self.settings.password_reset_ttl // 60))
+        mail = self.links.mail(
+            "reset_password", address, username=user.username, link=link, minutes=minutes
+        )
+        self.links.enqueue_after_commit(db, mail)
+        await audit.record(
+            db,
+            ctx.now,
+            audit.Entry(audit.PASSWORD_RESET_REQUESTED, user.id, user.username, ip=ctx.ip),
+        )
+
+    async def _find(self, db: AsyncSession, email: str | None, username: str | None) -> User | None:
+        users = UserRepository(db)
+        try:
+            if email is not None:
+                return await users.by_email(normalize_email(email))
+            if username is not None:
+                return await users.by_username(normalize_username(username))
+        except (InvalidEmail, InvalidUsername):
+            # No account has a malformed name; answering 400 here would be the same answer
+            # for everyone too, but one path is simpler to keep equal.
+            return None
+        return None
+
+    async def reset(
+        self, db: AsyncSession, token: str, new_password: str, ctx: RequestContext
+    ) -> User:
+        """Set the new password with a reset link, once; revoke every session of the user.
+        InvalidAccountLink (unknown, used, expired, or the account changed since) says no
+        more. A password the policy refuses leaves the link usable."""
+        self._check_enabled()
+        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        # The password is checked and hashed before the transaction begins (no lock held while
+        # hashing); a refusal is raised only once the link is known good, so a bad link says
+        # only that. Raising rolls the request back, so the link stays usable.
+        refused: PasswordPolicyError | None = None
+        try:
+            self.users.check_password_policy(new_password)
+        except PasswordPolicyError as exc:
+            refused = exc
+        password_hash = None if refused else await self.passwords.hash(new_password)
+        row = await self.links.redeem(db, token, RESET_PASSWORD, ctx.now)
+        user = await UserRepository(db).by_id(row.user_id) if row is not None else None
+        if row is None or user is None or not user.is_active or user.email != row.email:
+            raise InvalidAccountLink()
+        if refused is not None or password_hash is None:
+            raise refused or PasswordPolicyError()
+        # Any other reset link mailed before dies with this one.
+        await AccountTokenRepository(db).void_for_user(user.id, RESET_PASSWORD, ctx.now)
+        return await self.users.replace_password_hash(db, user, password_hash, ctx.now, RESET_ACTOR)
