@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
+from authsvc.clock import MovableClock
 from authsvc.services import audit
 from authsvc.services.admin import ADMIN_ROLE
 from authsvc.store.models import AuditEvent, MfaChallenge, RecoveryCode, TotpCredential
@@ -29,6 +31,7 @@ from tests.test_authorization_code import (  # noqa: F401 - flow is a fixture
     request_params,
     sign_in,
 )
+from tests.test_kek_rotation import KEK_A, KEK_B, _serve, _settings
 from tests.test_oauth import make_client, token
 
 pytestmark = pytest.mark.anyio
@@ -437,3 +440,25 @@ async def test_the_hosted_login_page_asks_for_the_code_before_issuing_a_code(
     )
     assert json_reuse.status_code == 401
     assert json_reuse.json()["error"] == "invalid_mfa_token"
+
+
+# -- the key-encryption key ----------------------------------------------------------------------
+
+
+async def test_totp_secrets_survive_a_kek_rotation_and_are_rewrapped(
+    database_url: str, tmp_path: Path, clock: MovableClock
+) -> None:
+    async with _serve(_settings(database_url, tmp_path, KEK_A), clock) as harness:
+        await harness.create_user()
+        enrolled = await enable_totp(harness)
+    rotated = _settings(database_url, tmp_path, KEK_B, KEK_A)
+    async with _serve(rotated, clock) as harness:
+        signed_in = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+        assert signed_in.status_code == 200, signed_in.text
+        async with harness.state.database.transaction() as db:
+            report = await harness.state.secrets.rewrap(db, clock.now())
+        assert any(item.startswith("TOTP secret of user") for item in report.rewrapped)
+    clock.advance(30)
+    async with _serve(_settings(database_url, tmp_path, KEK_B), clock) as harness:
+        signed_in = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+        assert signed_in.status_code == 200, signed_in.text
