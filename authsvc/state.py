@@ -27,6 +27,7 @@ from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
+from authsvc.services.passkeys import PasskeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.refresh import RefreshService
 from authsvc.services.secrets import SecretService
@@ -61,6 +62,7 @@ class AppState:
     admin_access: AdminAccess
     authorize: AuthorizeService
     csrf: CsrfTokens
+    passkeys: PasskeyService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -124,6 +126,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         admin_access=AdminAccess(issuer, checker),
         authorize=AuthorizeService(settings, clients, login, issuer, codes),
         csrf=CsrfTokens(lambda: secrets.hmac.login_page),
+        passkeys=PasskeyService(settings, checker, login, limiter, metrics),
     )
 
 

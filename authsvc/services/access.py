@@ -138,7 +138,6 @@ def is_client_token(claims: AccessClaims) -> bool:
     return claims.sub == claims.client_id
 
 
-
 def _dpop_scheme(presented: Presented) -> bool:
     """RFC 9449 section 7.1: a request under the DPoP scheme gets DPoP's challenge."""
     return isinstance(presented, AccessCredential) and presented.scheme == DPOP
