@@ -178,7 +178,9 @@ def verify_registration(
         raise PasskeyRejected(f"registration: {type(exc).__name__}: {exc}"[:200]) from exc
     response = credential.get("response")
     raw = response.get("transports") if isinstance(response, dict) else None
-    transports = [t for t in raw if isinstance(t, str) and t in _TRANSPORTS] if raw else []
+    # A hint only (section 5.2.1.2): kept when it is a list of known names, else dropped.
+    listed = raw if isinstance(raw, list) else []
+    transports = [t for t in listed if isinstance(t, str) and t in _TRANSPORTS]
     return NewCredential(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
