@@ -148,13 +148,22 @@ def registration_options(
     return result
 
 
-def authentication_options(rp: RelyingParty, challenge: bytes) -> dict[str, Any]:
-    """PublicKeyCredentialRequestOptions (section 5.5) for a discoverable credential: no
-    allowCredentials, so nothing about any account is disclosed."""
+def authentication_options(
+    rp: RelyingParty,
+    challenge: bytes,
+    allow: list[tuple[bytes, list[str] | None]] | None = None,
+) -> dict[str, Any]:
+    """PublicKeyCredentialRequestOptions (section 5.5). For sign-in, a discoverable credential:
+    no allowCredentials, so nothing about any account is disclosed. `allow` lists a known
+    user's passkeys (a second factor, after the password named the user)."""
     options = generate_authentication_options(
         rp_id=rp.id,
         challenge=challenge,
         timeout=rp.timeout_ms,
+        allow_credentials=[
+            PublicKeyCredentialDescriptor(id=cid, transports=_transports(transports))
+            for cid, transports in allow or []
+        ],
         user_verification=UserVerificationRequirement.REQUIRED,
     )
     result: dict[str, Any] = json.loads(options_to_json(options))

@@ -186,6 +186,18 @@ class PasskeyService:
         self.metrics.login("success")
         return await self.login.sign(db, user, session, token, expires_at, ctx, grant)
 
+    async def second_factor_options(
+        self, db: AsyncSession, user: User, ctx: RequestContext
+    ) -> dict[str, Any]:
+        """Request options for a user already identified by their password: a challenge bound
+        to them, their passkeys allowed. The answer goes to `check_assertion(..., SECOND_FACTOR,
+        user, ...)`."""
+        challenge = await self._new_challenge(db, SECOND_FACTOR, user.id, ctx)
+        existing = await PasskeyRepository(db).for_user(user.id)
+        return webauthn.authentication_options(
+            self.rp, challenge, [(p.credential_id, p.transports) for p in existing]
+        )
+
     async def check_assertion(
         self,
         db: AsyncSession,
