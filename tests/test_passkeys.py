@@ -483,3 +483,21 @@ async def test_assertion_as_a_second_factor_is_bound_to_the_user(harness: Harnes
     assert await attempt(alices_key) == "alice"
     assert await attempt(bobs_key) == "refused"
     assert await attempt(alices_key, login_challenge=True) == "refused"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"rate_limit_enabled": True, "rate_limit_login_per_ip": 3}]
+)
+async def test_passkey_sign_in_shares_the_login_budget_per_address(harness: Harness) -> None:
+    await harness.create_user()
+    tokens = await harness.login()  # one of the three
+    authenticator = SoftAuthenticator()
+    await register(harness, tokens["access_token"], authenticator)
+    options = await login_options(harness)  # two
+    assert (await login_verify(harness, authenticator.get(options))).status_code == 200  # three
+    refused = await harness.client.post("/auth/passkeys/login/options")
+    assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+    password = await harness.client.post(
+        "/auth/login", json={"username": "alice", "password": "whatever it is"}
+    )
+    assert password.status_code == 429
