@@ -22,6 +22,7 @@ from authsvc.api import (
     health,
     metrics,
     oauth,
+    passkeys,
     revocations,
     sessions,
     userinfo,
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(revocations.router)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(passkeys.router)
     app.include_router(oauth.router)
     app.include_router(userinfo.router)
     app.include_router(end_session.router)

@@ -31,6 +31,7 @@ from authsvc.services.keys import KeyService
 from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
 from authsvc.services.oauth import OAuthService
+from authsvc.services.passkeys import PasskeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
@@ -70,6 +71,7 @@ class AppState:
     outbox: Outbox
     signup: SignupService
     recovery: PasswordRecovery
+    passkeys: PasskeyService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -141,6 +143,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         outbox=outbox,
         signup=SignupService(settings, users, passwords, links, limiter),
         recovery=PasswordRecovery(settings, users, passwords, links, limiter),
+        passkeys=PasskeyService(settings, checker, login, limiter, metrics),
     )
 
 
