@@ -23,6 +23,7 @@ from authsvc.api import (
     metrics,
     mfa,
     oauth,
+    passkeys,
     revocations,
     sessions,
     userinfo,
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(mfa.router)
+    app.include_router(passkeys.router)
     app.include_router(oauth.router)
     app.include_router(userinfo.router)
     app.include_router(end_session.router)

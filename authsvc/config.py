@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     rate_limit_account_per_ip: int = Field(10, ge=1)
     rate_limit_mail_per_account: int = Field(3, ge=1)
     rate_limit_mail_window_seconds: int = Field(3600, ge=1)
+    # Passkeys (WebAuthn, docs/passkeys.md): the relying party id (a domain; default: the
+    # issuer's host) and name, the origins a ceremony may come from (commas; default: the
+    # issuer's origin), and how long a ceremony's challenge stays usable, seconds.
+    passkey_rp_id: str | None = None
+    passkey_rp_name: str = "authsvc"
+    passkey_origins: str = ""
+    passkey_challenge_ttl: int = Field(300, ge=30, le=3600)
 
     @field_validator("issuer")
     @classmethod
@@ -267,6 +274,19 @@ class Settings(BaseSettings):
         own = f"{scheme}://{rest.split('/', 1)[0]}"
         extra = (o.strip().rstrip("/") for o in self.allowed_origins.split(","))
         return frozenset({own, *(o for o in extra if o)})
+
+    @property
+    def passkey_relying_party_id(self) -> str:
+        return self.passkey_rp_id or urlsplit(self.issuer).hostname or "localhost"
+
+    @property
+    def passkey_origin_list(self) -> list[str]:
+        """WebAuthn L3 section 7.1 step 9: the origins clientDataJSON may name."""
+        listed = [origin.rstrip("/") for origin in _split(self.passkey_origins)]
+        if listed:
+            return listed
+        scheme, _, rest = self.issuer.partition("://")
+        return [f"{scheme}://{rest.split('/', 1)[0]}"]
 
     @property
     def docs_enabled(self) -> bool:

@@ -50,6 +50,21 @@ class InvalidCredentials(AuthError):
     default_message = "Invalid username or password."
 
 
+class PasskeyInvalid(AuthError):
+    """A passkey (WebAuthn) response that does not verify: unknown or spent challenge, wrong
+    origin, bad signature, unknown credential, counter gone backwards. One answer for all."""
+
+    code = "passkey_invalid"
+    status = 401
+    default_message = "The passkey could not be verified."
+
+
+class PasskeyRegistrationInvalid(PasskeyInvalid):
+    """The same at registration, where the caller is already authenticated: a bad request."""
+
+    status = 400
+
+
 class InvalidRefreshToken(AuthError):
     code = "invalid_refresh_token"
     status = 401

@@ -34,6 +34,7 @@ from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
 from authsvc.services.mfa import MfaService
 from authsvc.services.oauth import OAuthService
+from authsvc.services.passkeys import PasskeyService
 from authsvc.services.ratelimit import RateLimiter
 from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
@@ -74,6 +75,7 @@ class AppState:
     signup: SignupService
     recovery: PasswordRecovery
     mfa: MfaService
+    passkeys: PasskeyService
 
 
 def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
@@ -151,6 +153,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         signup=SignupService(settings, users, passwords, links, limiter),
         recovery=PasswordRecovery(settings, users, passwords, links, limiter),
         mfa=mfa,
+        passkeys=PasskeyService(settings, checker, login, limiter, metrics),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -153,3 +153,27 @@ class AcceptedResponse(BaseModel):
 
     status: Literal["accepted"] = "accepted"
     message: str
+
+
+class PasskeyRegisterRequest(BaseModel):
+    # The PublicKeyCredential from navigator.credentials.create(), as JSON (WebAuthn L3
+    # section 5.1.8 toJSON: base64url members).
+    credential: dict[str, Any]
+    name: str | None = Field(None, max_length=64)
+
+
+class PasskeyLoginRequest(BaseModel):
+    # The PublicKeyCredential from navigator.credentials.get(), as JSON.
+    credential: dict[str, Any]
+
+
+class PasskeyInfo(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    transports: list[str]
+
+
+class PasskeysResponse(BaseModel):
+    passkeys: list[PasskeyInfo]

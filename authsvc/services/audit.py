@@ -44,6 +44,12 @@ EMAIL_VERIFIED: Final = "email_verified"
 PASSWORD_RESET_REQUESTED: Final = "password_reset_requested"  # noqa: S105 (an event name)
 CLIENT_CREATED: Final = "client_created"
 CLIENT_DELETED: Final = "client_deleted"
+PASSKEY_REGISTERED: Final = "passkey_registered"
+PASSKEY_REGISTRATION_FAILED: Final = "passkey_registration_failed"
+PASSKEY_REMOVED: Final = "passkey_removed"
+# An otherwise valid assertion whose signature counter did not increase: possibly a cloned
+# authenticator (WebAuthn L3 section 6.1.1); the login is refused.
+PASSKEY_COUNTER_REGRESSED: Final = "passkey_counter_regressed"
 CLIENT_SECRET_ROTATED: Final = "client_secret_rotated"  # noqa: S105 (an event name)
 MFA_ENROLLMENT_STARTED: Final = "mfa_enrollment_started"
 MFA_ENABLED: Final = "mfa_enabled"

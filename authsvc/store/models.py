@@ -363,3 +363,40 @@ class AuditEvent(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_user_id", "user_id"),
     )
+
+
+class Passkey(Base):
+    """A WebAuthn credential of a user (a passkey): its public key and signature counter."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023))
+    # The COSE_Key as the authenticator sent it at registration.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    transports: Mapped[list[str] | None] = mapped_column(JSON)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_passkeys_user_id", "user_id"),
+        UniqueConstraint("credential_id", name="uq_passkeys_credential_id"),
+    )
+
+
+class PasskeyChallenge(Base):
+    """A ceremony's challenge, by its SHA-256 digest, until it is used once or expires.
+    `user_id` binds a registration challenge to the user who asked for it; login challenges
+    (discoverable credentials: the user is not known yet) have none."""
+
+    __tablename__ = "passkey_challenges"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_passkey_challenges_expires_at", "expires_at"),)

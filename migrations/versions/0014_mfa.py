@@ -4,7 +4,7 @@ authentication methods (RFC 8176 amr) of sessions and authorization codes.
 Existing sessions and codes keep NULL amr, read as a password sign-in.
 
 Revision ID: 0014_mfa
-Revises: 0013_account_tokens
+Revises: 0015_passkeys
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from authsvc.store.models import UTCDateTime
 
 revision: str = "0014_mfa"
-down_revision: str | None = "0013_account_tokens"
+down_revision: str | None = "0015_passkeys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
