@@ -341,6 +341,7 @@ class MfaChallenge(Base):
     __table_args__ = (
         UniqueConstraint("digest", name="uq_mfa_challenges_digest"),
         Index("ix_mfa_challenges_expires_at", "expires_at"),
+        Index("ix_mfa_challenges_user_id", "user_id"),
     )
 
 

@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("digest", name="uq_mfa_challenges_digest"),
     )
     op.create_index("ix_mfa_challenges_expires_at", "mfa_challenges", ["expires_at"])
+    op.create_index("ix_mfa_challenges_user_id", "mfa_challenges", ["user_id"])
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("amr", sa.String(64), nullable=True))
     with op.batch_alter_table("authorization_codes") as batch:
@@ -77,6 +78,7 @@ def downgrade() -> None:
         batch.drop_column("amr")
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("amr")
+    op.drop_index("ix_mfa_challenges_user_id", table_name="mfa_challenges")
     op.drop_index("ix_mfa_challenges_expires_at", table_name="mfa_challenges")
     op.drop_table("mfa_challenges")
     op.drop_index("ix_recovery_codes_user_id", table_name="recovery_codes")
