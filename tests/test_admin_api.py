@@ -33,6 +33,7 @@ OPERATIONS = [
     ("PATCH", f"/admin/users/{_SOME_ID}"),
     ("DELETE", f"/admin/users/{_SOME_ID}"),
     ("POST", f"/admin/users/{_SOME_ID}/password"),
+    ("DELETE", f"/admin/users/{_SOME_ID}/mfa"),
     ("GET", f"/admin/users/{_SOME_ID}/sessions"),
     ("DELETE", f"/admin/sessions/{_SOME_ID}"),
     ("GET", "/admin/clients"),
