@@ -400,4 +400,7 @@ class PasskeyChallenge(Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_passkey_challenges_expires_at", "expires_at"),)
+    __table_args__ = (
+        Index("ix_passkey_challenges_expires_at", "expires_at"),
+        Index("ix_passkey_challenges_user_id", "user_id"),
+    )

@@ -47,9 +47,11 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_passkey_challenges_expires_at", "passkey_challenges", ["expires_at"])
+    op.create_index("ix_passkey_challenges_user_id", "passkey_challenges", ["user_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_passkey_challenges_user_id", table_name="passkey_challenges")
     op.drop_index("ix_passkey_challenges_expires_at", table_name="passkey_challenges")
     op.drop_table("passkey_challenges")
     op.drop_index("ix_passkeys_user_id", table_name="passkeys")
