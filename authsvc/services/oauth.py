@@ -25,7 +25,7 @@ from authsvc.services.clients import ClientCredentials, ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.grants.client_credentials import ClientCredentialsGrant
 from authsvc.services.id_tokens import IdTokenService
-from authsvc.services.issuer import Grant, TokenIssuer, TokenPair
+from authsvc.services.issuer import TokenIssuer, TokenPair
 from authsvc.services.login import LoginService
 from authsvc.services.refresh import RefreshService
 from authsvc.services.userinfo import USERINFO_CLAIMS
@@ -120,11 +120,13 @@ class OAuthService:
         password = _required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
         return await self.login.login(
-            db, username, password, ctx, self.grant(client, scope, ctx), second_factor="refuse"
+            db,
+            username,
+            password,
+            ctx,
+            self.clients.grant(client, scope, ctx),
+            second_factor="refuse",
         )
-
-    def grant(self, client: OAuthClient, scope: str | None, ctx: RequestContext) -> Grant:
-        return self.clients.grant(client, scope, ctx)
 
     async def _refresh(
         self,
@@ -135,7 +137,7 @@ class OAuthService:
     ) -> TokenPair:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
         refresh_token = _required(params, "refresh_token")
-        grant = self.grant(client, _normal_scope(params.get("scope")), ctx)
+        grant = self.clients.grant(client, _normal_scope(params.get("scope")), ctx)
         pair = await self.refresh.refresh(db, refresh_token, ctx, grant)
         return await self.id_tokens.on_refresh(db, pair, client.client_id, ctx.now)
 
