@@ -9,12 +9,14 @@ carrying `error`, `state` and `iss`. A redirect that answers a POST is a 303 (RF
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from authsvc.api.deps import Context, State, write_scope
+from authsvc.api.errors import DATABASE_ERRORS, database_outage
 from authsvc.api.oauth_params import FORM_TYPE, MAX_FIELDS
 from authsvc.api.pages import consent_page, error_page, login_page, mfa_page, page_headers
 from authsvc.config import Settings
@@ -26,6 +28,8 @@ from authsvc.errors import (
     InvalidMfaToken,
     OAuthError,
     RateLimited,
+    ServiceUnavailable,
+    TemporarilyUnavailable,
 )
 from authsvc.services.authorize import (
     AUTHORIZE_PARAMS,
@@ -35,6 +39,8 @@ from authsvc.services.authorize import (
     Target,
 )
 from authsvc.state import AppState
+
+log = logging.getLogger("authsvc.errors")
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 
@@ -54,6 +60,7 @@ _BAD_CODE = "That code is not valid. Try the current code from your app."
 _CODE_MISSING = "Enter the code from your authenticator app, or a recovery code."
 _MFA_EXPIRED = "Your sign-in has expired or had too many wrong codes. Sign in again."
 _MFA_THROTTLED = "Too many wrong codes. Wait a while and try again."
+_UNAVAILABLE = "Sign-in is unavailable for a moment. Try again shortly."
 
 
 def _secure(settings: Settings) -> bool:
@@ -119,6 +126,26 @@ def _error_redirect(target: Target, settings: Settings, exc: OAuthError, post: b
     return _redirect_to(
         target, settings, {"error": exc.code, "error_description": exc.message}, post
     )
+
+
+def _unavailable(
+    exc: BaseException, target: Target | None, settings: Settings, post: bool
+) -> Response:
+    """The database is away or slow. RFC 6749 section 4.1.2.1 has temporarily_unavailable
+    because a redirect cannot carry a 503: the client hears it at its redirect URI. Until the
+    client and its redirect URI are read from the database there is nowhere safe to send the
+    user, so they get a 503 page."""
+    log.warning("database unavailable: %s", type(exc).__name__)
+    if target is None:
+        busy = ServiceUnavailable()
+        return error_page(_UNAVAILABLE, busy.status, busy.headers)
+    return _error_redirect(target, settings, TemporarilyUnavailable(), post)
+
+
+async def _read_target(state: AppState, params: AuthorizationParams) -> Target:
+    # In a read-only transaction: no write lock is held while the password is hashed.
+    async with state.database.read() as reader:
+        return await state.authorize.target(reader, params)
 
 
 class _Page:
@@ -241,16 +268,22 @@ async def authorize(request: Request, state: State, ctx: Context) -> Response:
     if params is None:
         return error_page(InvalidAuthorizationTarget.default_message, 400)
     page = _Page(request, state)
-    async with write_scope(state.database) as db:
-        try:
-            target = await state.authorize.target(db, params)
-        except InvalidAuthorizationTarget as exc:
-            return error_page(exc.message, exc.status)
-        try:
-            authz = state.authorize.request(target, params)
-            outcome = await state.authorize.begin(db, authz, page.login, ctx)
-        except OAuthError as exc:
-            return _error_redirect(target, state.settings, exc, post=False)
+    target: Target | None = None
+    try:
+        async with write_scope(state.database) as db:
+            try:
+                target = await state.authorize.target(db, params)
+            except InvalidAuthorizationTarget as exc:
+                return error_page(exc.message, exc.status)
+            try:
+                authz = state.authorize.request(target, params)
+                outcome = await state.authorize.begin(db, authz, page.login, ctx)
+            except OAuthError as exc:
+                return _error_redirect(target, state.settings, exc, post=False)
+    except DATABASE_ERRORS as exc:
+        if not database_outage(exc):
+            raise
+        return _unavailable(exc, target, state.settings, post=False)
     return page.render(authz, outcome, post=False)
 
 
@@ -263,13 +296,14 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         return error_page(InvalidAuthorizationTarget.default_message, 400)
     page = _Page(request, state)
     values = params.values
-    # The client is read first, in a read-only transaction: no write lock is held while the
-    # password is hashed.
-    async with state.database.read() as reader:
-        try:
-            target = await state.authorize.target(reader, params)
-        except InvalidAuthorizationTarget as exc:
-            return error_page(exc.message, exc.status)
+    try:
+        target = await _read_target(state, params)
+    except InvalidAuthorizationTarget as exc:
+        return error_page(exc.message, exc.status)
+    except DATABASE_ERRORS as exc:
+        if not database_outage(exc):
+            raise
+        return _unavailable(exc, None, state.settings, post=True)
     try:
         authz = state.authorize.request(target, params)
         _check_csrf(request, page, values.get("csrf_token"))
@@ -337,6 +371,10 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
             status=429,
             headers=exc.headers,
         )
+    except DATABASE_ERRORS as exc:
+        if not database_outage(exc):
+            raise
+        return _unavailable(exc, target, state.settings, post=True)
     return page.render(authz, outcome, post=True)
 
 

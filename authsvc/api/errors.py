@@ -84,6 +84,25 @@ def _shaped_route(request: Request) -> ShapedErrorRoute | None:
     return route if isinstance(route, ShapedErrorRoute) else None
 
 
+# What the database being away or slow may raise; database_outage tells which of these are.
+# OSError: asyncpg connecting to an unreachable server (TimeoutError is one).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError, OSError)
+
+
+def database_outage(exc: BaseException) -> bool:
+    """Whether `exc` is the database being away or slow (503, retry later), not our bug (500).
+
+    asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain DBAPIErrors,
+    told apart by their SQLSTATE; it raises plain OSError / TimeoutError while connecting to an
+    unreachable server."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | OSError):
+        return True  # OSError includes TimeoutError
+    if isinstance(exc, DBAPIError):
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+        return sqlstate.startswith(TRANSIENT_SQLSTATE)
+    return False
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     # Name the fields at fault, never echo their values: they may be passwords or tokens.
     parts = []
@@ -114,17 +133,15 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
-    async def on_database(_: Request, exc: Exception) -> JSONResponse:
+    async def on_database(request: Request, exc: Exception) -> Response:
+        if not database_outage(exc):
+            return await on_unexpected(request, exc)
         log.warning("database unavailable: %s", type(exc).__name__)
-        return render(ServiceUnavailable())
-
-    async def on_dbapi(request: Request, exc: Exception) -> JSONResponse:
-        # asyncpg reports statement and lock timeouts, deadlocks and shutdowns as plain
-        # DBAPIErrors; they are the database being slow or away (503), not our bug (500).
-        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
-        if sqlstate.startswith(TRANSIENT_SQLSTATE):
-            return await on_database(request, exc)
-        return await on_unexpected(request, exc)
+        # A shaped route answers in its own terms: temporarily_unavailable on /oauth
+        # (RFC 6749 section 4.1.2.1 defines it; the token endpoint sends it with the 503).
+        unavailable = ServiceUnavailable()
+        route = _shaped_route(request)
+        return render(unavailable) if route is None else route.render_error(unavailable)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -133,11 +150,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(OperationalError, on_database)
-    app.add_exception_handler(PoolTimeoutError, on_database)
-    app.add_exception_handler(InterfaceError, on_database)
-    app.add_exception_handler(DBAPIError, on_dbapi)
-    # asyncpg raises plain OSError / TimeoutError while connecting to an unreachable server.
-    app.add_exception_handler(OSError, on_database)
-    app.add_exception_handler(TimeoutError, on_database)
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, on_database)
     app.add_exception_handler(Exception, on_unexpected)

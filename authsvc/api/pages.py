@@ -166,6 +166,6 @@ def consent_page(
     return _page("Allow access?", main, 200, redirect_uri)
 
 
-def error_page(message: str, status: int) -> HTMLResponse:
+def error_page(message: str, status: int, headers: Mapping[str, str] | None = None) -> HTMLResponse:
     main = f'<h1>Cannot continue</h1><p role="alert">{escape(message)}</p>'
-    return _page("Cannot continue", main, status, None)
+    return _page("Cannot continue", main, status, None, headers)
