@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from authsvc.store.access import access_user_in_session, access_values
+from authsvc.store.admin import UserAdminRepository
 from authsvc.store.audit import AuditRepository
 from authsvc.store.db import create_engine, upgrade
 from authsvc.store.repositories import (
@@ -203,6 +204,28 @@ async def test_prune_deletes_use_indexes(engine: AsyncEngine) -> None:
         assert await DenylistRepository(db).delete_expired(NOW, 1000) == 1000
         assert await RevocationEventRepository(db).delete_expired(NOW, 1000) == 1000
         assert await AuditRepository(db).delete_older_than(NOW - timedelta(days=365), 100) == 100
+
+    await assert_indexed(engine, work)
+
+
+async def test_audit_trail_by_user_uses_indexes(engine: AsyncEngine) -> None:
+    """`authsvc audit --user` and `GET /admin/audit?user=` match the user's id or recorded
+    name (services/admin.py), newest first, paged by (at, id); for a deleted user the id is
+    the one last recorded under the name."""
+
+    async def work(db: AsyncSession) -> None:
+        audit = AuditRepository(db)
+        user, name = seeded_uuid("u", 4321), "quser4321"
+        assert await UserAdminRepository(db).recorded_user_id(name) == user
+        await audit.find(user_id=user, limit=101)
+        await audit.find(username="quser-never", limit=101)
+        first = await audit.find(user_id=user, username=name, limit=101)
+        assert first and all(e.username == name for e in first)
+        last = first[-1]
+        await audit.find(user_id=user, username=name, before=(last.at, last.id), limit=101)
+        await audit.find(
+            user_id=user, username=name, event="logout", since=NOW - timedelta(days=7), limit=101
+        )
 
     await assert_indexed(engine, work)
 

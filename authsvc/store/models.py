@@ -363,6 +363,8 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_user_id", "user_id"),
+        # The trail by user matches the id or the recorded name (store/audit.py).
+        Index("ix_audit_events_username", "username"),
     )
 
 
