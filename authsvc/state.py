@@ -114,7 +114,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
     codes = AuthorizationCodes(lambda: secrets.hmac.authorization_code)
-    authorize = AuthorizeService(settings, clients, login, issuer, codes, mfa)
+    authorize = AuthorizeService(settings, clients, login, issuer, codes, mfa, logout)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )

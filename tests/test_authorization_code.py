@@ -18,13 +18,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
+from sqlalchemy import select
 
 from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import Settings
 from authsvc.security.authorization_codes import s256
+from authsvc.services.authorize import BROWSER_CLIENT
 from authsvc.services.maintenance import prune
 from authsvc.state import AppState
+from authsvc.store.models import AuditEvent, RevocationEvent, Session
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.anyio
@@ -347,6 +350,58 @@ async def test_not_you_signs_out_and_shows_the_login_form(flow: Flow) -> None:
     assert "__Host-authsvc_login" not in flow.http.cookies
     again = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
     assert 'name="password"' in again.text
+
+
+async def browser_sign_in_ended(flow: Flow) -> tuple[AuditEvent, RevocationEvent]:
+    """The logout audit row and the feed event of the one browser sign-in, which has ended."""
+    async with flow.state.database.read() as db:
+        session = (
+            await db.execute(select(Session).where(Session.client_id == BROWSER_CLIENT))
+        ).scalar_one()
+        assert session.revoked_at is not None
+        audited = (
+            await db.execute(
+                select(AuditEvent).where(
+                    AuditEvent.session_id == session.id, AuditEvent.event == "logout"
+                )
+            )
+        ).scalar_one()
+        fed = (
+            await db.execute(
+                select(RevocationEvent).where(RevocationEvent.value == str(session.id))
+            )
+        ).scalar_one()
+    assert audited.user_id == session.user_id
+    assert audited.details is not None and audited.details["client_id"] == BROWSER_CLIENT
+    assert audited.details["sessions_revoked"] == 1
+    assert fed.kind == "sid"
+    return audited, fed
+
+
+async def test_not_you_is_audited_and_fed_like_any_logout(flow: Flow) -> None:
+    client_id, _ = await flow.client(first_party=False)
+    _, challenge = pkce()
+    page = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    consent = await sign_in(flow, page)
+    await flow.http.post("/oauth/authorize", data={**form_fields(consent), "action": "logout"})
+    audited, _ = await browser_sign_in_ended(flow)
+    assert audited.ip == "203.0.113.9" and audited.details == {
+        "scope": "local",
+        "sessions_revoked": 1,
+        "client_id": BROWSER_CLIENT,
+        "via": "logout",
+    }
+
+
+async def test_rp_initiated_logout_audits_the_browser_sign_in_it_ends(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    code = await code_for(flow, client_id, challenge)
+    tokens = (await exchange(flow, client_id, code, verifier)).json()
+    out = await flow.http.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    assert out.status_code == 200, out.text
+    audited, _ = await browser_sign_in_ended(flow)
+    assert audited.details is not None and audited.details["via"] == "end_session"
 
 
 async def test_max_age_and_prompt_consent(flow: Flow) -> None:

@@ -336,7 +336,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                 )
             elif action == "logout":
                 # "Not you?" on the consent page: end this browser's sign-in, ask again.
-                await state.authorize.sign_out(db, page.login, ctx)
+                await state.authorize.sign_out(db, page.login, ctx, "logout")
                 return clear_login_cookie(page.login_form(authz), state.settings)
             else:
                 outcome = await state.authorize.decide(

@@ -37,6 +37,7 @@ from authsvc.services.clients import ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant, TokenIssuer
 from authsvc.services.login import LoginService
+from authsvc.services.logout import LogoutService
 from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_AUTHORIZE, MfaService
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.clients import ClientRepository
@@ -128,6 +129,7 @@ class AuthorizeService:
         issuer: TokenIssuer,
         codes: AuthorizationCodes,
         mfa: MfaService,
+        logout: LogoutService,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -135,6 +137,7 @@ class AuthorizeService:
         self.issuer = issuer
         self.codes = codes
         self.mfa = mfa
+        self.logout = logout
 
     # -- the request -------------------------------------------------------------------------
 
@@ -313,10 +316,26 @@ class AuthorizeService:
             raise AccessDenied("The user declined.")
         return await self._signed_in(db, request, user, ctx, consented=True)
 
-    async def sign_out(self, db: AsyncSession, cookie: str | None, ctx: RequestContext) -> None:
+    async def sign_out(
+        self, db: AsyncSession, cookie: str | None, ctx: RequestContext, reason: str
+    ) -> None:
+        """End this browser's sign-in as a logout of its session, by the rule every logout
+        follows (LogoutService.revoke): the revocation feed hears of it and the audit trail
+        records a `logout`. `reason` is what ended it ("logout" for the consent page's
+        "Not you?", "end_session" for RP-initiated logout)."""
         user = await self.signed_in(db, cookie, ctx.now)
-        if user is not None:
-            await self._end(db, user.session_id, ctx, "logout")
+        if user is None:
+            return
+        await self.logout.revoke(
+            db,
+            ctx,
+            user.user_id,
+            user.session_id,
+            [user.session_id],
+            reason,
+            "local",
+            details={"client_id": BROWSER_CLIENT, "via": reason},
+        )
 
     async def signed_in(
         self, db: AsyncSession, cookie: str | None, now: datetime

@@ -112,7 +112,7 @@ class EndSessionService:
             return True
         if signed_in.user_id != _uuid(hint.sub):
             return False
-        await self.authorize.sign_out(db, cookie, ctx)
+        await self.authorize.sign_out(db, cookie, ctx, REASON)
         return True
 
     async def _revoke(self, db: AsyncSession, hint: IdTokenHint, ctx: RequestContext) -> None:
