@@ -101,11 +101,11 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     metrics.watch_state(lambda: _state_gauges(database, keys, clock))
     limiter = RateLimiter.from_settings(settings, metrics)
     issuer = TokenIssuer(settings, keys, access, refresh)
-    dpop = DPoPService(settings, lambda: secrets.hmac.dpop_nonce)
+    dpop = DPoPService(settings, secrets)
     checker = AccessService(database, issuer, dpop)
     mfa = MfaService(
         TotpSecrets(secrets.keks, urlsplit(settings.issuer).hostname or "authsvc"),
-        OneTimeSecrets(lambda: secrets.hmac.mfa_digest),
+        OneTimeSecrets(secrets),
         checker,
     )
     login = LoginService(settings, database, passwords, issuer, limiter, metrics, mfa)
@@ -113,16 +113,14 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
-    codes = AuthorizationCodes(lambda: secrets.hmac.authorization_code)
+    codes = AuthorizationCodes(secrets)
     authorize = AuthorizeService(settings, clients, login, issuer, codes, mfa, logout)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
     code_grant = AuthorizationCodeGrant(settings, clients, login, codes, id_tokens)
     outbox = Outbox(settings, transport_for(settings))
-    links = AccountLinks(
-        settings, AccountTokens(lambda: secrets.hmac.account_token), outbox, limiter
-    )
+    links = AccountLinks(settings, AccountTokens(secrets), outbox, limiter)
     return AppState(
         settings=settings,
         clock=clock,
@@ -148,7 +146,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         admin=UserAdmin(settings, database, users),
         admin_access=AdminAccess(issuer, checker),
         authorize=authorize,
-        csrf=CsrfTokens(lambda: secrets.hmac.login_page),
+        csrf=CsrfTokens(secrets),
         outbox=outbox,
         signup=SignupService(settings, users, passwords, links, limiter),
         recovery=PasswordRecovery(settings, users, passwords, links, limiter),

@@ -20,6 +20,7 @@ from authsvc.jose.dpop import (
     thumbprint,
     verify_proof,
 )
+from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets, new_kek
 from authsvc.services.dpop import DPoPService
 from tests.conftest import PASSWORD, Harness
 from tests.dpop_keys import ProofKey
@@ -463,7 +464,8 @@ async def test_replay_cache_is_shared_through_redis(tmp_path: Any) -> None:
     settings = Settings(
         data_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0", dpop_replay_key_prefix=prefix
     )
-    one, two = DPoPService(settings, lambda: b"k"), DPoPService(settings, lambda: b"k")
+    keys = ServerSecrets(KeyEncryptionKeys(new_kek()))
+    one, two = DPoPService(settings, keys), DPoPService(settings, keys)
     try:
         assert await one.cache.first_use("jti", 5, 0)
         assert not await two.cache.first_use("jti", 5, 0)
@@ -474,7 +476,7 @@ async def test_replay_cache_is_shared_through_redis(tmp_path: Any) -> None:
 
 async def test_redis_down_falls_back_to_process_memory(tmp_path: Any) -> None:
     settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
-    service = DPoPService(settings, lambda: b"k")
+    service = DPoPService(settings, ServerSecrets(KeyEncryptionKeys(new_kek())))
     try:
         assert await service.cache.first_use("jti", 5, 0)
         assert not await service.cache.first_use("jti", 5, 1)

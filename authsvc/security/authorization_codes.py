@@ -1,7 +1,7 @@
 """Authorization codes (RFC 6749 section 4.1.2) and PKCE (RFC 7636), S256 only.
 
 A code is `ac_` + 256 random bits (RFC 9700 section 4.5.3 asks for codes no one can guess) and
-is kept only as an HMAC-SHA256 digest under a server key derived from the KEK.
+is kept only as an HMAC-SHA256 digest under one of the server's HMAC keys (security/opaque.py).
 """
 
 from __future__ import annotations
@@ -9,34 +9,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
-from collections.abc import Callable
 
 from authsvc.jose.jws import b64url_encode
+from authsvc.security.opaque import OpaqueTokens
+from authsvc.security.secrets import ServerSecrets
 
 CODE_PREFIX = "ac_"
-_CODE_SHAPE = re.compile(r"^ac_[A-Za-z0-9_-]{43}$")
 # RFC 7636 section 4.1: code_verifier = 43*128unreserved.
 _VERIFIER_SHAPE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 # An S256 challenge is the base64url SHA-256 of a verifier: always 43 characters.
 _S256_CHALLENGE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
-class AuthorizationCodes:
-    def __init__(self, digest_key: Callable[[], bytes]) -> None:
-        # A source, not the key: the server's HMAC keys are loaded after the app is built.
-        self._key = digest_key
-
-    @staticmethod
-    def new() -> str:
-        return CODE_PREFIX + b64url_encode(secrets.token_bytes(32))
-
-    @staticmethod
-    def well_formed(code: str) -> bool:
-        return bool(_CODE_SHAPE.match(code))
-
-    def digest(self, code: str) -> bytes:
-        return hmac.new(self._key(), code.encode(), hashlib.sha256).digest()
+class AuthorizationCodes(OpaqueTokens):
+    def __init__(self, secrets: ServerSecrets) -> None:
+        super().__init__(CODE_PREFIX, secrets, "authorization_code")
 
 
 def valid_s256_challenge(challenge: str) -> bool:

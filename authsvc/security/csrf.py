@@ -4,27 +4,25 @@ a browser send the cookie but can neither read it nor compute the form value."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 
 from authsvc.jose.jws import b64url_encode
+from authsvc.security.secrets import ServerSecrets
 
 MAX_COOKIE = 64
 
 
 class CsrfTokens:
-    def __init__(self, key: Callable[[], bytes]) -> None:
-        # A source, not the key: the server's HMAC keys are loaded after the app is built.
-        self._key = key
+    def __init__(self, secrets: ServerSecrets) -> None:
+        self._secrets = secrets
 
     @staticmethod
     def new_cookie() -> str:
         return b64url_encode(secrets.token_bytes(32))
 
     def form_token(self, cookie: str) -> str:
-        return b64url_encode(hmac.new(self._key(), cookie.encode(), hashlib.sha256).digest())
+        return b64url_encode(self._secrets.mac("login_page", cookie))
 
     def check(self, cookie: str | None, token: str | None) -> bool:
         """Constant time; a missing or oversized cookie or token never passes."""

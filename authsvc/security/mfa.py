@@ -4,21 +4,21 @@ recovery codes, and the short-lived mfa_token that carries a password check to t
 The TOTP secret has to be read back to check codes, so it is encrypted at rest under the KEK
 ring like the signing keys (security/secrets.py; `authsvc keys rewrap` re-encrypts it). Recovery
 codes and mfa tokens are only ever compared, so only their HMAC-SHA256 digests are kept, under
-one of the server's stored HMAC keys.
+one of the server's stored HMAC keys: an mfa token is an opaque token (security/opaque.py), a
+recovery code is typed by a person and so has its own alphabet and shape.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from datetime import datetime
 
 import pyotp
 import segno
 
-from authsvc.security.secrets import KeyEncryptionKeys
+from authsvc.security.opaque import OpaqueTokens
+from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets
 
 # RFC 6238 section 4: the defaults every authenticator app implements (SHA-1, 6 digits, 30 s).
 DIGITS = 6
@@ -74,19 +74,14 @@ class TotpSecrets:
         return found
 
 
-class OneTimeSecrets:
-    """Recovery codes and mfa tokens: random, shown once, kept as keyed digests."""
+class OneTimeSecrets(OpaqueTokens):
+    """Mfa tokens and recovery codes: random, shown once, kept as digests under one key."""
 
-    def __init__(self, key: Callable[[], bytes]) -> None:
-        # Read when used: the HMAC keys are loaded from the database at start-up.
-        self.key = key
+    def __init__(self, secrets: ServerSecrets) -> None:
+        super().__init__(MFA_TOKEN_PREFIX, secrets, "mfa_digest")
 
-    def digest(self, value: str) -> bytes:
-        return hmac.new(self.key(), value.encode(), hashlib.sha256).digest()
-
-    @staticmethod
-    def new_mfa_token() -> str:
-        return MFA_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    def new_mfa_token(self) -> str:
+        return self.new()
 
     @staticmethod
     def new_recovery_codes() -> list[str]:

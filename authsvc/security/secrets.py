@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -105,6 +107,19 @@ class KeyEncryptionKeys:
         return HmacKeys.derived_from(self._raw[index])
 
 
+# The attributes of HmacKeys, for what takes one of the keys by name (tests keep the two equal).
+HmacKeyName = Literal[
+    "refresh_digest",
+    "refresh_successor",
+    "client_secret",
+    "authorization_code",
+    "login_page",
+    "dpop_nonce",
+    "account_token",
+    "mfa_digest",
+]
+
+
 @dataclass(frozen=True)
 class HmacKeys:
     """The server's HMAC-SHA256 keys; stored (encrypted) under the names in NAMES."""
@@ -167,6 +182,11 @@ class ServerSecrets:
 
     def use(self, keys: HmacKeys) -> None:
         self._hmac = keys
+
+    def mac(self, key: HmacKeyName, value: str) -> bytes:
+        """HMAC-SHA256 of `value` under the HMAC key `key`, read at each call: services are
+        built before the keys are loaded."""
+        return hmac.new(getattr(self.hmac, key), value.encode(), hashlib.sha256).digest()
 
 
 def load_secrets(settings: Settings) -> ServerSecrets:

@@ -3,14 +3,12 @@
 Public clients (SPAs, mobile apps) identify themselves by `client_id` only. Confidential clients
 also present a secret, by `client_secret_basic` or `client_secret_post` (section 2.3.1). Secrets
 are 256 random bits, so a keyed fast hash is enough: only HMAC-SHA256 digests are stored (under
-the server's stored HMAC key, which a KEK rotation leaves as it is), compared in constant time.
+the server's stored HMAC key, which a KEK rotation leaves as it is; security/opaque.py),
+compared in constant time.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from authsvc.errors import (
     NotFound,
     UnauthorizedClient,
 )
+from authsvc.security.opaque import OpaqueTokens
 from authsvc.security.secrets import ServerSecrets
 from authsvc.services import audit
 from authsvc.services.context import RequestContext
@@ -69,13 +68,6 @@ class NewClient:
     secret: str | None  # shown once, never stored
 
 
-def _new_secret() -> str:
-    return (
-        CLIENT_SECRET_PREFIX
-        + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-    )
-
-
 def _plausible(client_id: str) -> bool:
     """Could be a client id: not too long, no control characters (a path may carry %00)."""
     return 0 < len(client_id) <= 64 and printable(client_id)
@@ -84,10 +76,7 @@ def _plausible(client_id: str) -> bool:
 class ClientService:
     def __init__(self, settings: Settings, secrets: ServerSecrets) -> None:
         self.settings = settings
-        self._secrets = secrets
-
-    def _digest(self, secret: str) -> bytes:
-        return hmac.new(self._secrets.hmac.client_secret, secret.encode(), hashlib.sha256).digest()
+        self.client_secrets = OpaqueTokens(CLIENT_SECRET_PREFIX, secrets, "client_secret")
 
     async def create(
         self,
@@ -125,12 +114,12 @@ class ClientService:
                 raise InvalidValue("scopes must be non-empty scope tokens (RFC 6749 section 3.3)")
         if audience is not None and (len(audience) > 255 or not printable(audience)):
             raise InvalidValue("the audience must be at most 255 printable characters")
-        secret = _new_secret() if confidential else None
+        secret = self.client_secrets.new() if confidential else None
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),
             name=name,
             client_type="confidential" if confidential else "public",
-            secret_digest=self._digest(secret) if secret else None,
+            secret_digest=self.client_secrets.digest(secret) if secret else None,
             audience=audience or None,
             grant_types=list(dict.fromkeys(grant_types)),
             redirect_uris=list(dict.fromkeys(redirect_uris)),
@@ -165,8 +154,8 @@ class ClientService:
             raise NotFound("No such client.")
         if not client.is_confidential:
             raise InvalidRequest("A public client has no secret.")
-        secret = _new_secret()
-        if not await repo.set_secret_digest(client_id, self._digest(secret)):
+        secret = self.client_secrets.new()
+        if not await repo.set_secret_digest(client_id, self.client_secrets.digest(secret)):
             raise NotFound("No such client.")
         await audit.record(
             db,
@@ -220,13 +209,13 @@ class ClientService:
             raise failure
         client = await ClientRepository(db).get(creds.client_id)
         # Digest even for unknown clients so the answer takes the same time.
-        presented = self._digest(creds.client_secret or "")
+        presented = self.client_secrets.digest(creds.client_secret or "")
         if client is None:
             raise failure
         if client.is_confidential:
             if creds.client_secret is None or client.secret_digest is None:
                 raise failure
-            if not hmac.compare_digest(client.secret_digest, presented):
+            if not self.client_secrets.same_digest(client.secret_digest, presented):
                 raise failure
         elif creds.client_secret is not None or confidential_only:
             # A public client has no secret to present, and may not use confidential endpoints.

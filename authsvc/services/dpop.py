@@ -10,11 +10,8 @@ process during the outage is not caught (docs/dpop.md).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,6 +31,7 @@ from authsvc.jose.dpop import (
     verify_proof,
 )
 from authsvc.jose.jws import b64url_encode
+from authsvc.security.secrets import ServerSecrets
 from authsvc.services.context import DPoPRequest
 
 log = logging.getLogger("authsvc.dpop")
@@ -82,11 +80,11 @@ class DPoPService:
     def __init__(
         self,
         settings: Settings,
-        nonce_key: Callable[[], bytes],
+        secrets: ServerSecrets,
         cache: ReplayCache | None = None,
     ) -> None:
         self.settings = settings
-        self.nonce_key = nonce_key
+        self._secrets = secrets
         self.max_age = float(settings.dpop_proof_max_age_seconds)
         self.leeway = float(settings.token_leeway_seconds)
         memory = MemoryReplayCache(settings.dpop_replay_cache_size)
@@ -140,7 +138,8 @@ class DPoPService:
 
     def nonce(self, now: datetime) -> str:
         """The server's current DPoP nonce (RFC 9449 section 8): unpredictable, the same in
-        every process (derived from the key-encryption key), a new one every proof lifetime."""
+        every process (an HMAC under one of the server's stored keys), a new one every proof
+        lifetime."""
         return self._nonce(int(now.timestamp() // self.max_age))
 
     def _nonces(self, at: float) -> tuple[str, str]:
@@ -150,8 +149,7 @@ class DPoPService:
         return self._nonce(period), self._nonce(period - 1)
 
     def _nonce(self, period: int) -> str:
-        mac = hmac.new(self.nonce_key(), str(period).encode(), hashlib.sha256).digest()
-        return b64url_encode(mac[:18])
+        return b64url_encode(self._secrets.mac("dpop_nonce", str(period))[:18])
 
     async def close(self) -> None:
         if isinstance(self.cache, RedisReplayCache):
