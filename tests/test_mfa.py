@@ -513,6 +513,18 @@ async def test_without_a_passkey_the_second_step_offers_none(harness: Harness) -
     assert claims_of((await harness.login("bob"))["access_token"])["amr"] == ["pwd"]
 
 
+async def test_openapi_documents_the_passkey_step(harness: Harness) -> None:
+    schema = (await harness.client.get("/openapi.json")).json()
+    options = schema["paths"]["/auth/mfa/passkey/options"]["post"]
+    assert options["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MfaToken"
+    }
+    assert {"400", "401", "413", "429"} <= set(options["responses"])
+    schemas = schema["components"]["schemas"]
+    assert "mfa_token" in schemas["MfaToken"]["properties"]
+    assert "credential" in schemas["MfaVerifyRequest"]["properties"]
+
+
 # -- the hosted login page -----------------------------------------------------------------------
 
 
