@@ -112,7 +112,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         checker,
         passkeys,
     )
-    login = LoginService(settings, database, passwords, signin, limiter, metrics, mfa)
+    login = LoginService(database, passwords, signin, limiter, metrics, mfa)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets)

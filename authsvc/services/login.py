@@ -9,7 +9,6 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.config import Settings
 from authsvc.errors import (
     InvalidCredentials,
     InvalidGrant,
@@ -34,7 +33,6 @@ from authsvc.store.repositories import UserRepository
 class LoginService:
     def __init__(
         self,
-        settings: Settings,
         database: Database,
         passwords: PasswordHasher,
         signin: SignInService,
@@ -42,7 +40,6 @@ class LoginService:
         metrics: Metrics,
         mfa: MfaService,
     ) -> None:
-        self.settings = settings
         self.database = database
         self.passwords = passwords
         self.signin = signin
