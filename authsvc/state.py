@@ -40,6 +40,7 @@ from authsvc.services.recovery import PasswordRecovery
 from authsvc.services.refresh import RefreshService
 from authsvc.services.secrets import SecretService
 from authsvc.services.sessions import SessionService
+from authsvc.services.signin import SignInService
 from authsvc.services.signup import SignupService
 from authsvc.services.userinfo import UserInfoService
 from authsvc.services.users import UserService
@@ -103,22 +104,25 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     issuer = TokenIssuer(settings, keys, access, refresh)
     dpop = DPoPService(settings, secrets)
     checker = AccessService(database, issuer, dpop)
+    signin = SignInService(settings, issuer)
+    passkeys = PasskeyService(settings, checker, signin, limiter, metrics)
     mfa = MfaService(
         TotpSecrets(secrets.keks, urlsplit(settings.issuer).hostname or "authsvc"),
         OneTimeSecrets(secrets),
         checker,
+        passkeys,
     )
-    login = LoginService(settings, database, passwords, issuer, limiter, metrics, mfa)
+    login = LoginService(database, passwords, signin, limiter, metrics, mfa)
     refresher = RefreshService(settings, database, issuer, limiter, metrics)
     users = UserService(settings, passwords)
     clients = ClientService(settings, secrets)
     logout = LogoutService(settings, checker, issuer)
     codes = AuthorizationCodes(secrets)
-    authorize = AuthorizeService(settings, clients, login, issuer, codes, mfa, logout)
+    authorize = AuthorizeService(settings, clients, login, signin, issuer, codes, mfa, logout)
     id_tokens = IdTokenService(
         issuer, IdTokens(issuer=settings.issuer, ttl=settings.access_token_ttl)
     )
-    code_grant = AuthorizationCodeGrant(settings, clients, login, codes, id_tokens)
+    code_grant = AuthorizationCodeGrant(settings, clients, signin, codes, id_tokens)
     outbox = Outbox(settings, transport_for(settings))
     links = AccountLinks(settings, AccountTokens(secrets), outbox, limiter)
     return AppState(
@@ -151,7 +155,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
         signup=SignupService(settings, users, passwords, links, limiter),
         recovery=PasswordRecovery(settings, users, passwords, links, limiter),
         mfa=mfa,
-        passkeys=PasskeyService(settings, checker, login, limiter, metrics),
+        passkeys=passkeys,
     )
 
 

@@ -1,6 +1,7 @@
 """The TOTP second factor over HTTP: enrolment, confirmation and recovery codes, the two-step
-sign-in on the JSON API and the hosted login page, the abuse cases (replay, brute force, token
-reuse and expiry), disabling, an admin's reset, and the amr claims (RFC 8176)."""
+sign-in on the JSON API (answered with a code, a recovery code or a passkey) and the hosted login
+page, the abuse cases (replay, brute force, token reuse and expiry), disabling, an admin's reset,
+and the amr claims (RFC 8176)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from authsvc.clock import MovableClock
 from authsvc.services import audit
 from authsvc.services.admin import ADMIN_ROLE
-from authsvc.store.models import AuditEvent, MfaChallenge, RecoveryCode, TotpCredential
+from authsvc.store.models import AuditEvent, MfaChallenge, Passkey, RecoveryCode, TotpCredential
 from tests.conftest import PASSWORD, Harness
 from tests.test_authorization_code import (  # noqa: F401 - flow is a fixture
     Flow,
@@ -33,10 +34,13 @@ from tests.test_authorization_code import (  # noqa: F401 - flow is a fixture
 )
 from tests.test_kek_rotation import KEK_A, KEK_B, _serve, _settings
 from tests.test_oauth import make_client, token
+from tests.test_passkeys import SoftAuthenticator, b64, login_options, register
 
 pytestmark = pytest.mark.anyio
 
 MFA_AMR = ["pwd", "otp", "mfa"]
+PASSKEY_MFA_AMR = ["pwd", "hwk", "mfa"]
+WRONG_CODE = {"error": "invalid_mfa_code", "message": "The code is not valid."}
 
 
 def bearer(access_token: str) -> dict[str, str]:
@@ -74,21 +78,23 @@ async def enable_totp(harness: Harness, name: str = "alice") -> Enrolled:
     return Enrolled(secret, confirmed.json()["recovery_codes"], access)
 
 
-async def start_login(harness: Harness, name: str = "alice") -> str:
+async def start_login(
+    harness: Harness, name: str = "alice", methods: tuple[str, ...] = ("totp", "recovery_code")
+) -> str:
     response = await harness.client.post(
         "/auth/login", json={"username": name, "password": PASSWORD}
     )
     assert response.status_code == 401, response.text
     body = response.json()
     assert body["error"] == "mfa_required"
-    assert body["methods"] == ["totp", "recovery_code"]
+    assert body["methods"] == list(methods)
     assert "access_token" not in body and "refresh_token" not in body
     assert response.headers["cache-control"] == "no-store"
     mfa_token: str = body["mfa_token"]
     return mfa_token
 
 
-async def verify(harness: Harness, mfa_token: str, **factor: str) -> httpx.Response:
+async def verify(harness: Harness, mfa_token: str, **factor: Any) -> httpx.Response:
     return await harness.client.post("/auth/mfa/verify", json={"mfa_token": mfa_token, **factor})
 
 
@@ -245,19 +251,28 @@ async def test_a_recovery_code_works_once(harness: Harness) -> None:
     assert methods == [{"method": "recovery_code"}] * 2
 
 
-async def test_a_request_without_exactly_one_factor_is_a_wrong_code(harness: Harness) -> None:
+async def test_a_request_without_exactly_one_factor_is_refused_and_not_counted(
+    harness: Harness,
+) -> None:
     await harness.create_user()
     enrolled = await enable_totp(harness)
     mfa_token = await start_login(harness)
-    neither = await verify(harness, mfa_token)
-    assert neither.status_code == 401 and neither.json()["error"] == "invalid_mfa_code"
-    both = await verify(
-        harness, mfa_token, code=enrolled.code(harness), recovery_code=enrolled.recovery_codes[0]
-    )
-    assert both.status_code == 401 and both.json()["error"] == "invalid_mfa_code"
-    # Each was an attempt; the token still has three.
-    assert (await verify(harness, mfa_token, code=enrolled.code(harness))).status_code == 200
-    assert [e.details for e in await events(harness, audit.MFA_FAILED)] == [{"method": "none"}] * 2
+    code = enrolled.code(harness)
+    for factor in (
+        {},
+        {"code": code, "recovery_code": enrolled.recovery_codes[0]},
+        {"code": code, "credential": {"id": "x"}},
+        {"recovery_code": enrolled.recovery_codes[0], "credential": {"id": "x"}},
+    ):
+        response = await verify(harness, mfa_token, **factor)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_request"
+    # Malformed requests are not attempts: all five are left.
+    bad = wrong_code(enrolled, harness)
+    for _ in range(4):
+        assert (await verify(harness, mfa_token, code=bad)).status_code == 401
+    assert (await verify(harness, mfa_token, code=code)).status_code == 200
+    assert len(await events(harness, audit.MFA_FAILED)) == 4
 
 
 # -- brute force and token handling --------------------------------------------------------------
@@ -383,6 +398,131 @@ async def test_an_admin_resets_the_factor_and_it_is_audited(harness: Harness) ->
     assert twice.status_code == 400 and twice.json()["error"] == "mfa_not_enabled"
     [event] = await events(harness, audit.MFA_RESET)
     assert str(event.user_id) == alice and event.actor and event.actor.startswith("user:")
+
+
+# -- a passkey as the second factor ---------------------------------------------------------------
+
+
+async def passkey_options(harness: Harness, mfa_token: str) -> httpx.Response:
+    return await harness.client.post("/auth/mfa/passkey/options", json={"mfa_token": mfa_token})
+
+
+async def start_passkey_login(harness: Harness, name: str = "alice") -> tuple[str, dict[str, Any]]:
+    """An mfa_token offering the passkey, and request options for it."""
+    mfa_token = await start_login(harness, name, ("totp", "recovery_code", "passkey"))
+    options = await passkey_options(harness, mfa_token)
+    assert options.status_code == 200, options.text
+    return mfa_token, options.json()
+
+
+async def test_a_passkey_answers_the_second_step(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    key = SoftAuthenticator()
+    await register(harness, enrolled.access_token, key)
+
+    mfa_token = await start_login(harness, methods=("totp", "recovery_code", "passkey"))
+    response = await passkey_options(harness, mfa_token)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    options = response.json()
+    assert [c["id"] for c in options["allowCredentials"]] == [b64(key.credential_id)]
+    assert options["userVerification"] == "required" and options["rpId"] == "auth.test"
+    # Asking for options spends nothing, and the newest options are the ones that count.
+    options = (await passkey_options(harness, mfa_token)).json()
+
+    signed_in = await verify(harness, mfa_token, credential=key.get(options))
+    assert signed_in.status_code == 200, signed_in.text
+    tokens = signed_in.json()
+    assert claims_of(tokens["access_token"])["amr"] == PASSKEY_MFA_AMR
+    assert (await harness.me(tokens["access_token"])).json()["username"] == "alice"
+    refreshed = await harness.refresh(tokens["refresh_token"])
+    assert claims_of(refreshed.json()["access_token"])["amr"] == PASSKEY_MFA_AMR
+    async with harness.state.database.read() as db:
+        stored = (await db.execute(select(Passkey))).scalar_one()
+    assert stored.sign_count == key.counter and stored.last_used_at is not None
+    assert [e.details for e in await events(harness, audit.MFA_VERIFIED)] == [{"method": "passkey"}]
+
+    # The mfa_token was spent: neither another answer nor new options.
+    reused = await verify(harness, mfa_token, code=enrolled.code(harness))
+    assert reused.status_code == 401 and reused.json()["error"] == "invalid_mfa_token"
+    late = await passkey_options(harness, mfa_token)
+    assert late.status_code == 401 and late.json()["error"] == "invalid_mfa_token"
+
+
+async def test_a_passkey_answer_is_bound_to_the_user_and_the_mfa_token(harness: Harness) -> None:
+    await harness.create_user()
+    await harness.create_user("bob")
+    enrolled = await enable_totp(harness)
+    alices, bobs = SoftAuthenticator(), SoftAuthenticator()
+    await register(harness, enrolled.access_token, alices)
+    await register(harness, (await harness.login("bob"))["access_token"], bobs)
+
+    mfa_token, options = await start_passkey_login(harness)
+    other_token, other_options = await start_passkey_login(harness)
+    refused = [
+        # Bob's passkey, on a challenge issued to Alice.
+        await verify(harness, mfa_token, credential=bobs.get(options)),
+        # A challenge of the passwordless login endpoint.
+        await verify(harness, mfa_token, credential=alices.get(await login_options(harness))),
+        # Alice's passkey on a challenge issued for her other mfa_token.
+        await verify(harness, mfa_token, credential=alices.get(other_options)),
+    ]
+    for response in refused:
+        assert response.status_code == 401, response.text
+        assert response.json() == WRONG_CODE
+
+    # A good answer signs in once; the same assertion replayed on a new sign-in does not.
+    options = (await passkey_options(harness, mfa_token)).json()
+    assertion = alices.get(options)
+    assert (await verify(harness, mfa_token, credential=assertion)).status_code == 200
+    replayed = await verify(harness, other_token, credential=assertion)
+    assert replayed.status_code == 401 and replayed.json() == WRONG_CODE
+    failed = await events(harness, audit.MFA_FAILED)
+    assert [e.details for e in failed] == [{"method": "passkey"}] * 4
+
+
+async def test_wrong_passkey_answers_use_up_the_mfa_tokens_attempts(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    key, stranger = SoftAuthenticator(), SoftAuthenticator()
+    await register(harness, enrolled.access_token, key)
+    mfa_token = await start_login(harness, methods=("totp", "recovery_code", "passkey"))
+    for _ in range(5):
+        options = (await passkey_options(harness, mfa_token)).json()
+        response = await verify(harness, mfa_token, credential=stranger.get(options))
+        assert response.status_code == 401 and response.json() == WRONG_CODE
+    out = await passkey_options(harness, mfa_token)
+    assert out.status_code == 401 and out.json()["error"] == "invalid_mfa_token"
+    spent = await verify(harness, mfa_token, credential=key.get(options))
+    assert spent.status_code == 401 and spent.json()["error"] == "invalid_mfa_token"
+
+
+async def test_without_a_passkey_the_second_step_offers_none(harness: Harness) -> None:
+    await harness.create_user()
+    await harness.create_user("bob")
+    await enable_totp(harness)
+    mfa_token = await start_login(harness)  # methods: totp and recovery_code only
+    response = await passkey_options(harness, mfa_token)
+    assert response.status_code == 400 and response.json()["error"] == "mfa_not_enabled"
+    forged = await passkey_options(harness, "mfa_" + "A" * 43)
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_mfa_token"
+    # A passkey alone does not turn the second step on: the password still signs Bob in.
+    bob = await harness.login("bob")
+    await register(harness, bob["access_token"], SoftAuthenticator())
+    assert claims_of((await harness.login("bob"))["access_token"])["amr"] == ["pwd"]
+
+
+async def test_openapi_documents_the_passkey_step(harness: Harness) -> None:
+    schema = (await harness.client.get("/openapi.json")).json()
+    options = schema["paths"]["/auth/mfa/passkey/options"]["post"]
+    assert options["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MfaToken"
+    }
+    assert {"400", "401", "413", "429"} <= set(options["responses"])
+    schemas = schema["components"]["schemas"]
+    assert "mfa_token" in schemas["MfaToken"]["properties"]
+    assert "credential" in schemas["MfaVerifyRequest"]["properties"]
 
 
 # -- the hosted login page -----------------------------------------------------------------------

@@ -455,40 +455,6 @@ async def test_garbage_responses_never_500(harness: Harness, ceremony: str) -> N
     assert not failures, failures[:3]
 
 
-async def test_assertion_as_a_second_factor_is_bound_to_the_user(harness: Harness) -> None:
-    # No HTTP surface yet: the hook a second-factor step calls once the password named the user.
-    from authsvc.errors import PasskeyInvalid
-    from authsvc.services.context import RequestContext
-    from authsvc.services.passkeys import SECOND_FACTOR
-
-    await harness.create_user()
-    await harness.create_user("bob")
-    alices_key, bobs_key = SoftAuthenticator(), SoftAuthenticator()
-    await register(harness, (await harness.login())["access_token"], alices_key)
-    await register(harness, (await harness.login("bob"))["access_token"], bobs_key)
-    service = harness.state.passkeys
-
-    async def attempt(key: SoftAuthenticator, *, login_challenge: bool = False) -> str:
-        ctx = RequestContext(now=harness.clock.now(), ip="203.0.113.7", user_agent=None)
-        async with harness.state.database.transaction() as db:
-            alice = await harness.state.users.get(db, "alice")
-            options = await service.second_factor_options(db, alice, ctx)
-            assert [c["id"] for c in options["allowCredentials"]] == [b64(alices_key.credential_id)]
-            if login_challenge:
-                options = await service.login_options(db, ctx)
-            try:
-                user, _ = await service.check_assertion(
-                    db, key.get(options), SECOND_FACTOR, alice, ctx
-                )
-            except PasskeyInvalid:
-                return "refused"
-            return user.username
-
-    assert await attempt(alices_key) == "alice"
-    assert await attempt(bobs_key) == "refused"
-    assert await attempt(alices_key, login_challenge=True) == "refused"
-
-
 @pytest.mark.parametrize(
     "settings_overrides", [{"rate_limit_enabled": True, "rate_limit_login_per_ip": 3}]
 )

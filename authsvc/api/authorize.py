@@ -321,7 +321,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                     ctx,
                 )
             elif action == "mfa":
-                if not (values.get("code") or values.get("recovery_code")):
+                if ("code" in values) == ("recovery_code" in values):
                     return page.mfa_form(
                         authz, values.get("mfa_token", ""), error=_CODE_MISSING, status=400
                     )

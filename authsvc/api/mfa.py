@@ -1,11 +1,12 @@
 """/auth/mfa: the caller's TOTP second factor (enrol, confirm, disable) and the second step of
-a sign-in (verify). The rules are services/mfa.py's and services/login.py's."""
+a sign-in (passkey options, verify). The rules are services/mfa.py's and services/login.py's."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
 
 from authsvc.api import browser
 from authsvc.api.auth import token_response
@@ -13,6 +14,7 @@ from authsvc.api.browser import CookieMode
 from authsvc.api.deps import Bearer, Context, State, TokenContext, WriteDB
 from authsvc.api.schemas import (
     ErrorResponse,
+    MfaToken,
     MfaVerifyRequest,
     RecoveryCodes,
     SecondFactor,
@@ -22,6 +24,7 @@ from authsvc.api.schemas import (
 )
 from authsvc.errors import NO_STORE
 from authsvc.services.issuer import first_party
+from authsvc.services.mfa import PURPOSE_LOGIN, Factor
 
 router = APIRouter(prefix="/auth/mfa", tags=["mfa"])
 
@@ -62,6 +65,16 @@ async def disable(
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
+@router.post("/passkey/options", responses=_ERRORS)
+async def passkey_options(body: MfaToken, state: State, db: WriteDB, ctx: Context) -> Response:
+    """PublicKeyCredentialRequestOptions for navigator.credentials.get() that answer the second
+    step with a passkey: the mfa_token's user's passkeys allowed, user verification required.
+    The mfa_token is not spent; the assertion goes to POST /auth/mfa/verify as `credential`."""
+    options = await state.mfa.passkey_options(db, body.mfa_token, PURPOSE_LOGIN, ctx)
+    # A challenge is single-use: never cached.
+    return JSONResponse(options, headers=NO_STORE)
+
+
 @router.post("/verify", response_model=TokenResponse, responses=_ERRORS)
 async def verify(
     cookie_mode: CookieMode,
@@ -71,10 +84,10 @@ async def verify(
     ctx: TokenContext,
 ) -> Any:
     """The second step of POST /auth/login for an account with TOTP: the mfa_token it answered
-    with, and a code or a recovery code; answers the token pair like /auth/login."""
-    pair = await state.login.finish(
-        db, body.mfa_token, body.code, body.recovery_code, ctx, first_party(ctx)
-    )
+    with, and exactly one of a code, a recovery code or a passkey assertion (`credential`);
+    answers the token pair like /auth/login."""
+    factor = Factor(code=body.code, recovery_code=body.recovery_code, credential=body.credential)
+    pair = await state.login.finish(db, body.mfa_token, factor, ctx, first_party(ctx))
     if cookie_mode:
         return browser.cookie_response(pair)
     return token_response(pair)

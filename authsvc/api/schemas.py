@@ -107,6 +107,15 @@ class SecondFactor(BaseModel):
 
 
 class MfaVerifyRequest(SecondFactor):
+    """The mfa_token of POST /auth/login, and exactly one of `code`, `recovery_code` and
+    `credential` (a passkey's PublicKeyCredential from navigator.credentials.get(), as JSON,
+    answering the options of POST /auth/mfa/passkey/options)."""
+
+    mfa_token: str = Field(min_length=1, max_length=256)
+    credential: dict[str, Any] | None = None
+
+
+class MfaToken(BaseModel):
     mfa_token: str = Field(min_length=1, max_length=256)
 
 

@@ -38,7 +38,8 @@ from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant, TokenIssuer
 from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
-from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_AUTHORIZE, MfaService
+from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_AUTHORIZE, Factor, MfaService
+from authsvc.services.signin import SignInService
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.clients import ClientRepository
 from authsvc.store.models import AuthorizationCode, OAuthClient, User
@@ -126,6 +127,7 @@ class AuthorizeService:
         settings: Settings,
         clients: ClientService,
         login: LoginService,
+        signin: SignInService,
         issuer: TokenIssuer,
         codes: AuthorizationCodes,
         mfa: MfaService,
@@ -134,6 +136,7 @@ class AuthorizeService:
         self.settings = settings
         self.clients = clients
         self.login = login
+        self.signin = signin
         self.issuer = issuer
         self.codes = codes
         self.mfa = mfa
@@ -270,7 +273,8 @@ class AuthorizeService:
     ) -> Outcome:
         """POST of the code form: MfaService's check of the code against the mfa_token that
         the password check issued, then the sign-in session, with the methods used."""
-        verified = await self.mfa.verify(db, mfa_token, code, recovery_code, PURPOSE_AUTHORIZE, ctx)
+        factor = Factor(code=code, recovery_code=recovery_code)
+        verified = await self.mfa.verify(db, mfa_token, factor, PURPOSE_AUTHORIZE, ctx)
         return await self._start(db, request, verified.user, cookie, ctx, verified.amr)
 
     async def _start(
@@ -286,16 +290,9 @@ class AuthorizeService:
         if old is not None:
             await self._end(db, old.session_id, ctx, "login_replaced")
         lifetime = self.settings.login_session_ttl
-        session, token, _ = await self.login.open_session(
-            db,
-            user,
-            ctx,
-            Grant(BROWSER_CLIENT, None, None),
-            auth_time=ctx.now,
-            max_age=lifetime,
-            amr=amr,
+        session, token = await self.signin.browser(
+            db, user, ctx, Grant(BROWSER_CLIENT, None, None), amr=amr
         )
-        await self.login.record_login(db, user, session, ctx)
         signed = SignedIn(user.id, user.username, session.id, ctx.now)
         outcome = await self._signed_in(db, request, signed, ctx, consented=False)
         return Outcome(outcome.next, outcome.user, outcome.code, (token, lifetime))

@@ -1,16 +1,14 @@
-"""Login: check the password, open a session, issue its first tokens."""
+"""Login: check the password (and the second factor), then sign in (services/signin.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.config import Settings
 from authsvc.errors import (
     InvalidCredentials,
     InvalidGrant,
@@ -22,30 +20,29 @@ from authsvc.observability.metrics import Metrics
 from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
 from authsvc.services.context import RequestContext
-from authsvc.services.issuer import Grant, TokenIssuer, TokenPair, session_amr
-from authsvc.services.mfa import METHODS, PASSWORD_ONLY, PURPOSE_LOGIN, MfaService
+from authsvc.services.issuer import Grant, TokenPair
+from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_LOGIN, Factor, MfaService
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.signin import SignInService
 from authsvc.services.users import normalize_username
 from authsvc.store.db import Database
-from authsvc.store.models import RefreshToken, Session, User
-from authsvc.store.repositories import RefreshTokenRepository, SessionRepository, UserRepository
+from authsvc.store.models import User
+from authsvc.store.repositories import UserRepository
 
 
 class LoginService:
     def __init__(
         self,
-        settings: Settings,
         database: Database,
         passwords: PasswordHasher,
-        issuer: TokenIssuer,
+        signin: SignInService,
         limiter: RateLimiter,
         metrics: Metrics,
         mfa: MfaService,
     ) -> None:
-        self.settings = settings
         self.database = database
         self.passwords = passwords
-        self.issuer = issuer
+        self.signin = signin
         self.limiter = limiter
         self.metrics = metrics
         self.mfa = mfa
@@ -76,43 +73,24 @@ class LoginService:
                         "authorization code flow."
                     )
                 token = await self.mfa.challenge(db, user, PURPOSE_LOGIN, ctx)
-                raise MfaRequired(token, METHODS)
-            session, token, expires_at = await self.open_session(
-                db,
-                user,
-                ctx,
-                grant,
-                auth_time=ctx.now,
-                max_age=self.settings.session_max_age,
-                amr=PASSWORD_ONLY,
-            )
-            await self.record_login(db, user, session, ctx)
-            return await self.sign(db, user, session, token, expires_at, ctx, grant)
+                raise MfaRequired(token, await self.mfa.methods(db, user))
+            return await self.signin.sign_in(db, user, ctx, grant, amr=PASSWORD_ONLY, details=None)
 
     async def finish(
         self,
         db: AsyncSession,
         mfa_token: str,
-        code: str | None,
-        recovery_code: str | None,
+        factor: Factor,
         ctx: RequestContext,
         grant: Grant,
     ) -> TokenPair:
-        """The second step of `login` for a user with a second factor: the code spends the
-        mfa_token, and the session opens with the methods used (RFC 8176 amr)."""
-        verified = await self.mfa.verify(db, mfa_token, code, recovery_code, PURPOSE_LOGIN, ctx)
-        user = verified.user
-        session, token, expires_at = await self.open_session(
-            db,
-            user,
-            ctx,
-            grant,
-            auth_time=ctx.now,
-            max_age=self.settings.session_max_age,
-            amr=verified.amr,
+        """The second step of `login` for a user with a second factor: the factor (a code, a
+        recovery code or a passkey) spends the mfa_token, and the session opens with the
+        methods used (RFC 8176 amr)."""
+        verified = await self.mfa.verify(db, mfa_token, factor, PURPOSE_LOGIN, ctx)
+        return await self.signin.sign_in(
+            db, verified.user, ctx, grant, amr=verified.amr, details=None
         )
-        await self.record_login(db, user, session, ctx)
-        return await self.sign(db, user, session, token, expires_at, ctx, grant)
 
     async def verify(
         self, db: AsyncSession, username: str, password: str, ctx: RequestContext
@@ -179,82 +157,6 @@ class LoginService:
             user.updated_at = now
         self.metrics.login("success")
         return user
-
-    async def open_session(
-        self,
-        db: AsyncSession,
-        user: User,
-        ctx: RequestContext,
-        grant: Grant,
-        *,
-        auth_time: datetime,
-        max_age: int,
-        amr: Sequence[str],
-    ) -> tuple[Session, str, datetime]:
-        """A new session for an authenticated user (`auth_time`: when they proved it, `amr`:
-        how, RFC 8176), ending after `max_age` seconds, and its first refresh token with that
-        token's expiry."""
-        now = ctx.now
-        session = Session(
-            id=uuid.uuid4(),
-            user_id=user.id,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + timedelta(seconds=max_age),
-            client_ip=(ctx.ip or None) and ctx.ip[:64],
-            user_agent=(ctx.user_agent or None) and ctx.user_agent[:512],
-            client_id=grant.client_id,
-            scope=grant.scope,
-            dpop_jkt=grant.session_jkt,
-            auth_time=auth_time,
-            amr=" ".join(amr),
-        )
-        await SessionRepository(db).add(session)
-        token = self.issuer.refresh.new()
-        expires_at = self.issuer.refresh_expiry(session.expires_at, now)
-        await RefreshTokenRepository(db).add(
-            RefreshToken(
-                session_id=session.id,
-                parent_id=None,
-                digest=self.issuer.refresh.digest(token),
-                issued_at=now,
-                expires_at=expires_at,
-            )
-        )
-        return session, token, expires_at
-
-    async def sign(
-        self,
-        db: AsyncSession,
-        user: User,
-        session: Session,
-        token: str,
-        expires_at: datetime,
-        ctx: RequestContext,
-        grant: Grant,
-    ) -> TokenPair:
-        """The first access token of a session opened by open_session, with its refresh token."""
-        return self.issuer.sign(
-            await self.issuer.signing_ring(db, ctx.now),
-            user.id,
-            list(user.roles or []),
-            session.id,
-            token,
-            expires_at,
-            ctx.now,
-            grant,
-            session_amr(session.amr),
-        )
-
-    @staticmethod
-    async def record_login(
-        db: AsyncSession, user: User, session: Session, ctx: RequestContext
-    ) -> None:
-        await audit.record(
-            db,
-            ctx.now,
-            audit.Entry(audit.LOGIN_SUCCEEDED, user.id, user.username, session.id, ctx.ip),
-        )
 
     def _login_failed(
         self,

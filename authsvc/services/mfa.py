@@ -2,10 +2,15 @@
 that finishes a password sign-in, disabling it with a fresh code, and an admin's reset.
 
 A sign-in with a second factor is two requests: the password check issues an mfa_token (a
-challenge: 5 minutes, single-use, a few attempts, kept as a digest), and the code check spends
-it. A TOTP code is accepted once: its time step is recorded per user and no code of that or an
-earlier step is accepted again (RFC 6238 section 5.2). Consecutive wrong codes lock the factor
-for a while, whichever mfa_token they came with.
+challenge: 5 minutes, single-use, a few attempts, kept as a digest), and the second-factor check
+spends it. A TOTP code is accepted once: its time step is recorded per user and no code of that
+or an earlier step is accepted again (RFC 6238 section 5.2). Consecutive wrong answers lock the
+second step for a while, whichever mfa_token they came with.
+
+TOTP is what turns the second step on. A user who has it on may answer it with a code, a
+recovery code, or one of their passkeys (services/passkeys.py judges the assertion, against a
+challenge issued for that mfa_token). Passkeys alone do not ask for a second step: signing in
+with a passkey is already passwordless and user-verified.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.errors import (
     InvalidMfaCode,
     InvalidMfaToken,
+    InvalidRequest,
     InvalidToken,
     MfaAlreadyEnabled,
     MfaNotEnabled,
+    PasskeyInvalid,
     RateLimited,
 )
 from authsvc.security.mfa import OneTimeSecrets, TotpSecrets
@@ -30,16 +37,21 @@ from authsvc.services import audit
 from authsvc.services.access import AccessService, Presented
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import PASSWORD_AMR
+from authsvc.services.passkeys import SECOND_FACTOR, PasskeyService
 from authsvc.store.mfa import MfaChallengeRepository, RecoveryCodeRepository, TotpRepository
 from authsvc.store.models import MfaChallenge, TotpCredential, User
+from authsvc.store.passkeys import PasskeyRepository
 from authsvc.store.repositories import UserRepository
 
 # RFC 8176 section 2: what a session's sign-in used. A recovery code is a one-time password
 # too ("otp"); the audit trail records which of the two it was.
 PASSWORD_ONLY: Final = PASSWORD_AMR
 PASSWORD_AND_OTP: Final = (*PASSWORD_AMR, "otp", "mfa")
+# A passkey as the second factor: a hardware-secured key ("hwk").
+PASSWORD_AND_PASSKEY: Final = (*PASSWORD_AMR, "hwk", "mfa")
 
-METHODS: Final = ["totp", "recovery_code"]
+METHODS: Final = ("totp", "recovery_code")
+PASSKEY: Final = "passkey"
 PURPOSE_LOGIN: Final = "login"
 PURPOSE_AUTHORIZE: Final = "authorize"
 
@@ -58,6 +70,20 @@ class Enrollment:
 
 
 @dataclass(frozen=True)
+class Factor:
+    """What answers the second step: exactly one of a TOTP code, a recovery code, or a passkey
+    assertion (the PublicKeyCredential as JSON)."""
+
+    code: str | None = None
+    recovery_code: str | None = None
+    credential: dict[str, Any] | None = None
+
+    @property
+    def given(self) -> int:
+        return sum(x is not None for x in (self.code, self.recovery_code, self.credential))
+
+
+@dataclass(frozen=True)
 class Verified:
     """A finished challenge: whose, and the methods the sign-in used."""
 
@@ -66,10 +92,17 @@ class Verified:
 
 
 class MfaService:
-    def __init__(self, totp: TotpSecrets, one_time: OneTimeSecrets, access: AccessService) -> None:
+    def __init__(
+        self,
+        totp: TotpSecrets,
+        one_time: OneTimeSecrets,
+        access: AccessService,
+        passkeys: PasskeyService,
+    ) -> None:
         self.totp = totp
         self.one_time = one_time
         self.access = access
+        self.passkeys = passkeys
 
     # -- the caller's own factor (an access token) --------------------------------------------
 
@@ -162,18 +195,43 @@ class MfaService:
         await self._audit(db, audit.MFA_CHALLENGED, user, ctx, details={"purpose": purpose})
         return token
 
+    async def methods(self, db: AsyncSession, user: User) -> list[str]:
+        """What may answer the second step of this user's sign-in (the mfa_required body)."""
+        has_passkey = await PasskeyRepository(db).any_for_user(user.id)
+        return [*METHODS, PASSKEY] if has_passkey else list(METHODS)
+
+    async def passkey_options(
+        self, db: AsyncSession, mfa_token: str, purpose: str, ctx: RequestContext
+    ) -> dict[str, Any]:
+        """WebAuthn request options for the user of a live mfa_token, their passkeys allowed,
+        the challenge bound to this mfa_token. Not an attempt: nothing is counted or spent."""
+        if len(mfa_token) > 128:
+            raise InvalidMfaToken()
+        challenge = await MfaChallengeRepository(db).live(
+            self.one_time.digest(mfa_token), purpose, ctx.now, ATTEMPTS_PER_TOKEN
+        )
+        if challenge is None:
+            raise InvalidMfaToken()
+        user, _ = await self._challenged(db, challenge)
+        passkeys = await PasskeyRepository(db).for_user(user.id)
+        if not passkeys:
+            raise MfaNotEnabled("No passkey is registered for this account.")
+        return await self.passkeys.second_factor_options(db, user, passkeys, challenge.id, ctx)
+
     async def verify(
         self,
         db: AsyncSession,
         mfa_token: str,
-        code: str | None,
-        recovery_code: str | None,
+        factor: Factor,
         purpose: str,
         ctx: RequestContext,
     ) -> Verified:
-        """Spend a challenge with a code. The attempt is counted first (and that count commits
-        when the code is wrong), so neither one token nor many tokens allow more guesses than
-        the limits."""
+        """Spend a challenge with a second factor. The attempt is counted first (and that
+        count commits when the answer is wrong), so neither one token nor many tokens allow
+        more guesses than the limits. A wrong passkey is a wrong code: the same answer, the
+        same counts."""
+        if factor.given != 1:
+            raise InvalidRequest("Send exactly one of code, recovery_code and credential.")
         challenges = MfaChallengeRepository(db)
         if len(mfa_token) > 128:
             raise InvalidMfaToken()
@@ -182,17 +240,30 @@ class MfaService:
         )
         if challenge is None:
             raise InvalidMfaToken()
+        user, credential = await self._challenged(db, challenge)
+        if factor.credential is not None:
+            method = await self._check_passkey(
+                db, user, credential, challenge.id, factor.credential, ctx
+            )
+        else:
+            method = await self._check_factor(
+                db, user, credential, factor.code, factor.recovery_code, ctx
+            )
+        if not await challenges.spend(challenge.id, ctx.now):
+            raise InvalidMfaToken()
+        await self._audit(db, audit.MFA_VERIFIED, user, ctx, details={"method": method})
+        return Verified(user, PASSWORD_AND_PASSKEY if method == PASSKEY else PASSWORD_AND_OTP)
+
+    @staticmethod
+    async def _challenged(db: AsyncSession, challenge: MfaChallenge) -> tuple[User, TotpCredential]:
+        """The active user of a live challenge, and their TOTP credential, still on."""
         credential = await TotpRepository(db).get(challenge.user_id)
         if credential is None or credential.confirmed_at is None:
             raise InvalidMfaToken()  # reset since the password check
         user = await UserRepository(db).by_id(challenge.user_id)
         if user is None or not user.is_active:
             raise InvalidMfaToken()
-        method = await self._check_factor(db, user, credential, code, recovery_code, ctx)
-        if not await challenges.spend(challenge.id, ctx.now):
-            raise InvalidMfaToken()
-        await self._audit(db, audit.MFA_VERIFIED, user, ctx, details={"method": method})
-        return Verified(user, PASSWORD_AND_OTP)
+        return user, credential
 
     # -- the check itself --------------------------------------------------------------------------
 
@@ -209,9 +280,7 @@ class MfaService:
         InvalidMfaCode raised (its writes commit). While locked, nothing is checked. A request
         with neither a code nor a recovery code, or with both, is a wrong code."""
         repo = TotpRepository(db)
-        if credential.locked_until is not None and credential.locked_until > ctx.now:
-            wait = int((credential.locked_until - ctx.now).total_seconds()) + 1
-            raise RateLimited(wait, "Too many wrong codes; try again later.")
+        self._check_lock(credential, ctx)
         if (code is None) == (recovery_code is None):
             method = "none"
         elif code is not None:
@@ -228,9 +297,47 @@ class MfaService:
                 await repo.succeeded(user.id)
                 return "recovery_code"
             method = "recovery_code"
-        await repo.failed(user.id, FAILURES_BEFORE_LOCK, ctx.now + LOCK_DURATION)
+        raise await self._wrong(db, user, method, ctx)
+
+    async def _check_passkey(
+        self,
+        db: AsyncSession,
+        user: User,
+        credential: TotpCredential,
+        mfa_challenge_id: int,
+        assertion: dict[str, Any],
+        ctx: RequestContext,
+    ) -> str:
+        """ "passkey" when the assertion is one of the user's passkeys answering a challenge
+        issued for this mfa challenge; else, like a wrong code, counted and InvalidMfaCode."""
+        self._check_lock(credential, ctx)
+        try:
+            await self.passkeys.check_assertion(
+                db, assertion, SECOND_FACTOR, user, mfa_challenge_id, ctx
+            )
+        except PasskeyInvalid as exc:
+            # What the passkey check records (the challenge spent, the reason in the audit
+            # trail) is written now: InvalidMfaCode commits the request instead of rolling back.
+            for write in exc.failure_writes:
+                await write(db)
+            raise await self._wrong(db, user, PASSKEY, ctx) from None
+        await TotpRepository(db).succeeded(user.id)
+        return PASSKEY
+
+    @staticmethod
+    def _check_lock(credential: TotpCredential, ctx: RequestContext) -> None:
+        """While the second step is locked, nothing is checked."""
+        if credential.locked_until is not None and credential.locked_until > ctx.now:
+            wait = int((credential.locked_until - ctx.now).total_seconds()) + 1
+            raise RateLimited(wait, "Too many wrong codes; try again later.")
+
+    async def _wrong(
+        self, db: AsyncSession, user: User, method: str, ctx: RequestContext
+    ) -> InvalidMfaCode:
+        """One more consecutive failure (the lock counts them), audited; the error to raise."""
+        await TotpRepository(db).failed(user.id, FAILURES_BEFORE_LOCK, ctx.now + LOCK_DURATION)
         await self._audit(db, audit.MFA_FAILED, user, ctx, details={"method": method})
-        raise InvalidMfaCode()
+        return InvalidMfaCode()
 
     @staticmethod
     async def _audit(

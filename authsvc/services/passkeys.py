@@ -6,7 +6,8 @@ Every ceremony starts with a challenge that is stored only as a digest, expires 
 consumed by the first response that names it, whether that response verifies or not.
 
 `check_assertion` is the one place an assertion is judged; passwordless login calls it with no
-user, and a second-factor step would call it with the user the password already identified.
+user, and the second step of a password sign-in (services/mfa.py) with the user the password
+identified and the mfa challenge the options were issued for.
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ from authsvc.services import audit
 from authsvc.services.access import AccessService, Presented
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import TokenPair, first_party
-from authsvc.services.login import LoginService
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.signin import SignInService
 from authsvc.store.models import Passkey, PasskeyChallenge, User
 from authsvc.store.passkeys import PasskeyChallengeRepository, PasskeyRepository
 from authsvc.store.repositories import UserRepository
 
 REGISTER = "register"
 LOGIN = "login"
-# A second-factor step would mint its challenges under its own purpose, bound to the user.
+# The second step of a password sign-in mints its challenges under their own purpose, bound to
+# the user and to that sign-in's mfa challenge.
 SECOND_FACTOR = "second_factor"
 PASSKEY_AMR = ("hwk", "user")
 
@@ -72,13 +74,13 @@ class PasskeyService:
         self,
         settings: Settings,
         access: AccessService,
-        login: LoginService,
+        signin: SignInService,
         limiter: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.access = access
-        self.login = login
+        self.signin = signin
         self.limiter = limiter
         self.metrics = metrics
         self.rp = webauthn.RelyingParty(
@@ -165,43 +167,34 @@ class PasskeyService:
     ) -> TokenPair:
         """An assertion of a discoverable credential: the normal token pair, like /auth/login."""
         await self._limit(ctx)
-        user, passkey = await self.check_assertion(db, credential, LOGIN, None, ctx)
-        grant = first_party(ctx)
+        user, passkey = await self.check_assertion(db, credential, LOGIN, None, None, ctx)
+        self.metrics.login("success")
         # RFC 8176: a hardware-secured key, with the user verified (verification is required).
-        session, token, expires_at = await self.login.open_session(
+        return await self.signin.sign_in(
             db,
             user,
             ctx,
-            grant,
-            auth_time=ctx.now,
-            max_age=self.settings.session_max_age,
+            first_party(ctx),
             amr=PASSKEY_AMR,
+            details={"method": "passkey", "passkey_id": str(passkey.id)},
         )
-        await audit.record(
-            db,
-            ctx.now,
-            audit.Entry(
-                audit.LOGIN_SUCCEEDED,
-                user.id,
-                user.username,
-                session.id,
-                ctx.ip,
-                details={"method": "passkey", "passkey_id": str(passkey.id)},
-            ),
-        )
-        self.metrics.login("success")
-        return await self.login.sign(db, user, session, token, expires_at, ctx, grant)
 
     async def second_factor_options(
-        self, db: AsyncSession, user: User, ctx: RequestContext
+        self,
+        db: AsyncSession,
+        user: User,
+        passkeys: Sequence[Passkey],
+        mfa_challenge_id: int,
+        ctx: RequestContext,
     ) -> dict[str, Any]:
         """Request options for a user already identified by their password: a challenge bound
-        to them, their passkeys allowed. The answer goes to `check_assertion(..., SECOND_FACTOR,
-        user, ...)`."""
-        challenge = await self._new_challenge(db, SECOND_FACTOR, user.id, ctx)
-        existing = await PasskeyRepository(db).for_user(user.id)
+        to them and to their mfa challenge, `passkeys` (theirs) allowed. It replaces the earlier
+        ones of that mfa challenge, so asking again does not pile up rows. The answer goes to
+        `check_assertion(..., SECOND_FACTOR, user, mfa_challenge_id, ...)`."""
+        await PasskeyChallengeRepository(db).discard_for_mfa(mfa_challenge_id)
+        challenge = await self._new_challenge(db, SECOND_FACTOR, user.id, ctx, mfa_challenge_id)
         return webauthn.authentication_options(
-            self.rp, challenge, [(p.credential_id, p.transports) for p in existing]
+            self.rp, challenge, [(p.credential_id, p.transports) for p in passkeys]
         )
 
     async def check_assertion(
@@ -210,19 +203,23 @@ class PasskeyService:
         credential: dict[str, Any],
         purpose: str,
         user: User | None,
+        mfa_challenge_id: int | None,
         ctx: RequestContext,
     ) -> tuple[User, Passkey]:
         """Judge an assertion (WebAuthn L3 section 7.2) against a live challenge of `purpose`:
         the active user it proves and the passkey used, whose counter and last use are updated.
 
         With `user` given (a second factor after the password), the challenge must have been
-        issued to that user and the credential must be theirs. Any failure is one PasskeyInvalid;
-        the reason goes to the audit trail, the challenge is spent either way."""
+        issued to that user for `mfa_challenge_id`, and the credential must be theirs. Any
+        failure is one PasskeyInvalid; the reason goes to the audit trail, the challenge is
+        spent either way."""
         digest, challenge = await self._take(db, credential, purpose, ctx, PasskeyInvalid)
         owner_id: uuid.UUID | None = user.id if user is not None else None
         try:
-            if user is not None and challenge.user_id != user.id:
-                raise webauthn.PasskeyRejected("challenge of another user")
+            if user is not None and (
+                challenge.user_id != user.id or challenge.mfa_challenge_id != mfa_challenge_id
+            ):
+                raise webauthn.PasskeyRejected("challenge of another sign-in")
             passkey = await PasskeyRepository(db).by_credential_id(
                 webauthn.credential_id(credential)
             )
@@ -310,7 +307,12 @@ class PasskeyService:
             raise
 
     async def _new_challenge(
-        self, db: AsyncSession, purpose: str, user_id: uuid.UUID | None, ctx: RequestContext
+        self,
+        db: AsyncSession,
+        purpose: str,
+        user_id: uuid.UUID | None,
+        ctx: RequestContext,
+        mfa_challenge_id: int | None = None,
     ) -> bytes:
         challenge = webauthn.new_challenge()
         await PasskeyChallengeRepository(db).add(
@@ -319,6 +321,7 @@ class PasskeyService:
                 purpose=purpose,
                 user_id=user_id,
                 expires_at=ctx.now + timedelta(seconds=self.settings.passkey_challenge_ttl),
+                mfa_challenge_id=mfa_challenge_id,
             ),
             ctx.now,
         )
@@ -342,7 +345,9 @@ class PasskeyService:
         row = await PasskeyChallengeRepository(db).take(digest, purpose, ctx.now)
         if row is None:
             raise self._failed(error, digest, None, "unknown or spent challenge", ctx)
-        return digest, _Challenge(raw=raw, user_id=row.user_id)
+        return digest, _Challenge(
+            raw=raw, user_id=row.user_id, mfa_challenge_id=row.mfa_challenge_id
+        )
 
     def _failed(
         self,
@@ -388,3 +393,4 @@ class PasskeyService:
 class _Challenge:
     raw: bytes
     user_id: uuid.UUID | None
+    mfa_challenge_id: int | None

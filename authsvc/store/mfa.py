@@ -190,6 +190,21 @@ class MfaChallengeRepository:
         )
         return found.scalars().first()
 
+    async def live(
+        self, digest: bytes, purpose: str, now: datetime, max_attempts: int
+    ) -> MfaChallenge | None:
+        """The challenge `attempt` would count on, without counting."""
+        found = await self.db.execute(
+            select(MfaChallenge).where(
+                MfaChallenge.digest == digest,
+                MfaChallenge.purpose == purpose,
+                MfaChallenge.used_at.is_(None),
+                MfaChallenge.expires_at > now,
+                MfaChallenge.attempts < max_attempts,
+            )
+        )
+        return found.scalars().first()
+
     async def spend(self, challenge_id: int, now: datetime) -> bool:
         result = await self.db.execute(
             update(MfaChallenge)

@@ -392,8 +392,9 @@ class Passkey(Base):
 
 class PasskeyChallenge(Base):
     """A ceremony's challenge, by its SHA-256 digest, until it is used once or expires.
-    `user_id` binds a registration challenge to the user who asked for it; login challenges
-    (discoverable credentials: the user is not known yet) have none."""
+    `user_id` binds a registration or second-factor challenge to its user; login challenges
+    (discoverable credentials: the user is not known yet) have none. A second-factor challenge
+    also names the mfa challenge (the mfa_token) it was issued for."""
 
     __tablename__ = "passkey_challenges"
 
@@ -401,8 +402,17 @@ class PasskeyChallenge(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime]
+    mfa_challenge_id: Mapped[int | None] = mapped_column(
+        BigIntPK,
+        ForeignKey(
+            "mfa_challenges.id",
+            ondelete="CASCADE",
+            name="fk_passkey_challenges_mfa_challenge_id",
+        ),
+    )
 
     __table_args__ = (
         Index("ix_passkey_challenges_expires_at", "expires_at"),
         Index("ix_passkey_challenges_user_id", "user_id"),
+        Index("ix_passkey_challenges_mfa_challenge_id", "mfa_challenge_id"),
     )

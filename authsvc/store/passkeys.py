@@ -39,6 +39,10 @@ class PasskeyRepository:
         )
         return result.scalars().all()
 
+    async def any_for_user(self, user_id: uuid.UUID) -> bool:
+        found = await self.db.execute(select(Passkey.id).where(Passkey.user_id == user_id).limit(1))
+        return found.first() is not None
+
     async def delete_for_user(self, passkey_id: uuid.UUID, user_id: uuid.UUID) -> Passkey | None:
         """Delete one of the user's passkeys; None if it is not theirs or does not exist."""
         found = await self.db.execute(
@@ -92,6 +96,11 @@ class PasskeyChallengeRepository:
         if challenge.expires_at <= now:
             return None
         return challenge
+
+    async def discard_for_mfa(self, mfa_challenge_id: int) -> None:
+        await self.db.execute(
+            delete(PasskeyChallenge).where(PasskeyChallenge.mfa_challenge_id == mfa_challenge_id)
+        )
 
     async def discard(self, digest: bytes) -> None:
         await self.db.execute(delete(PasskeyChallenge).where(PasskeyChallenge.digest == digest))

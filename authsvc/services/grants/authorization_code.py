@@ -17,8 +17,8 @@ from authsvc.services.clients import ClientService
 from authsvc.services.context import RequestContext
 from authsvc.services.id_tokens import IdTokenService
 from authsvc.services.issuer import TokenPair, session_amr
-from authsvc.services.login import LoginService
 from authsvc.services.oauth import required
+from authsvc.services.signin import SignInService
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.models import OAuthClient
 from authsvc.store.repositories import SessionRepository, UserRepository
@@ -29,13 +29,13 @@ class AuthorizationCodeGrant:
         self,
         settings: Settings,
         clients: ClientService,
-        login: LoginService,
+        signin: SignInService,
         codes: AuthorizationCodes,
         id_tokens: IdTokenService,
     ) -> None:
         self.settings = settings
         self.clients = clients
-        self.login = login
+        self.signin = signin
         self.codes = codes
         self.id_tokens = id_tokens
 
@@ -78,21 +78,14 @@ class AuthorizationCodeGrant:
             # Spent by a concurrent exchange since it was read: a second presentation.
             raise await self._declined(db, digest, ctx)
         grant = self.clients.grant(client, row.scope, ctx)
-        session, token, expires_at = await self.login.open_session(
-            db,
-            user,
-            ctx,
-            grant,
-            auth_time=row.auth_time,
-            max_age=self.settings.session_max_age,
-            amr=session_amr(row.amr),
+        pair = await self.signin.resume(
+            db, user, ctx, grant, amr=session_amr(row.amr), auth_time=row.auth_time
         )
-        await repo.record_session(row.id, session.id)
-        pair = await self.login.sign(db, user, session, token, expires_at, ctx, grant)
+        await repo.record_session(row.id, pair.session_id)
         claims = IdTokenClaims(
             subject=str(user.id),
             client_id=client.client_id,
-            session_id=str(session.id),
+            session_id=str(pair.session_id),
             auth_time=row.auth_time,
             nonce=row.nonce,
             amr=session_amr(row.amr),
