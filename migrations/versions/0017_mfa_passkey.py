@@ -3,8 +3,8 @@
 
 One nullable column; existing challenges (registration, passwordless login) keep NULL.
 
-Revision ID: 0016_mfa_passkey
-Revises: 0014_mfa
+Revision ID: 0017_mfa_passkey
+Revises: 0016_audit_username
 Create Date: 2026-12-02
 """
 
