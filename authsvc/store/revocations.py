@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Select,
     Table,
     bindparam,
@@ -107,7 +108,7 @@ def _identity() -> Select[Any]:
     has lost its row) and the kind and value of event `fd_cursor` (NULL when there is none)."""
     at = select(_events.c.kind, _events.c.value).where(_events.c.id == _CURSOR)
     # A constant in the SQL, not a parameter: the statement's parameters are the poll's own.
-    one = literal_column(str(FEED_STATE_ID))
+    one: ColumnElement[int] = literal_column(str(FEED_STATE_ID))
     state = select(_state.c.epoch, _state.c.low_water).where(_state.c.id == one)
     return select(
         state.with_only_columns(_state.c.epoch).scalar_subquery().label("epoch"),
