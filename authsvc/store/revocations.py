@@ -8,7 +8,9 @@ advisory lock: ids are then allocated and committed one transaction at a time, i
 lock is taken before the revocation's own row locks, so it is always first in lock order.
 
 The feed's identity lives in feed_state (one row): its epoch, and the low-water mark that prune
-raises to the highest event id it deleted, in the same transaction as the delete.
+raises to the highest event id it deleted, in the same transaction as the delete. A poll reads
+that identity and its page in one statement (poll_statement), run in a session or compiled for
+the fast lane (fastlane.py).
 """
 
 from __future__ import annotations
