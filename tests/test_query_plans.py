@@ -33,7 +33,7 @@ from authsvc.store.repositories import (
     SessionRepository,
     UserRepository,
 )
-from authsvc.store.revocations import RevocationEventRepository
+from authsvc.store.revocations import RevocationEventRepository, poll_values
 from authsvc.store.rotation import live_token_in_session, rotate_in_session, rotation_values
 from bench.runner.seed import TABLES, Counts, seed
 from tests import pg
@@ -188,11 +188,11 @@ async def test_feed_pages_use_the_primary_key(engine: AsyncEngine) -> None:
     async def work(db: AsyncSession) -> None:
         feed = RevocationEventRepository(db)
         # A poller with no cursor starts at the first live event, through the expiry index.
-        first = await feed.page(0, 1000, NOW)
+        first = (await feed.poll(poll_values(0, 1000, NOW))).page
         assert first.events and first.events[0].expires_at > NOW
-        await feed.page(first.last_id or 0, 1000, NOW)
+        await feed.poll(poll_values(first.last_id or 0, 1000, NOW))
         # One far behind reads an old range of the primary key.
-        await feed.page(10, 1000, NOW - timedelta(days=400))
+        await feed.poll(poll_values(10, 1000, NOW - timedelta(days=400)))
 
     await assert_indexed(engine, work)
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, event
 
 from authsvc.services import revocations
 from authsvc.services.maintenance import prune
 from authsvc.services.revocations import parse_cursor, retention
 from authsvc.store.models import FeedState
-from authsvc.store.revocations import RevocationEventRepository
+from authsvc.store.revocations import RevocationEventRepository, poll_values
 from tests.conftest import Harness
 from tests.live import cli
 
@@ -296,12 +296,48 @@ async def test_a_poller_starts_at_the_first_live_event_not_at_the_oldest(harness
     await _logout(harness, await harness.login())
     live_after = harness.clock.now() - retention(harness.state.settings)
     async with harness.state.database.read() as db:
-        page = await RevocationEventRepository(db).page(0, 1000, live_after)
+        page = (await RevocationEventRepository(db).poll(poll_values(0, 1000, live_after))).page
     assert page.scanned == 2 and len(page.events) == 2  # the live jti and sid only
     body = await _feed(harness)
     assert len(body["revoked_jtis"]) == 1 and len(body["revoked_sids"]) == 1
     # With nothing live, the range starts at the newest event: the cursor catches up at once.
     harness.clock.advance(3600)
     async with harness.state.database.read() as db:
-        empty = await RevocationEventRepository(db).page(0, 1000, harness.clock.now())
+        polled = await RevocationEventRepository(db).poll(poll_values(0, 1000, harness.clock.now()))
+    empty = polled.page
     assert empty.scanned == 1 and empty.last_id == page.last_id
+
+
+async def test_a_poll_is_one_statement_and_on_postgresql_one_round_trip(harness: Harness) -> None:
+    """The hottest read: the feed's identity and the page in one statement, so a poll is one
+    round trip; on PostgreSQL it runs on the fast lane, outside the request's session (no
+    BEGIN, no ROLLBACK). A resync's first page is a second statement."""
+    await harness.create_user()
+    await _logout(harness, await harness.login())
+    first = await _feed(harness)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.strip().upper() != "BEGIN":  # SQLite's own, for the read transaction
+            sent.append(statement)
+
+    engine = harness.state.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        polled = [await _feed(harness), await _feed(harness, first["cursor"])]
+        through_session = len(sent)
+        sent.clear()
+        settings, now = harness.state.settings, harness.clock.now()
+        async with harness.state.database.read() as db:
+            await revocations.changes(db, None, settings, None, now)
+            await revocations.changes(db, None, settings, first["cursor"], now)
+        assert len(sent) == 2
+        sent.clear()
+        async with harness.state.database.read() as db:
+            stale = "f" * 16 + first["cursor"][16:]
+            assert (await revocations.changes(db, None, settings, stale, now)).resync
+        assert len(sent) == 2
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert polled[0]["cursor"] == polled[1]["cursor"] == first["cursor"]
+    assert through_session == (0 if harness.state.database.fast_lane is not None else 2)

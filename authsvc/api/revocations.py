@@ -59,7 +59,7 @@ async def feed(
         str | None, Query(max_length=CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)
     ] = None,
 ) -> Any:
-    page = await revocations.changes(db, state.settings, since, now)
+    page = await revocations.changes(db, state.database.fast_lane, state.settings, since, now)
     body = RevocationsResponse(
         revoked_jtis=[RevokedJti(jti=e.value, exp=e.exp) for e in page.jtis],
         revoked_sids=[RevokedSid(sid=e.value, exp=e.exp) for e in page.sids],

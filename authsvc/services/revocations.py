@@ -29,7 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
 from authsvc.errors import InvalidRequest
-from authsvc.store.revocations import JTI, FeedIdentity, RevocationEventRepository
+from authsvc.store.fastlane import FastLane
+from authsvc.store.revocations import (
+    JTI,
+    FeedIdentity,
+    FeedPoll,
+    RevocationEventRepository,
+    poll_values,
+)
 
 PAGE_SIZE = 1000
 # <epoch>.<last event id>.<checksum of that event>; 18 digits keep ids below 2**63. The
@@ -113,23 +120,37 @@ def retention(settings: Settings) -> timedelta:
 
 
 async def changes(
-    db: AsyncSession, settings: Settings, since: str | None, now: datetime
+    db: AsyncSession, lane: FastLane | None, settings: Settings, since: str | None, now: datetime
 ) -> RevocationPage:
     """Entries after the cursor (all live ones without one, or when the cursor cannot be
     followed: a resync), and the cursor to poll with next.
 
-    Two indexed lookups: the feed's identity with the event at the cursor, then a range of
-    the primary key. Expired rows in the range are skipped (in the database) but still move
-    the cursor. A full page means more are waiting, so the client is told to poll again at once.
+    One statement (store.revocations.poll_statement): the feed's identity with the event at the
+    cursor, and the page after the cursor, a range of the primary key. On PostgreSQL it runs on
+    the fast lane (`lane`), autocommitted: one round trip. A resync reads its first page with
+    a second statement. Expired rows in the range are skipped (in the database) but still
+    move the cursor. A full page means more are waiting, so the client is told to poll again
+    at once.
     """
     asked = parse_cursor(since)
-    repo = RevocationEventRepository(db)
-    feed = await repo.identity(asked.position if asked is not None else 0)
+    live_after = now - retention(settings)
+
+    async def poll(position: int) -> FeedPoll:
+        values = poll_values(position, PAGE_SIZE, live_after)
+        if lane is not None and not db.in_transaction():
+            return await lane.feed_poll(values)
+        return await RevocationEventRepository(db).poll(values)
+
+    polled = await poll(asked.position if asked is not None else 0)
+    feed, page = polled.identity, polled.page
     epoch = feed.epoch or _NO_EPOCH
     resync = asked is not None and not follows(asked, epoch, feed)
     start = Cursor(epoch, 0, _START) if asked is None or resync else asked
-    live_after = now - retention(settings)
-    page = await repo.page(start.position, PAGE_SIZE, live_after)
+    if resync and asked is not None and asked.position != 0:
+        # Whether the cursor can be followed is only known from the identity (the checksum is
+        # computed here, not in SQL): the page read with it starts at the cursor, a resync's at
+        # the start. Resyncs are rare (a reset, a restore, a poller pruned past).
+        page = (await poll(0)).page
     jtis: list[Revoked] = []
     sids: list[Revoked] = []
     for row in page.events:

@@ -216,7 +216,7 @@ class Database:
             expire_on_commit=False,
             autoflush=False,
         )
-        # PostgreSQL only: one-statement refresh and /auth/me (fastlane.py).
+        # PostgreSQL only: one-statement refresh, /auth/me and feed poll (fastlane.py).
         self.fast_lane = (
             FastLane(
                 url,

@@ -1,11 +1,12 @@
-"""The hot paths on PostgreSQL (refresh, /auth/me): one statement, one round trip, on a small
-asyncpg pool of its own.
+"""The hot paths on PostgreSQL (refresh, /auth/me, the revocation feed's poll): one
+statement, one round trip, on a small asyncpg pool of its own.
 
 The SQLAlchemy session adds round trips (BEGIN, COMMIT) and, more than that, worker CPU per
-statement; the common cases, a live token rotated once and an access check, need none of its
-machinery. The statements are written once elsewhere and compiled here for asyncpg: the
-rotation in rotation.py, the access check in access.py. A token the rotation declines writes
-nothing, and the caller classifies it in the request's transaction.
+statement; the common cases, a live token rotated once, an access check and a feed poll, need
+none of its machinery. The statements are written once elsewhere and compiled here for asyncpg:
+the rotation in rotation.py, the access check in access.py, the feed's poll in revocations.py.
+A token the rotation declines writes nothing, and the caller classifies it in the request's
+transaction.
 
 The pool is separate from SQLAlchemy's because lending the engine's connections to a raw driver
 call costs a checkout per request; it opens connections on demand and replaces any that the
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from authsvc.store.access import AccessUser, access_user, asyncpg_access
 from authsvc.store.errors import TRANSIENT_SQLSTATE, DatabaseUnavailable
+from authsvc.store.revocations import FeedPoll, asyncpg_poll, feed_poll
 from authsvc.store.rotation import FreshRotation, asyncpg_rotation, fresh_rotation
 
 
@@ -47,6 +49,7 @@ class FastLane:
         self._lock = asyncio.Lock()
         self._rotation = asyncpg_rotation()
         self._access = asyncpg_access()
+        self._poll = asyncpg_poll()
 
     async def _get_pool(self) -> asyncpg.Pool:
         pool = self._pool
@@ -78,7 +81,18 @@ class FastLane:
         row = await self._fetchrow(self._access.sql, *self._access.args(values))
         return None if row is None else access_user(row)
 
+    async def feed_poll(self, values: dict[str, Any]) -> FeedPoll:
+        """revocations.py's poll statement, in one autocommitted read."""
+        return feed_poll(await self._fetch(self._poll.sql, *self._poll.args(values)))
+
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._run(False, sql, *args)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self._run(True, sql, *args)
+        return rows
+
+    async def _run(self, all_rows: bool, sql: str, *args: Any) -> Any:
         try:
             pool = await self._get_pool()
             # A bounded wait only when every connection is taken: the timeout's machinery has
@@ -88,6 +102,8 @@ class FastLane:
             self._in_use += 1
             try:
                 async with pool.acquire(timeout=timeout) as connection:
+                    if all_rows:
+                        return await connection.fetch(sql, *args)
                     return await connection.fetchrow(sql, *args)
             finally:
                 self._in_use -= 1

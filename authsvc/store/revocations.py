@@ -8,7 +8,9 @@ advisory lock: ids are then allocated and committed one transaction at a time, i
 lock is taken before the revocation's own row locks, so it is always first in lock order.
 
 The feed's identity lives in feed_state (one row): its epoch, and the low-water mark that prune
-raises to the highest event id it deleted, in the same transaction as the delete.
+raises to the highest event id it deleted, in the same transaction as the delete. A poll reads
+that identity and its page in one statement (poll_statement), run in a session or compiled for
+the fast lane (fastlane.py).
 """
 
 from __future__ import annotations
@@ -19,11 +21,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.batches import delete_batch_keys
 from authsvc.store.models import FeedState, RevocationEvent
+from authsvc.store.rules import CompiledStatement, for_asyncpg
 
 # Distinct from the migration lock (store.db.MIGRATION_LOCK_ID).
 FEED_LOCK_ID = 0x61757468_66656564 & 0x7FFFFFFFFFFFFFFF  # "authfeed"
@@ -48,6 +65,7 @@ def _event(kind: str | None, value: str | None) -> tuple[str, str] | None:
 
 
 _events: Table = RevocationEvent.__table__  # type: ignore[assignment]
+_state: Table = FeedState.__table__  # type: ignore[assignment]
 _CURSOR = bindparam("fd_cursor", type_=_events.c.id.type)
 _LIMIT = bindparam("fd_limit", type_=_events.c.id.type)
 _LIVE_AFTER = bindparam("fd_live_after", type_=_events.c.expires_at.type)
@@ -87,6 +105,42 @@ def page_statement() -> Select[Any]:
     )
 
 
+def _identity() -> Select[Any]:
+    """One row whatever the tables hold: the epoch and low-water mark (NULL when feed_state
+    has lost its row) and the kind and value of event `fd_cursor` (NULL when there is none)."""
+    at = select(_events.c.kind, _events.c.value).where(_events.c.id == _CURSOR)
+    # A constant in the SQL, not a parameter: the statement's parameters are the poll's own.
+    one: ColumnElement[int] = literal_column(str(FEED_STATE_ID))
+    state = select(_state.c.epoch, _state.c.low_water).where(_state.c.id == one)
+    return select(
+        state.with_only_columns(_state.c.epoch).scalar_subquery().label("epoch"),
+        state.with_only_columns(_state.c.low_water).scalar_subquery().label("low_water"),
+        at.with_only_columns(_events.c.kind).scalar_subquery().label("at_kind"),
+        at.with_only_columns(_events.c.value).scalar_subquery().label("at_value"),
+    )
+
+
+@functools.cache
+def poll_statement() -> Select[Any]:
+    """A poll in one statement: the feed's identity at cursor `fd_cursor` on every row, joined
+    to the page after it (page_statement); a page with no rows leaves one row of identity.
+
+    One statement is one round trip and one snapshot: the identity a cursor is judged by and
+    the page it is served are read at the same instant, even under READ COMMITTED."""
+    identity = _identity().subquery("feed_identity")
+    page = page_statement().subquery("page")
+    return select(identity, page).select_from(identity.outerjoin(page, true())).order_by(page.c.id)
+
+
+@functools.cache
+def asyncpg_poll() -> CompiledStatement:
+    return for_asyncpg(poll_statement())
+
+
+def poll_values(cursor: int, limit: int, live_after: datetime) -> dict[str, Any]:
+    return {"fd_cursor": cursor, "fd_limit": limit, "fd_live_after": live_after}
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
     id: int
@@ -103,6 +157,22 @@ class FeedPage:
     events: list[FeedEvent]
     scanned: int
     last_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPoll:
+    identity: FeedIdentity
+    page: FeedPage
+
+
+def feed_poll(rows: Sequence[Sequence[Any]]) -> FeedPoll:
+    """poll_statement's rows, from the session or from a raw driver (the fast lane)."""
+    epoch, low_water, kind, value, first_id, *_, scanned, last_id = rows[0]
+    identity = FeedIdentity(epoch, int(low_water or 0), _event(kind, value))
+    if first_id is None:
+        return FeedPoll(identity, FeedPage([], 0, None))
+    events = [FeedEvent(r[4], r[5], r[6], r[7]) for r in rows]
+    return FeedPoll(identity, FeedPage(events, int(scanned), int(last_id)))
 
 
 class RevocationEventRepository:
@@ -123,30 +193,16 @@ class RevocationEventRepository:
         if rows:
             await self.db.execute(insert(RevocationEvent), rows)
 
-    async def page(self, cursor: int, limit: int, live_after: datetime) -> FeedPage:
-        """Events with id > cursor, oldest first, at most `limit` (page_statement)."""
-        values = {"fd_cursor": cursor, "fd_limit": limit, "fd_live_after": live_after}
-        rows: Sequence[Any] = (await self.db.execute(page_statement(), values)).all()
-        if not rows:
-            return FeedPage([], 0, None)
-        return FeedPage(
-            [FeedEvent(r.id, r.kind, r.value, r.expires_at) for r in rows],
-            int(rows[0].page_rows),
-            int(rows[0].page_last),
-        )
+    async def poll(self, values: dict[str, Any]) -> FeedPoll:
+        """The identity at the cursor and the page after it (poll_statement, poll_values)."""
+        rows: Sequence[Any] = (await self.db.execute(poll_statement(), values)).all()
+        return feed_poll(rows)
 
     async def identity(self, cursor: int) -> FeedIdentity:
         """The epoch, low-water mark and the event at `cursor`, in one statement. The epoch is
         None when feed_state has lost its row (emptied by hand) until `authsvc feed reset`."""
-        at = select(RevocationEvent).where(RevocationEvent.id == cursor)
-        kind = at.with_only_columns(RevocationEvent.kind).scalar_subquery()
-        value = at.with_only_columns(RevocationEvent.value).scalar_subquery()
-        state = select(FeedState.epoch, FeedState.low_water).where(FeedState.id == FEED_STATE_ID)
-        row = (await self.db.execute(state.add_columns(kind, value))).one_or_none()
-        if row is None:
-            event = (await self.db.execute(select(kind, value))).one()
-            return FeedIdentity(None, 0, _event(event[0], event[1]))
-        return FeedIdentity(row[0], int(row[1]), _event(row[2], row[3]))
+        row = (await self.db.execute(_identity(), {"fd_cursor": cursor})).one()
+        return FeedIdentity(row[0], int(row[1] or 0), _event(row[2], row[3]))
 
     async def reset(self, epoch: str, now: datetime) -> None:
         """Give the feed a new epoch (creating feed_state's row if it was lost)."""
