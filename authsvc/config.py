@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # /reset-password?token=... Default: the issuer.
     public_base_url: str | None = None
     email_verification_ttl: int = Field(24 * 3600, ge=60)
+    # Seconds a self sign-up may stay unverified before housekeeping deletes it (freeing its
+    # name and address); 0 keeps them. At least AUTHSVC_EMAIL_VERIFICATION_TTL.
+    unverified_signup_ttl: int = Field(7 * 86400, ge=0)
     password_reset_ttl: int = Field(30 * 60, ge=60, le=24 * 3600)
     # The outgoing mail queue: at most this many mails wait; each is tried this many times.
     mail_queue_size: int = Field(1000, ge=1)
@@ -245,6 +248,17 @@ class Settings(BaseSettings):
                     f"AUTHSVC_ISSUER must be an https:// URL when AUTHSVC_ENV=production "
                     f"(got {self.issuer!r})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _signups_outlive_their_links(self) -> Settings:
+        # An account deleted while its verification link still works would turn a prompt
+        # click into an invalid link.
+        if 0 < self.unverified_signup_ttl < self.email_verification_ttl:
+            raise ValueError(
+                "AUTHSVC_UNVERIFIED_SIGNUP_TTL must be 0 (keep) or at least "
+                f"AUTHSVC_EMAIL_VERIFICATION_TTL ({self.email_verification_ttl} s)"
+            )
         return self
 
     @model_validator(mode="after")
