@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # PEM file of the CAs the SMTP relay's TLS certificate must lead to (those alone); unset:
+    # the system's CAs (OpenSSL honours SSL_CERT_FILE and SSL_CERT_DIR for those).
+    smtp_ca_file: Path | None = None
     mail_from: str = "authsvc <noreply@localhost>"
     # Where the links in mails point: this base URL plus /verify-email?token=... or
     # /reset-password?token=... Default: the issuer.
@@ -187,6 +190,13 @@ class Settings(BaseSettings):
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
                 # The value may hold a password: never echo it.
                 raise ValueError("AUTHSVC_SMTP_URL must be smtp://host[:port] or smtps://...")
+        return value
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"AUTHSVC_SMTP_CA_FILE is not a file: {value}")
         return value
 
     @field_validator("public_base_url")
