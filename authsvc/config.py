@@ -165,6 +165,14 @@ class Settings(BaseSettings):
     passkey_rp_name: str = "authsvc"
     passkey_origins: str = ""
     passkey_challenge_ttl: int = Field(300, ge=30, le=3600)
+    # TOTP second factor (docs/accounts.md#two-factor-authentication): how long an mfa_token
+    # (the step between password and code) lasts, seconds, and how many codes it may try; how
+    # many consecutive wrong codes lock the factor, and for how many seconds. The bounds keep
+    # guessing a 6-digit code out of reach: at most 20 tries per lock period.
+    mfa_token_ttl: int = Field(300, ge=60, le=900)
+    mfa_attempts_per_token: int = Field(5, ge=1, le=10)
+    mfa_failures_before_lock: int = Field(10, ge=3, le=20)
+    mfa_lock_seconds: int = Field(900, ge=60, le=86400)
 
     @field_validator("issuer")
     @classmethod

@@ -104,6 +104,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     dpop = DPoPService(settings, lambda: secrets.hmac.dpop_nonce)
     checker = AccessService(database, issuer, dpop)
     mfa = MfaService(
+        settings,
         TotpSecrets(secrets.keks, urlsplit(settings.issuer).hostname or "authsvc"),
         OneTimeSecrets(lambda: secrets.hmac.mfa_digest),
         checker,

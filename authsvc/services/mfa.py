@@ -2,10 +2,11 @@
 that finishes a password sign-in, disabling it with a fresh code, and an admin's reset.
 
 A sign-in with a second factor is two requests: the password check issues an mfa_token (a
-challenge: 5 minutes, single-use, a few attempts, kept as a digest), and the code check spends
-it. A TOTP code is accepted once: its time step is recorded per user and no code of that or an
-earlier step is accepted again (RFC 6238 section 5.2). Consecutive wrong codes lock the factor
-for a while, whichever mfa_token they came with.
+challenge: single-use, short-lived and allowing a few attempts, AUTHSVC_MFA_TOKEN_TTL and
+AUTHSVC_MFA_ATTEMPTS_PER_TOKEN; kept as a digest), and the code check spends it. A TOTP code is
+accepted once: its time step is recorded per user and no code of that or an earlier step is
+accepted again (RFC 6238 section 5.2). AUTHSVC_MFA_FAILURES_BEFORE_LOCK consecutive wrong codes
+lock the factor for AUTHSVC_MFA_LOCK_SECONDS, whichever mfa_token they came with.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.config import Settings
 from authsvc.errors import (
     InvalidMfaCode,
     InvalidMfaToken,
@@ -43,12 +45,6 @@ METHODS: Final = ["totp", "recovery_code"]
 PURPOSE_LOGIN: Final = "login"
 PURPOSE_AUTHORIZE: Final = "authorize"
 
-MFA_TOKEN_TTL: Final = timedelta(minutes=5)
-ATTEMPTS_PER_TOKEN: Final = 5
-# Consecutive wrong codes (any mfa_token, or disabling) that lock the factor, and for how long.
-FAILURES_BEFORE_LOCK: Final = 10
-LOCK_DURATION: Final = timedelta(minutes=15)
-
 
 @dataclass(frozen=True)
 class Enrollment:
@@ -66,7 +62,14 @@ class Verified:
 
 
 class MfaService:
-    def __init__(self, totp: TotpSecrets, one_time: OneTimeSecrets, access: AccessService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        totp: TotpSecrets,
+        one_time: OneTimeSecrets,
+        access: AccessService,
+    ) -> None:
+        self.settings = settings
         self.totp = totp
         self.one_time = one_time
         self.access = access
@@ -155,7 +158,7 @@ class MfaService:
                 user_id=user.id,
                 purpose=purpose,
                 created_at=ctx.now,
-                expires_at=ctx.now + MFA_TOKEN_TTL,
+                expires_at=ctx.now + timedelta(seconds=self.settings.mfa_token_ttl),
                 attempts=0,
             )
         )
@@ -178,7 +181,10 @@ class MfaService:
         if len(mfa_token) > 128:
             raise InvalidMfaToken()
         challenge = await challenges.attempt(
-            self.one_time.digest(mfa_token), purpose, ctx.now, ATTEMPTS_PER_TOKEN
+            self.one_time.digest(mfa_token),
+            purpose,
+            ctx.now,
+            self.settings.mfa_attempts_per_token,
         )
         if challenge is None:
             raise InvalidMfaToken()
@@ -228,7 +234,12 @@ class MfaService:
                 await repo.succeeded(user.id)
                 return "recovery_code"
             method = "recovery_code"
-        await repo.failed(user.id, FAILURES_BEFORE_LOCK, ctx.now + LOCK_DURATION)
+        # Consecutive wrong codes (any mfa_token, or disabling) lock the factor for a while.
+        await repo.failed(
+            user.id,
+            self.settings.mfa_failures_before_lock,
+            ctx.now + timedelta(seconds=self.settings.mfa_lock_seconds),
+        )
         await self._audit(db, audit.MFA_FAILED, user, ctx, details={"method": method})
         raise InvalidMfaCode()
 
