@@ -137,11 +137,17 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # PEM file of the CAs the SMTP relay's TLS certificate must lead to (those alone); unset:
+    # the system's CAs (OpenSSL honours SSL_CERT_FILE and SSL_CERT_DIR for those).
+    smtp_ca_file: Path | None = None
     mail_from: str = "authsvc <noreply@localhost>"
     # Where the links in mails point: this base URL plus /verify-email?token=... or
     # /reset-password?token=... Default: the issuer.
     public_base_url: str | None = None
     email_verification_ttl: int = Field(24 * 3600, ge=60)
+    # Seconds a self sign-up may stay unverified before housekeeping deletes it (freeing its
+    # name and address); 0 keeps them. At least AUTHSVC_EMAIL_VERIFICATION_TTL.
+    unverified_signup_ttl: int = Field(7 * 86400, ge=0)
     password_reset_ttl: int = Field(30 * 60, ge=60, le=24 * 3600)
     # The outgoing mail queue: at most this many mails wait; each is tried this many times.
     mail_queue_size: int = Field(1000, ge=1)
@@ -159,6 +165,14 @@ class Settings(BaseSettings):
     passkey_rp_name: str = "authsvc"
     passkey_origins: str = ""
     passkey_challenge_ttl: int = Field(300, ge=30, le=3600)
+    # TOTP second factor (docs/accounts.md#two-factor-authentication): how long an mfa_token
+    # (the step between password and code) lasts, seconds, and how many codes it may try; how
+    # many consecutive wrong codes lock the factor, and for how many seconds. The bounds keep
+    # guessing a 6-digit code out of reach: at most 20 tries per lock period.
+    mfa_token_ttl: int = Field(300, ge=60, le=900)
+    mfa_attempts_per_token: int = Field(5, ge=1, le=10)
+    mfa_failures_before_lock: int = Field(10, ge=3, le=20)
+    mfa_lock_seconds: int = Field(900, ge=60, le=86400)
 
     @field_validator("issuer")
     @classmethod
@@ -184,6 +198,13 @@ class Settings(BaseSettings):
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
                 # The value may hold a password: never echo it.
                 raise ValueError("AUTHSVC_SMTP_URL must be smtp://host[:port] or smtps://...")
+        return value
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"AUTHSVC_SMTP_CA_FILE is not a file: {value}")
         return value
 
     @field_validator("public_base_url")
@@ -245,6 +266,17 @@ class Settings(BaseSettings):
                     f"AUTHSVC_ISSUER must be an https:// URL when AUTHSVC_ENV=production "
                     f"(got {self.issuer!r})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _signups_outlive_their_links(self) -> Settings:
+        # An account deleted while its verification link still works would turn a prompt
+        # click into an invalid link.
+        if 0 < self.unverified_signup_ttl < self.email_verification_ttl:
+            raise ValueError(
+                "AUTHSVC_UNVERIFIED_SIGNUP_TTL must be 0 (keep) or at least "
+                f"AUTHSVC_EMAIL_VERIFICATION_TTL ({self.email_verification_ttl} s)"
+            )
         return self
 
     @model_validator(mode="after")

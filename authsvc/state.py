@@ -107,6 +107,7 @@ def build_state(settings: Settings, clock: Clock | None = None) -> AppState:
     signin = SignInService(settings, issuer)
     passkeys = PasskeyService(settings, checker, signin, limiter, metrics)
     mfa = MfaService(
+        settings,
         TotpSecrets(secrets.keks, urlsplit(settings.issuer).hostname or "authsvc"),
         OneTimeSecrets(secrets),
         checker,

@@ -1,17 +1,26 @@
-"""A real SMTP server (aiosmtpd) in the test's event loop, and what it received."""
+"""A real SMTP server (aiosmtpd) in the test's event loop, and what it received; over TLS
+(smtps or STARTTLS) with a certificate from a CA made for the test."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 TOKEN = re.compile(r"token=(at_[A-Za-z0-9_-]{43})")
 
@@ -48,6 +57,7 @@ class Mailbox:
     with a temporary failure (451) first."""
 
     port: int = 0
+    scheme: str = "smtp"
     received: list[Received] = field(default_factory=list)
     fail_next: int = 0
     failures: int = 0
@@ -56,7 +66,7 @@ class Mailbox:
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         if self.fail_next > 0:
@@ -85,17 +95,112 @@ class Mailbox:
         return mails[-1]
 
 
+@dataclass(frozen=True)
+class ServerCertificate:
+    """A CA (its certificate in `ca_file`, PEM) and a certificate it signed for 127.0.0.1."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    @classmethod
+    def make(cls, directory: Path, name: str = "test") -> ServerCertificate:
+        now = datetime.now(UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        made = cls(
+            directory / f"{name}-ca.pem",
+            directory / f"{name}-cert.pem",
+            directory / f"{name}-key.pem",
+        )
+        made.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        made.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        made.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return made
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
 @asynccontextmanager
-async def smtp_server(credentials: tuple[str, str] | None = None) -> AsyncIterator[Mailbox]:
-    """With `credentials`, the server demands AUTH (over plain TCP: this is a test)."""
-    box = Mailbox()
+async def smtp_server(
+    credentials: tuple[str, str] | None = None,
+    *,
+    tls: Literal["smtps", "starttls"] | None = None,
+    certificate: ServerCertificate | None = None,
+) -> AsyncIterator[Mailbox]:
+    """With `credentials`, the server demands AUTH (over plain TCP: this is a test). With
+    `tls`, it speaks TLS from the first byte (smtps) or requires STARTTLS, presenting
+    `certificate`."""
+    box = Mailbox(scheme="smtps" if tls == "smtps" else "smtp")
     loop = asyncio.get_running_loop()
+    context = certificate.server_context() if certificate is not None else None
+    assert (tls is None) == (context is None)
 
     def authenticate(_server: Any, _session: Any, _envelope: Any, _mech: str, data: Any) -> Any:
         login = (data.login.decode(), data.password.decode())
         return AuthResult(success=login == credentials)
 
     def protocol() -> SMTP:
+        if tls == "starttls":
+            return SMTP(box, hostname="mail.test", tls_context=context, require_starttls=True)
         if credentials is None:
             return SMTP(box, hostname="mail.test")
         return SMTP(
@@ -106,7 +211,9 @@ async def smtp_server(credentials: tuple[str, str] | None = None) -> AsyncIterat
             authenticator=authenticate,
         )
 
-    server = await loop.create_server(protocol, "127.0.0.1", 0)
+    server = await loop.create_server(
+        protocol, "127.0.0.1", 0, ssl=context if tls == "smtps" else None
+    )
     box.port = server.sockets[0].getsockname()[1]
     try:
         yield box

@@ -1,16 +1,23 @@
-"""The mail transport and outbox: SMTP URLs, credentials, and delivery to a real SMTP server."""
+"""The mail transport and outbox: SMTP URLs, credentials, TLS (smtps and STARTTLS, with the
+relay's certificate verified), and delivery to a real SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
-from authsvc.config import Settings
+from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.mail.outbox import Outbox
 from authsvc.mail.templates import render
 from authsvc.mail.transport import SMTPConfig, transport_for
-from tests.mailbox import smtp_server
+from tests.conftest import Harness
+from tests.mailbox import Mailbox, ServerCertificate, smtp_server
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +103,133 @@ async def test_a_full_outbox_drops_rather_than_waits(tmp_path: Path) -> None:
     outbox = Outbox(settings, transport_for(settings))  # not started: nothing leaves
     mail = render("signup_exists", "a@example.org", username="a", site="x")
     assert [outbox.enqueue(mail) for _ in range(3)] == [True, True, False]
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+TLS_MODES: list[Literal["smtps", "starttls"]] = ["smtps", "starttls"]
+
+
+def _tls_url(box: Mailbox, mode: str) -> str:
+    return box.url + ("?starttls=true" if mode == "starttls" else "")
+
+
+async def _deliver(settings: Settings) -> Outbox:
+    """One mail through a fresh outbox, tried once."""
+    outbox = Outbox(settings, transport_for(settings))
+    outbox.start()
+    assert outbox.enqueue(render("signup_exists", "a@example.org", username="a", site="x"))
+    await outbox.join()
+    await outbox.stop()
+    return outbox
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> ServerCertificate:
+    return ServerCertificate.make(tmp_path)
+
+
+@pytest.mark.parametrize("mode", TLS_MODES)
+async def test_mail_goes_over_tls_to_a_relay_signed_by_the_configured_ca(
+    tmp_path: Path, certificate: ServerCertificate, mode: Literal["smtps", "starttls"]
+) -> None:
+    async with smtp_server(tls=mode, certificate=certificate) as box:
+        settings = _settings(
+            tmp_path,
+            smtp_url=_tls_url(box, mode),
+            smtp_ca_file=certificate.ca_file,
+            mail_max_attempts=1,
+            smtp_timeout_seconds=2,
+        )
+        outbox = await _deliver(settings)
+    assert (outbox.sent, outbox.failed) == (1, 0)
+    assert [m.to for m in box.received] == [["a@example.org"]]
+
+
+@pytest.mark.parametrize("mode", TLS_MODES)
+async def test_a_relay_certificate_from_an_untrusted_ca_fails_delivery(
+    tmp_path: Path,
+    certificate: ServerCertificate,
+    mode: Literal["smtps", "starttls"],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = ServerCertificate.make(tmp_path, "other")
+    caplog.set_level(logging.ERROR, logger="authsvc.mail")
+    async with smtp_server(tls=mode, certificate=certificate) as box:
+        # Neither the system's CAs nor another CA vouch for this relay.
+        for ca_file in (None, other.ca_file):
+            settings = _settings(
+                tmp_path,
+                smtp_url=_tls_url(box, mode),
+                smtp_ca_file=ca_file,
+                mail_max_attempts=1,
+                smtp_timeout_seconds=2,
+            )
+            outbox = await _deliver(settings)
+            assert (outbox.sent, outbox.failed) == (0, 1)
+    assert box.received == []
+    logged = [r.getMessage() for r in caplog.records if r.name == "authsvc.mail"]
+    assert len(logged) == 2 and all("TLS certificate not trusted" in m for m in logged), logged
+
+
+async def test_ssl_cert_file_replaces_the_system_cas(
+    tmp_path: Path, certificate: ServerCertificate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca_file))
+    async with smtp_server(tls="smtps", certificate=certificate) as box:
+        settings = _settings(tmp_path, smtp_url=box.url, mail_max_attempts=1)
+        outbox = await _deliver(settings)
+    assert (outbox.sent, len(box.received)) == (1, 1)
+
+
+def test_the_relay_certificate_and_its_host_name_are_always_checked(
+    tmp_path: Path, certificate: ServerCertificate
+) -> None:
+    for ca_file in (None, certificate.ca_file):
+        settings = _settings(tmp_path, smtp_url="smtp://mail.example.org", smtp_ca_file=ca_file)
+        context = SMTPConfig.from_settings(settings).tls_context
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+def test_a_missing_ca_file_is_a_start_up_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="AUTHSVC_SMTP_CA_FILE"):
+        load_settings(smtp_ca_file=tmp_path / "nowhere.pem")
+
+
+@pytest.fixture
+async def untrusted_relay(certificate: ServerCertificate) -> AsyncIterator[Mailbox]:
+    async with smtp_server(tls="starttls", certificate=certificate) as box:
+        yield box
+
+
+@pytest.fixture
+def settings_overrides(untrusted_relay: Mailbox) -> dict[str, Any]:
+    return {
+        "signup_enabled": True,
+        "smtp_url": _tls_url(untrusted_relay, "starttls"),
+        "mail_max_attempts": 2,
+        "mail_retry_base_seconds": 0.01,
+        "smtp_timeout_seconds": 2,
+    }
+
+
+async def test_an_untrusted_relay_fails_the_mail_not_the_request(
+    harness: Harness, untrusted_relay: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="authsvc.mail")
+    response = await harness.client.post(
+        "/auth/signup",
+        json={"username": "tess", "email": "tess@example.org", "password": "a long passphrase"},
+    )
+    assert response.status_code == 202, response.text
+    outbox = harness.state.outbox
+    for _ in range(200):
+        if outbox.failed:
+            break
+        await asyncio.sleep(0.01)
+    assert (outbox.sent, outbox.failed) == (0, 1)
+    assert untrusted_relay.received == []
+    logged = [r.getMessage() for r in caplog.records if r.name == "authsvc.mail"]
+    assert any("retry 1" in m for m in logged), logged
+    assert any("not sent after 2 attempts" in m for m in logged), logged
+    assert all("TLS certificate not trusted" in m for m in logged), logged

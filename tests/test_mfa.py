@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from authsvc.clock import MovableClock
+from authsvc.config import ConfigError, load_settings
 from authsvc.services import audit
 from authsvc.services.admin import ADMIN_ROLE
 from authsvc.store.models import AuditEvent, MfaChallenge, Passkey, RecoveryCode, TotpCredential
@@ -312,6 +313,56 @@ async def test_consecutive_failures_lock_the_factor_across_tokens(harness: Harne
     harness.clock.advance(15 * 60 + 1)
     unlocked = await verify(harness, await start_login(harness), code=enrolled.code(harness))
     assert unlocked.status_code == 200, unlocked.text
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "mfa_token_ttl": 60,
+            "mfa_attempts_per_token": 2,
+            "mfa_failures_before_lock": 3,
+            "mfa_lock_seconds": 120,
+        }
+    ],
+)
+async def test_the_limits_are_the_operators_settings(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    bad = wrong_code(enrolled, harness)
+    first = await start_login(harness)
+    for _ in range(2):
+        assert (await verify(harness, first, code=bad)).status_code == 401
+    spent = await verify(harness, first, code=enrolled.code(harness))
+    assert spent.json()["error"] == "invalid_mfa_token"
+    # The third wrong code in a row, on another token, locks the factor for two minutes.
+    assert (await verify(harness, await start_login(harness), code=bad)).status_code == 401
+    locked = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+    assert locked.status_code == 429, locked.text
+    assert 0 < int(locked.headers["retry-after"]) <= 121
+    harness.clock.advance(121)
+    late = await start_login(harness)
+    harness.clock.advance(61)
+    expired = await verify(harness, late, code=enrolled.code(harness))
+    assert expired.json()["error"] == "invalid_mfa_token"
+    unlocked = await verify(harness, await start_login(harness), code=enrolled.code(harness))
+    assert unlocked.status_code == 200, unlocked.text
+
+
+@pytest.mark.parametrize(
+    "unsafe",
+    [
+        {"mfa_token_ttl": 30},
+        {"mfa_token_ttl": 3600},
+        {"mfa_attempts_per_token": 0},
+        {"mfa_attempts_per_token": 50},
+        {"mfa_failures_before_lock": 1000},
+        {"mfa_lock_seconds": 5},
+    ],
+)
+def test_unsafe_limits_are_refused_at_start_up(unsafe: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(unsafe))):
+        load_settings(**unsafe)
 
 
 async def test_mfa_token_is_single_use_short_lived_and_kept_as_a_digest(

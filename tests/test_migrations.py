@@ -59,3 +59,49 @@ def test_migrations_downgrade_and_upgrade_again(empty_database: str) -> None:
     upgrade(empty_database)
     assert head_revision() is not None
     assert asyncio.run(_diff(empty_database)) == []
+
+
+def test_existing_unverified_signups_are_marked_pending(tmp_path: Path) -> None:
+    """Only accounts the audit trail shows a self sign-up made, and nothing switched on since,
+    are marked: housekeeping may delete those and nothing else."""
+    import sqlite3
+    import uuid
+
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, "0014_mfa")
+    ids = {name: uuid.uuid4().hex for name in ("pending", "enabled", "operator", "verified")}
+    created = "2026-01-01 00:00:00.000000"
+    with sqlite3.connect(path) as conn:
+        for name, key in ids.items():
+            conn.execute(
+                "INSERT INTO users (id, username, email, email_verified_at, password_hash, roles,"
+                " is_active, created_at, updated_at) VALUES (?, ?, ?, ?, 'x', '[]', ?, ?, ?)",
+                (
+                    key,
+                    name,
+                    f"{name}@example.org",
+                    created if name == "verified" else None,
+                    name == "verified",
+                    created,
+                    created,
+                ),
+            )
+            actor = None if name == "operator" else "signup"
+            conn.execute(
+                "INSERT INTO audit_events (at, event, actor, user_id, username)"
+                " VALUES (?, 'user_created', ?, ?, ?)",
+                (created, actor, key, name),
+            )
+        # Switched on by an operator, then off again: someone took it over.
+        conn.execute(
+            "INSERT INTO audit_events (at, event, actor, user_id, username)"
+            " VALUES (?, 'user_enabled', 'cli', ?, 'enabled')",
+            (created, ids["enabled"]),
+        )
+    upgrade(url)
+    with sqlite3.connect(path) as conn:
+        marked = conn.execute(
+            "SELECT username FROM users WHERE signup_pending_since IS NOT NULL"
+        ).fetchall()
+    assert marked == [("pending",)]

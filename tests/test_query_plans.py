@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from authsvc.store.access import access_user_in_session, access_values
+from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.admin import UserAdminRepository
 from authsvc.store.audit import AuditRepository
 from authsvc.store.db import create_engine, upgrade
@@ -204,6 +205,8 @@ async def test_prune_deletes_use_indexes(engine: AsyncEngine) -> None:
         assert await DenylistRepository(db).delete_expired(NOW, 1000) == 1000
         assert await RevocationEventRepository(db).delete_expired(NOW, 1000) == 1000
         assert await AuditRepository(db).delete_older_than(NOW - timedelta(days=365), 100) == 100
+        # No seeded user is a pending sign-up: the index must still find that out alone.
+        assert await AccountTokenRepository(db).delete_unverified_signups(NOW, 1000) == []
 
     await assert_indexed(engine, work)
 

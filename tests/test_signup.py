@@ -20,6 +20,7 @@ from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.services import audit
+from authsvc.services.maintenance import prune
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
 from tests.mailbox import Mailbox, smtp_server
 
@@ -264,6 +265,75 @@ async def test_mails_to_one_owner_are_limited_and_the_answer_stays_the_same(
     assert len(answers) == 1
     await limited_harness.state.outbox.join()
     assert [m.to for m in mailbox.received] == [["alice@example.org"]] * 2
+
+
+async def _prune(harness: Harness) -> int:
+    # A batch of one: several pending sign-ups take several batches.
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now(), 1)
+    return report.unverified_signups
+
+
+async def _usernames(harness: Harness) -> set[str]:
+    async with harness.state.database.read() as db:
+        return {user.username for user in await harness.state.users.list(db)}
+
+
+async def test_unverified_signups_are_deleted_after_their_ttl(
+    harness: Harness, mailbox: Mailbox
+) -> None:
+    ttl = harness.state.settings.unverified_signup_ttl
+    assert ttl == 7 * 86400
+    # Never verified: both go. Verified, or switched on by an operator: both stay.
+    for name in ("ann", "bob", "cyd", "dee"):
+        assert (await signup(harness, name, f"{name}@example.org")).status_code == 202
+    tokens = {mail.to[0]: mail.token for mail in await mailbox.wait_for(4)}
+    assert (await verify(harness, tokens["cyd@example.org"])).status_code == 204
+    async with harness.state.database.transaction() as db:
+        await harness.state.users.set_active(db, "dee", True, harness.clock.now(), "cli")
+    # Made by an operator, switched off and with an unverified address: never a sign-up.
+    await create_with_email(harness, "eve", "eve@example.org")
+    async with harness.state.database.transaction() as db:
+        await harness.state.users.set_active(db, "eve", False, harness.clock.now(), "cli")
+
+    harness.clock.advance(ttl - 1)
+    assert await _prune(harness) == 0
+    harness.clock.advance(2)
+    assert await _prune(harness) == 2
+    assert await _usernames(harness) == {"cyd", "dee", "eve"}
+    assert await login_status(harness, "cyd") == 200
+    assert await login_status(harness, "dee") == 200
+    deleted = await events(harness, audit.USER_DELETED)
+    assert sorted((e.username, e.actor, e.details) for e in deleted) == [
+        ("ann", "prune", {"reason": "signup_unverified"}),
+        ("bob", "prune", {"reason": "signup_unverified"}),
+    ]
+
+    # The name and the address are free again.
+    assert (await signup(harness, "ann", "ann@example.org")).status_code == 202
+    fresh = (await mailbox.wait_for(5))[-1]
+    assert fresh.subject == "Confirm your email address"
+    assert (await verify(harness, fresh.token)).status_code == 204
+    harness.clock.advance(ttl + 1)
+    assert await _prune(harness) == 0
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"signup_enabled": True, "unverified_signup_ttl": 0}]
+)
+async def test_unverified_signups_are_kept_when_their_ttl_is_zero(
+    harness: Harness, clock: MovableClock
+) -> None:
+    assert (await signup(harness, "fay", "fay@example.org")).status_code == 202
+    clock.advance(365 * 86400)
+    assert await _prune(harness) == 0
+    assert await _usernames(harness) == {"fay"}
+
+
+def test_an_unverified_signup_outlives_its_link() -> None:
+    with pytest.raises(ConfigError, match="UNVERIFIED_SIGNUP_TTL"):
+        load_settings(email_verification_ttl=2 * 86400, unverified_signup_ttl=86400)
+    assert load_settings(unverified_signup_ttl=0).unverified_signup_ttl == 0
+    assert load_settings(unverified_signup_ttl=86400).unverified_signup_ttl == 86400
 
 
 def test_production_refuses_signup_without_smtp() -> None:

@@ -41,7 +41,8 @@ def prune(
     """Delete expired rows.
 
     Denylist entries, refresh tokens, sessions, retired signing keys, old revocation-feed
-    entries, and audit events past AUTHSVC_AUDIT_RETENTION_DAYS."""
+    entries, self sign-ups unverified past AUTHSVC_UNVERIFIED_SIGNUP_TTL, and audit events past
+    AUTHSVC_AUDIT_RETENTION_DAYS."""
     from authsvc.services.maintenance import prune as run_prune
 
     async def work(state: AppState) -> str:
@@ -54,6 +55,7 @@ def prune(
             f"authorization_codes={report.authorization_codes}"
             f" account_tokens={report.account_tokens}"
             f" mfa_challenges={report.mfa_challenges}"
+            f" unverified_signups={report.unverified_signups}"
         )
 
     typer.echo(run(work))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass
 
 from authsvc.config import Settings
@@ -107,12 +108,12 @@ class Outbox:
             log.error(
                 "mail not sent after %d attempts (%s): %s mail dropped",
                 attempt,
-                type(exc).__name__,
+                _reason(exc),
                 item.mail.kind,
             )
             return
         delay = self.settings.mail_retry_base_seconds * 2 ** (attempt - 1)
-        log.warning("mail send failed (%s); retry %d in %.0f s", type(exc).__name__, attempt, delay)
+        log.warning("mail send failed (%s); retry %d in %.0f s", _reason(exc), attempt, delay)
 
         async def later() -> None:
             await asyncio.sleep(delay)
@@ -121,3 +122,15 @@ class Outbox:
 
         task = asyncio.create_task(later(), name="authsvc-mail-retry")
         self._timers.add(task)
+
+
+def _reason(exc: BaseException) -> str:
+    """The error's type and, when the relay's TLS certificate failed verification, why: the
+    one cause an operator cannot guess from the type (smtps wraps it in a connect error). Other
+    messages stay out of the log: a server's reply may echo what it was sent."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{type(exc).__name__}: TLS certificate not trusted: {cause.verify_message}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -45,6 +46,7 @@ class SMTPConfig:
     username: str | None
     password: str | None
     timeout: float
+    tls_context: ssl.SSLContext
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SMTPConfig:
@@ -70,7 +72,19 @@ class SMTPConfig:
             username=username,
             password=password,
             timeout=settings.smtp_timeout_seconds,
+            tls_context=tls_context(settings),
         )
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """How the relay's certificate is checked, for smtps:// and STARTTLS alike: its chain must
+    lead to a trusted CA and it must name the URL's host. Trusted are the CAs in
+    AUTHSVC_SMTP_CA_FILE when it is set (those alone: a private relay's CA does not widen to
+    the public ones), else the system's, which OpenSSL reads from SSL_CERT_FILE / SSL_CERT_DIR
+    when they are set. Built once, at start-up, so an unreadable file is a start-up error."""
+    if settings.smtp_ca_file is not None:
+        return ssl.create_default_context(cafile=str(settings.smtp_ca_file))
+    return ssl.create_default_context()
 
 
 class SMTPTransport:
@@ -90,6 +104,7 @@ class SMTPTransport:
             password=c.password,
             use_tls=c.use_tls,
             start_tls=c.start_tls,
+            tls_context=c.tls_context,
             timeout=c.timeout,
         )
 

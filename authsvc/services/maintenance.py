@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.services.keys import KeyService
 from authsvc.services.revocations import retention
+from authsvc.services.signup import delete_unverified
 from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.audit import AuditRepository
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
@@ -36,14 +37,16 @@ class PruneReport:
     authorization_codes: int = 0
     mfa_challenges: int = 0
     account_tokens: int = 0
+    unverified_signups: int = 0
 
 
 async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
     """Delete expired denylist entries, refresh tokens, sessions, authorization codes, mailed
-    links, mfa challenges, feed entries and old keys, and audit events past
-    AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps them).
+    links, mfa challenges, feed entries and old keys, self sign-ups never verified within
+    AUTHSVC_UNVERIFIED_SIGNUP_TTL, and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps
+    them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
     go last: a session row (and its used tokens) is what detects reuse until it expires.
@@ -62,6 +65,11 @@ async def prune(
             ),
         ),
         ("mfa_challenges", lambda db: MfaChallengeRepository(db).delete_expired(now, batch)),
+        (
+            # Each deletion's audit row commits with it, in the same batch.
+            "unverified_signups",
+            lambda db: delete_unverified(db, keys.settings, now, batch),
+        ),
         (
             "revocation_events",
             lambda db: RevocationEventRepository(db).delete_expired(

@@ -2,10 +2,11 @@
 that finishes a password sign-in, disabling it with a fresh code, and an admin's reset.
 
 A sign-in with a second factor is two requests: the password check issues an mfa_token (a
-challenge: 5 minutes, single-use, a few attempts, kept as a digest), and the second-factor check
-spends it. A TOTP code is accepted once: its time step is recorded per user and no code of that
-or an earlier step is accepted again (RFC 6238 section 5.2). Consecutive wrong answers lock the
-second step for a while, whichever mfa_token they came with.
+challenge: single-use, short-lived and allowing a few attempts, AUTHSVC_MFA_TOKEN_TTL and
+AUTHSVC_MFA_ATTEMPTS_PER_TOKEN; kept as a digest), and the second-factor check spends it. A TOTP
+code is accepted once: its time step is recorded per user and no code of that or an earlier step
+is accepted again (RFC 6238 section 5.2). AUTHSVC_MFA_FAILURES_BEFORE_LOCK consecutive wrong
+answers lock the second step for AUTHSVC_MFA_LOCK_SECONDS, whichever mfa_token they came with.
 
 TOTP is what turns the second step on. A user who has it on may answer it with a code, a
 recovery code, or one of their passkeys (services/passkeys.py judges the assertion, against a
@@ -22,6 +23,7 @@ from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.config import Settings
 from authsvc.errors import (
     InvalidMfaCode,
     InvalidMfaToken,
@@ -54,12 +56,6 @@ METHODS: Final = ("totp", "recovery_code")
 PASSKEY: Final = "passkey"
 PURPOSE_LOGIN: Final = "login"
 PURPOSE_AUTHORIZE: Final = "authorize"
-
-MFA_TOKEN_TTL: Final = timedelta(minutes=5)
-ATTEMPTS_PER_TOKEN: Final = 5
-# Consecutive wrong codes (any mfa_token, or disabling) that lock the factor, and for how long.
-FAILURES_BEFORE_LOCK: Final = 10
-LOCK_DURATION: Final = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -94,11 +90,13 @@ class Verified:
 class MfaService:
     def __init__(
         self,
+        settings: Settings,
         totp: TotpSecrets,
         one_time: OneTimeSecrets,
         access: AccessService,
         passkeys: PasskeyService,
     ) -> None:
+        self.settings = settings
         self.totp = totp
         self.one_time = one_time
         self.access = access
@@ -188,7 +186,7 @@ class MfaService:
                 user_id=user.id,
                 purpose=purpose,
                 created_at=ctx.now,
-                expires_at=ctx.now + MFA_TOKEN_TTL,
+                expires_at=ctx.now + timedelta(seconds=self.settings.mfa_token_ttl),
                 attempts=0,
             )
         )
@@ -208,7 +206,7 @@ class MfaService:
         if len(mfa_token) > 128:
             raise InvalidMfaToken()
         challenge = await MfaChallengeRepository(db).live(
-            self.one_time.digest(mfa_token), purpose, ctx.now, ATTEMPTS_PER_TOKEN
+            self.one_time.digest(mfa_token), purpose, ctx.now, self.settings.mfa_attempts_per_token
         )
         if challenge is None:
             raise InvalidMfaToken()
@@ -236,7 +234,10 @@ class MfaService:
         if len(mfa_token) > 128:
             raise InvalidMfaToken()
         challenge = await challenges.attempt(
-            self.one_time.digest(mfa_token), purpose, ctx.now, ATTEMPTS_PER_TOKEN
+            self.one_time.digest(mfa_token),
+            purpose,
+            ctx.now,
+            self.settings.mfa_attempts_per_token,
         )
         if challenge is None:
             raise InvalidMfaToken()
@@ -335,7 +336,12 @@ class MfaService:
         self, db: AsyncSession, user: User, method: str, ctx: RequestContext
     ) -> InvalidMfaCode:
         """One more consecutive failure (the lock counts them), audited; the error to raise."""
-        await TotpRepository(db).failed(user.id, FAILURES_BEFORE_LOCK, ctx.now + LOCK_DURATION)
+        # Consecutive wrong answers (any mfa_token, or disabling) lock the second step a while.
+        await TotpRepository(db).failed(
+            user.id,
+            self.settings.mfa_failures_before_lock,
+            ctx.now + timedelta(seconds=self.settings.mfa_lock_seconds),
+        )
         await self._audit(db, audit.MFA_FAILED, user, ctx, details={"method": method})
         return InvalidMfaCode()
 

@@ -9,10 +9,13 @@ new account), and then exactly one mail is queued:
 - a taken name with a new address: a note to that address to pick another name (only whoever
   reads that mailbox learns the name is taken).
 Following the link (POST /auth/email/verify) marks the address verified and switches the
-account on, once.
+account on, once. An account still unverified after AUTHSVC_UNVERIFIED_SIGNUP_TTL is deleted by
+housekeeping (`delete_unverified`), which frees its name and address again.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +32,7 @@ from authsvc.store.models import User
 from authsvc.store.repositories import UserRepository
 
 SIGNUP_ACTOR = "signup"
+PRUNE_ACTOR = "prune"
 
 
 class SignupService:
@@ -75,6 +79,7 @@ class SignupService:
                     email=address,
                     password_hash=password_hash,
                     active=False,
+                    pending_signup=True,
                 )
             except EmailExists:  # a sign-up with the same address committed in between
                 holder = await users.by_email(address)
@@ -151,3 +156,26 @@ class SignupService:
             ),
         )
         return user
+
+
+async def delete_unverified(db: AsyncSession, settings: Settings, now: datetime, limit: int) -> int:
+    """Delete up to `limit` self sign-ups nobody verified (or an operator switched on) within
+    AUTHSVC_UNVERIFIED_SIGNUP_TTL (0: keep them), each with an audit row; the number deleted.
+    Accounts an operator created are never pending, so never deleted here."""
+    if not settings.unverified_signup_ttl:
+        return 0
+    before = now - timedelta(seconds=settings.unverified_signup_ttl)
+    deleted = await AccountTokenRepository(db).delete_unverified_signups(before, limit)
+    for user_id, username in deleted:
+        await audit.record(
+            db,
+            now,
+            audit.Entry(
+                audit.USER_DELETED,
+                user_id,
+                username,
+                actor=PRUNE_ACTOR,
+                details={"reason": "signup_unverified"},
+            ),
+        )
+    return len(deleted)

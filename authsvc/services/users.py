@@ -120,11 +120,13 @@ class UserService:
         email: str | None = None,
         password_hash: str | None = None,
         active: bool = True,
+        pending_signup: bool = False,
     ) -> User:
         """Create a user. Without a password the account cannot log in until one is set: it
         gets the hash of a random secret nobody knows, so login takes the same path and time.
         `password_hash` is the password's hash when the caller computed it already (sign-up
-        hashes before it opens its transaction)."""
+        hashes before it opens its transaction). `pending_signup` marks a self sign-up, deleted
+        by housekeeping unless switched on within AUTHSVC_UNVERIFIED_SIGNUP_TTL."""
         name = normalize_username(username)
         address = normalize_email(email) if email is not None else None
         if password is None:
@@ -140,6 +142,7 @@ class UserService:
             is_active=active,
             created_at=now,
             updated_at=now,
+            signup_pending_since=now if pending_signup else None,
         )
         users = UserRepository(db)
         if not await users.add(user):
@@ -195,7 +198,10 @@ class UserService:
         SessionRepository.revoke, so the revocation feed carries them)."""
         user.is_active = active
         user.updated_at = now
-        if not active:
+        if active:
+            # An operator who switches a sign-up on takes it over: housekeeping keeps it.
+            user.signup_pending_since = None
+        else:
             # Links mailed before (a sign-up's verification, a reset) must not undo this.
             await AccountTokenRepository(db).void_for_user(user.id, None, now)
             sessions = SessionRepository(db)

@@ -1,15 +1,19 @@
-"""SQL for one-time account tokens (store/models.py AccountToken) and the user rows they
-change."""
+"""SQL for one-time account tokens (store/models.py AccountToken), the user rows they change,
+and the self sign-ups whose address was never verified."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch_rows
 from authsvc.store.models import AccountToken, User
+
+_users: Table = User.__table__  # type: ignore[assignment]
 
 
 class AccountTokenRepository:
@@ -65,7 +69,26 @@ class AccountTokenRepository:
         result = await self.db.execute(
             update(User)
             .where(User.id == user_id, User.email == email, User.email_verified_at.is_(None))
-            .values(email_verified_at=now, is_active=True, updated_at=now)
+            .values(
+                email_verified_at=now, is_active=True, signup_pending_since=None, updated_at=now
+            )
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def delete_unverified_signups(
+        self, before: datetime, limit: int
+    ) -> Sequence[tuple[uuid.UUID, str]]:
+        """Delete up to `limit` self sign-ups still pending since before `before`, oldest first
+        (their links and anything else of theirs go with them: ON DELETE CASCADE); the id and
+        name of each."""
+        rows = await delete_batch_rows(
+            self.db,
+            _users,
+            User.signup_pending_since < before,
+            User.signup_pending_since,
+            limit,
+            User.id,
+            User.username,
+        )
+        return [(row.id, row.username) for row in rows]

@@ -6,13 +6,17 @@ oldest first, read straight off its index). On PostgreSQL the batch's keys are c
 as an array (`key = ANY(ARRAY(SELECT ...))`, an InitPlan), and the rows are then deleted by
 primary key: with `key IN (SELECT ...)` the planner may hash-join the subquery against a full
 scan of the table. SQLite runs the IN form, whose subquery it evaluates once the same way.
+The DELETE states `condition` again: PostgreSQL re-checks it on a row changed by a transaction
+that committed after the batch was read, so a row that stopped matching (a sign-up verified
+meanwhile) is left alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Table, any_, delete, func, select
+from sqlalchemy import ColumnElement, Delete, Row, Table, any_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
@@ -43,6 +47,19 @@ async def delete_batch_keys(
     return list(result.scalars().all())
 
 
+async def delete_batch_rows(
+    db: AsyncSession,
+    table: Table,
+    condition: ColumnElement[bool],
+    order: ColumnElement[Any] | QueryableAttribute[Any],
+    limit: int,
+    *columns: ColumnElement[Any] | QueryableAttribute[Any],
+) -> Sequence[Row[Any]]:
+    """As delete_batch, returning `columns` of the rows deleted."""
+    result = await db.execute(_batch_delete(db, table, condition, order, limit).returning(*columns))
+    return result.all()
+
+
 def _batch_delete(
     db: AsyncSession,
     table: Table,
@@ -53,7 +70,7 @@ def _batch_delete(
     (key,) = table.primary_key.columns
     batch = select(key).where(condition).order_by(order).limit(limit)
     if db.get_bind().dialect.name == "postgresql":
-        statement = delete(table).where(key == any_(func.array(batch.scalar_subquery())))
+        statement = delete(table).where(key == any_(func.array(batch.scalar_subquery())), condition)
     else:
-        statement = delete(table).where(key.in_(batch))
+        statement = delete(table).where(key.in_(batch), condition)
     return statement.execution_options(synchronize_session=False)

@@ -69,10 +69,17 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When a self sign-up (POST /auth/signup) created the account; cleared for good when the
+    # account is first switched on (its address verified, or an operator enabling it). Never set
+    # for accounts an operator made. Housekeeping deletes accounts still pending after
+    # AUTHSVC_UNVERIFIED_SIGNUP_TTL, so a sign-up nobody confirms does not hold its name and
+    # address forever.
+    signup_pending_since: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("username", name="uq_users_username"),
         UniqueConstraint("email", name="uq_users_email"),
+        Index("ix_users_signup_pending_since", "signup_pending_since"),
     )
 
 
