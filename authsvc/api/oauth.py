@@ -113,6 +113,8 @@ def _form_body(required: list[str], optional: list[str]) -> dict[str, Any]:
 
 _OAUTH_ERRORS = error_responses(400, 401, 403, 413, 429, 503, oauth=True)
 _CLIENT_FIELDS = ["client_id", "client_secret"]
+# RFC 7009 section 2.1 and RFC 7662 section 2.1 take the same parameters.
+_TOKEN_FORM = _form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS])
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:
@@ -155,7 +157,7 @@ async def token(
 @router.post(
     "/revoke",
     responses=_OAUTH_ERRORS,
-    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+    openapi_extra=_TOKEN_FORM,
 )
 async def revoke(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
@@ -168,7 +170,7 @@ async def revoke(
 @router.post(
     "/introspect",
     responses=_OAUTH_ERRORS,
-    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+    openapi_extra=_TOKEN_FORM,
 )
 async def introspect(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
