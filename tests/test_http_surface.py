@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 from authsvc.api.http_guard import CSP
 from authsvc.app import create_app
 from authsvc.config import ConfigError, load_settings
-from tests.conftest import PASSWORD, TEST_KEK, Harness
+from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -259,3 +260,21 @@ async def test_header_limit_is_a_setting(settings: Any) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/healthz", headers={"X-Junk": "a" * 2100})
     assert response.status_code == 431
+
+
+def test_the_schema_documents_validation_as_400_and_retry_after(tmp_path: Path) -> None:
+    """Request validation answers 400, never the 422 FastAPI documents by default; every
+    operation that takes input documents that 400; 429 and 503 name their Retry-After."""
+    app = create_app(make_settings(f"sqlite:///{tmp_path}/unused.db", tmp_path / "data"))
+    schema = app.openapi()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert "422" not in responses, where
+            if operation.get("parameters") or "requestBody" in operation:
+                assert "400" in responses, where
+            for status in {"429", "503"} & set(responses):
+                if "Error" in str(responses[status].get("content")):  # not /readyz's Health
+                    assert "Retry-After" in responses[status].get("headers", {}), where

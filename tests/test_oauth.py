@@ -14,7 +14,7 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from authsvc.store.models import Session
 from tests.conftest import PASSWORD, Harness
@@ -666,3 +666,19 @@ async def test_oversized_oauth_request_gets_the_rfc_error_shape(harness: Harness
     )
     assert response.status_code == 413
     assert set(response.json()) == {"error", "error_description"}
+
+
+async def test_database_outage_gets_the_rfc_error_shape(harness: Harness) -> None:
+    """The 503 the schema documents for /oauth comes in the RFC 6749 section 5.2 body too."""
+    if harness.state.database.dialect != "sqlite":
+        pytest.skip("a missing table is an outage only on SQLite (OperationalError)")
+    client_id, _ = await make_client(harness)
+    async with harness.state.database.transaction() as db:
+        await db.execute(text("ALTER TABLE clients RENAME TO clients_away"))
+    response = await token(
+        harness, grant_type="password", username="alice", password=PASSWORD, client_id=client_id
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert set(response.json()) == {"error", "error_description"}
+    assert response.headers["retry-after"]

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import Context, State, WriteDB
+from authsvc.api.errors import error_responses
 from authsvc.api.schemas import (
     AcceptedResponse,
     EmailVerifyRequest,
-    ErrorResponse,
     ForgotByEmail,
     ForgotByUsername,
     PasswordForgotRequest,
@@ -22,14 +22,7 @@ from authsvc.errors import NO_STORE
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
+_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
 
 SIGNUP_ACCEPTED = (
     "If the name and address can be used, a mail with a confirmation link is on its way; "

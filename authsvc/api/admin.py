@@ -33,7 +33,7 @@ from authsvc.api.admin_schemas import (
     UserUpdate,
 )
 from authsvc.api.deps import Bearer, Context, ReadDB, State, WriteDB
-from authsvc.api.schemas import ErrorResponse
+from authsvc.api.errors import error_responses
 from authsvc.errors import NO_STORE
 from authsvc.services.admin import Actor, AuditFilter, UserChanges
 from authsvc.services.clients import DEFAULT_GRANTS
@@ -53,17 +53,9 @@ async def _admin(
 
 Admin = Annotated[Actor, Depends(_admin)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse, "description": "The caller lacks the admin role."},
-    404: {"model": ErrorResponse},
-}
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-}
+_ADMIN_ONLY = {403: "The caller lacks the admin role."}
+_ERRORS = error_responses(400, 401, 403, 404, 503, descriptions=_ADMIN_ONLY)
+_WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 503, descriptions=_ADMIN_ONLY)
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[

@@ -20,6 +20,7 @@ from authsvc.api.deps import (
     with_dpop,
     write_scope,
 )
+from authsvc.api.errors import error_responses
 from authsvc.api.schemas import (
     ErrorResponse,
     LoginRequest,
@@ -34,20 +35,14 @@ from authsvc.services.issuer import TokenPair, first_party
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
-
-
+_ERRORS = error_responses(400, 401, 413, 429, 503)
+# Routes that can carry the refresh token in the browser-mode cookie refuse a request without
+# the CSRF checks with 403 csrf_rejected (api/browser.py).
+_COOKIE_ERRORS = error_responses(400, 401, 403, 413, 429, 503)
 # With TOTP on, the right password answers 401 mfa_required with an mfa_token (api/mfa.py).
-_LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    401: {"model": ErrorResponse | MfaRequiredResponse},
-}
+_LOGIN_ERRORS = error_responses(
+    400, 401, 403, 413, 429, 503, models={401: ErrorResponse | MfaRequiredResponse}
+)
 
 
 @router.post("/login", response_model=TokenResponse, responses=_LOGIN_ERRORS)
@@ -66,7 +61,7 @@ async def login(
     return token_response(pair)
 
 
-@router.post("/refresh", response_model=TokenResponse, responses=_ERRORS)
+@router.post("/refresh", response_model=TokenResponse, responses=_COOKIE_ERRORS)
 async def refresh(
     context: WithCookieMode,
     request: Request,
@@ -106,7 +101,7 @@ def token_response(pair: TokenPair) -> Response:
     )
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_COOKIE_ERRORS)
 async def logout(
     cookie_mode: CookieMode,
     request: Request,

@@ -10,6 +10,7 @@ carrying `error`, `state` and `iss`. A redirect that answers a POST is a 303 (RF
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, Response
@@ -261,7 +262,25 @@ class _Page:
         return self.finish(response, outcome)
 
 
-@router.get("/authorize", response_class=HTMLResponse)
+_PAGE: dict[str, Any] = {"content": {"text/html": {}}}
+_REDIRECT = "To the client's redirect_uri, with a code or an error"
+_BAD_REQUEST = "The client or redirect_uri is unknown or the request malformed: an error page"
+_GET_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_PAGE, "description": "The login or consent page"},
+    302: {"description": _REDIRECT},
+    400: {**_PAGE, "description": _BAD_REQUEST},
+}
+_POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_PAGE, "description": "The next page: second factor, consent or the login form"},
+    303: {"description": _REDIRECT},
+    400: {**_PAGE, "description": _BAD_REQUEST},
+    401: {**_PAGE, "description": "Wrong credentials or code: the form again, with the error"},
+    403: {**_PAGE, "description": "The form expired or was sent from another site"},
+    429: {**_PAGE, "description": "Too many attempts: the form again, with the error"},
+}
+
+
+@router.get("/authorize", response_class=HTMLResponse, responses=_GET_RESPONSES)
 async def authorize(request: Request, state: State, ctx: Context) -> Response:
     """RFC 6749 section 4.1.1: the login page, the consent page, or a redirect with a code."""
     params = _parse(request.url.query)
@@ -287,7 +306,7 @@ async def authorize(request: Request, state: State, ctx: Context) -> Response:
     return page.render(authz, outcome, post=False)
 
 
-@router.post("/authorize", response_class=HTMLResponse)
+@router.post("/authorize", response_class=HTMLResponse, responses=_POST_RESPONSES)
 async def authorize_form(request: Request, state: State, ctx: Context) -> Response:
     """The login and consent forms post here, carrying the authorization request."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -88,6 +88,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "Signed out"},
     303: {"description": "Redirect to the post_logout_redirect_uri"},
     400: {"content": {"text/html": {}}, "description": "The request cannot be honoured"},
+    503: {"content": {"text/html": {}}, "description": "The database is unavailable; retry later"},
 }
 router.add_api_route(
     "/logout", end_session, methods=["GET"], response_class=HTMLResponse, responses=_RESPONSES

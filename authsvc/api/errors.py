@@ -1,9 +1,12 @@
 """Errors as HTTP responses: the one place domain errors (authsvc/errors.py), request
-validation, routing and database failures become JSON bodies, and the app's handlers for them."""
+validation, routing and database failures become JSON bodies, the app's handlers for them, and
+how routes document them in the OpenAPI document (error_responses)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from authsvc.api.schemas import ErrorResponse, OAuthErrorBody
 from authsvc.errors import (
     NO_STORE,
     AuthError,
@@ -35,6 +39,48 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer"},
+    }
+}
+# What each status means on any route; the body's `error` code says which case it is.
+_MEANINGS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("The request is malformed or refused.", {}),
+    401: ("The credentials (token, password, link or client) are missing or not accepted.", {}),
+    403: ("The caller is known but not allowed to do this.", {}),
+    404: ("No such resource, or the feature is switched off on this server.", {}),
+    409: ("The request conflicts with what exists.", {}),
+    413: ("The request body is over the size limit (AUTHSVC_MAX_BODY_BYTES).", {}),
+    429: ("Too many requests.", _RETRY_AFTER),
+    503: ("Temporarily unavailable (database, rate limiter or signing keys).", _RETRY_AFTER),
+}
+
+
+def error_responses(
+    *statuses: int,
+    oauth: bool = False,
+    models: Mapping[int, Any] | None = None,
+    descriptions: Mapping[int, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses=` of a route, for the error statuses it can answer: each with
+    the body the handlers below render for that route (ours, or RFC 6749 section 5.2 on
+    /oauth) unless `models` names another, and what it means here."""
+    default = OAuthErrorBody if oauth else ErrorResponse
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        meaning, headers = _MEANINGS[status]
+        entry: dict[str, Any] = {
+            "model": (models or {}).get(status, default),
+            "description": (descriptions or {}).get(status, meaning),
+        }
+        if headers:
+            entry["headers"] = headers
+        documented[status] = entry
+    return documented
 
 
 def error_response(
@@ -103,6 +149,11 @@ def database_outage(exc: BaseException) -> bool:
     return False
 
 
+def _render_for(request: Request, exc: AuthError) -> Response:
+    route = _shaped_route(request)
+    return render(exc) if route is None else route.render_error(exc)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     # Name the fields at fault, never echo their values: they may be passwords or tokens.
     parts = []
@@ -113,11 +164,32 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
+def _document_validation_as_400(app: FastAPI) -> None:
+    """Request validation answers 400 (below), never the 422 FastAPI documents for every route
+    with parameters: drop that from the OpenAPI document, with the schemas only it used. Each
+    route documents its 400 through error_responses."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()
+        if fresh:
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_validation_as_400(app)
+
     async def on_auth_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AuthError)
-        route = _shaped_route(request)
-        return render(exc) if route is None else route.render_error(exc)
+        return _render_for(request, exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -139,13 +211,11 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         # A shaped route answers in its own terms: temporarily_unavailable on /oauth
         # (RFC 6749 section 4.1.2.1 defines it; the token endpoint sends it with the 503).
-        unavailable = ServiceUnavailable()
-        route = _shaped_route(request)
-        return render(unavailable) if route is None else route.render_error(unavailable)
+        return _render_for(request, ServiceUnavailable())
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
-        return render(AuthError())
+        return _render_for(request, AuthError())
 
     app.add_exception_handler(AuthError, on_auth_error)
     app.add_exception_handler(RequestValidationError, on_validation)

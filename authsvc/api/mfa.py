@@ -12,8 +12,8 @@ from authsvc.api import browser
 from authsvc.api.auth import token_response
 from authsvc.api.browser import CookieMode
 from authsvc.api.deps import Bearer, Context, State, TokenContext, WriteDB
+from authsvc.api.errors import error_responses
 from authsvc.api.schemas import (
-    ErrorResponse,
     MfaToken,
     MfaVerifyRequest,
     RecoveryCodes,
@@ -28,13 +28,7 @@ from authsvc.services.mfa import PURPOSE_LOGIN, Factor
 
 router = APIRouter(prefix="/auth/mfa", tags=["mfa"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-}
+_ERRORS = error_responses(400, 401, 409, 413, 429, 503)
 
 
 @router.post("/totp/enroll", response_model=TotpEnrollment, responses=_ERRORS)

@@ -15,10 +15,9 @@ from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from authsvc.api.deps import Context, State, TokenContext, WriteDB
-from authsvc.api.errors import ShapedErrorRoute, render_oauth
+from authsvc.api.errors import ShapedErrorRoute, error_responses, render_oauth
 from authsvc.api.oauth_params import oauth_form
 from authsvc.errors import (
     NO_STORE,
@@ -97,13 +96,6 @@ async def _credentials(request: Request, form: Form) -> ClientCredentials:
 Credentials = Annotated[ClientCredentials, Depends(_credentials)]
 
 
-class OAuthErrorBody(BaseModel):
-    """RFC 6749 section 5.2."""
-
-    error: str
-    error_description: str | None = None
-
-
 def _form_body(required: list[str], optional: list[str]) -> dict[str, Any]:
     """The form-encoded request body, for the OpenAPI document (parsed in api/oauth_params.py)."""
     fields = {name: {"type": "string"} for name in [*required, *optional]}
@@ -119,15 +111,10 @@ def _form_body(required: list[str], optional: list[str]) -> dict[str, Any]:
     }
 
 
-_OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": OAuthErrorBody},
-    401: {"model": OAuthErrorBody},
-    403: {"model": OAuthErrorBody},
-    413: {"model": OAuthErrorBody},
-    429: {"model": OAuthErrorBody},
-    503: {"model": OAuthErrorBody},
-}
+_OAUTH_ERRORS = error_responses(400, 401, 403, 413, 429, 503, oauth=True)
 _CLIENT_FIELDS = ["client_id", "client_secret"]
+# RFC 7009 section 2.1 and RFC 7662 section 2.1 take the same parameters.
+_TOKEN_FORM = _form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS])
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:
@@ -170,7 +157,7 @@ async def token(
 @router.post(
     "/revoke",
     responses=_OAUTH_ERRORS,
-    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+    openapi_extra=_TOKEN_FORM,
 )
 async def revoke(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials
@@ -183,7 +170,7 @@ async def revoke(
 @router.post(
     "/introspect",
     responses=_OAUTH_ERRORS,
-    openapi_extra=_form_body(["token"], ["token_type_hint", *_CLIENT_FIELDS]),
+    openapi_extra=_TOKEN_FORM,
 )
 async def introspect(
     state: State, db: WriteDB, ctx: Context, form: Form, creds: Credentials

@@ -84,6 +84,21 @@ def _hidden(params: Mapping[str, str], csrf_token: str) -> str:
     return "".join(fields)
 
 
+def _form(action: str, params: Mapping[str, str], csrf_token: str) -> str:
+    """The opening of a form that posts the authorization request back, with its CSRF token."""
+    return f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
+
+
+def _sign_in_step(title: str, client_name: str, error: str | None) -> tuple[str, str]:
+    """A sign-in step's heading and error alert, and the attributes that tie its fields to
+    that alert for screen readers (empty without an error)."""
+    head = f"<h1>{escape(title)}</h1><p>to continue to <strong>{escape(client_name)}</strong></p>"
+    if not error:
+        return head, ""
+    alert = f'<p class="error" role="alert" id="error">{escape(error)}</p>'
+    return head + alert, ' aria-describedby="error" aria-invalid="true"'
+
+
 def login_page(
     *,
     action: str,
@@ -96,11 +111,9 @@ def login_page(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    alert = f'<p class="error" role="alert" id="error">{escape(error)}</p>' if error else ""
-    described = ' aria-describedby="error" aria-invalid="true"' if error else ""
+    head, described = _sign_in_step("Sign in", client_name, error)
     main = (
-        f"<h1>Sign in</h1><p>to continue to <strong>{escape(client_name)}</strong></p>{alert}"
-        f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
+        f"{head}{_form(action, params, csrf_token)}"
         '<label for="username">Username</label>'
         f'<input id="username" name="username" autocomplete="username" required'
         f' value="{escape(username)}"{described}>'
@@ -125,13 +138,9 @@ def mfa_page(
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """The second step of signing in: a code from the authenticator app, or a recovery code."""
-    alert = f'<p class="error" role="alert" id="error">{escape(error)}</p>' if error else ""
-    described = ' aria-describedby="error" aria-invalid="true"' if error else ""
+    head, described = _sign_in_step("Two-factor authentication", client_name, error)
     main = (
-        f"<h1>Two-factor authentication</h1><p>to continue to <strong>{escape(client_name)}"
-        f"</strong></p>{alert}"
-        f'<form method="post" action="{escape(action)}">'
-        f"{_hidden({**params, 'mfa_token': mfa_token}, csrf_token)}"
+        f"{head}{_form(action, {**params, 'mfa_token': mfa_token}, csrf_token)}"
         '<label for="code">Code from your authenticator app</label>'
         '<input id="code" name="code" inputmode="numeric" pattern="[0-9]*"'
         f' autocomplete="one-time-code" maxlength="6"{described}>'
@@ -158,7 +167,7 @@ def consent_page(
     main = (
         f"<h1>Allow access?</h1><p><strong>{escape(client_name)}</strong> asks to:</p>"
         f"<ul>{items}</ul><p>You are signed in as <strong>{escape(username)}</strong>.</p>"
-        f'<form method="post" action="{escape(action)}">{_hidden(params, csrf_token)}'
+        f"{_form(action, params, csrf_token)}"
         '<button type="submit" name="action" value="allow">Allow</button>'
         '<button type="submit" name="action" value="deny">Deny</button>'
         '<button type="submit" name="action" value="logout">Not you? Sign out</button></form>'

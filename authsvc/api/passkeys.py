@@ -11,8 +11,8 @@ from authsvc.api import browser
 from authsvc.api.auth import token_response
 from authsvc.api.browser import CookieMode
 from authsvc.api.deps import Bearer, Context, ReadDB, State, TokenContext, WriteDB
+from authsvc.api.errors import error_responses
 from authsvc.api.schemas import (
-    ErrorResponse,
     PasskeyInfo,
     PasskeyLoginRequest,
     PasskeyRegisterRequest,
@@ -23,13 +23,7 @@ from authsvc.errors import NO_STORE
 
 router = APIRouter(prefix="/auth/passkeys", tags=["passkeys"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
-}
+_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
 
 
 def _options(options: dict[str, Any]) -> Response:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from authsvc.api.deps import Now, ReadDB, State
-from authsvc.api.schemas import ErrorResponse
+from authsvc.api.errors import error_responses
 from authsvc.services import revocations
 from authsvc.services.revocations import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 
@@ -49,7 +49,7 @@ FEED_CACHE_CONTROL = "public, max-age=1"
 @router.get(
     "/revocations",
     response_model=RevocationsResponse,
-    responses={400: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=error_responses(400, 503),
 )
 async def feed(
     state: State,

@@ -47,6 +47,13 @@ class ErrorResponse(BaseModel):
     message: str
 
 
+class OAuthErrorBody(BaseModel):
+    """RFC 6749 section 5.2: the error body of the /oauth endpoints."""
+
+    error: str
+    error_description: str | None = None
+
+
 class JWK(BaseModel):
     kty: str
     kid: str

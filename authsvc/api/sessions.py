@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response, status
 
 from authsvc.api.deps import Bearer, Context, ReadDB, State, WriteDB
+from authsvc.api.errors import error_responses
 from authsvc.api.schemas import (
-    ErrorResponse,
     PasswordChangeRequest,
     SessionInfo,
     SessionsResponse,
@@ -17,11 +15,10 @@ from authsvc.errors import NO_STORE
 
 router = APIRouter(prefix="/auth", tags=["sessions"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-}
+_ERRORS = error_responses(400, 401, 404, 503)
+# The body limit (api/limits.py) answers 413 before the body is read; a wrong current password
+# counts against the name's sign-in attempts like a failed login (429).
+_PASSWORD_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
 
 
 @router.get("/sessions", response_model=SessionsResponse, responses=_ERRORS)
@@ -38,12 +35,7 @@ async def revoke_session(
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
-# The body limit (api/limits.py) answers 413 before the body is read.
-@router.post(
-    "/password",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_ERRORS, 413: {"model": ErrorResponse}},
-)
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=_PASSWORD_ERRORS)
 async def change_password(
     body: PasswordChangeRequest, state: State, db: WriteDB, ctx: Context, token: Bearer
 ) -> Response:

@@ -7,21 +7,18 @@ RFC 6749 section 5.2 body the other /oauth endpoints use.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import Bearer, Context, ReadDB, State
-from authsvc.api.oauth import OAuthErrorBody, OAuthRoute
+from authsvc.api.errors import error_responses
+from authsvc.api.oauth import OAuthRoute
 from authsvc.errors import NO_STORE
 
 router = APIRouter(prefix="/oauth", tags=["oauth"], route_class=OAuthRoute)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": OAuthErrorBody},
-    403: {"model": OAuthErrorBody},
-}
+# 400: a repeated Authorization header (api/http_guard.py); 503: the database is away.
+_ERRORS = error_responses(400, 401, 403, 503, oauth=True)
 
 
 async def userinfo(state: State, db: ReadDB, ctx: Context, token: Bearer) -> JSONResponse:

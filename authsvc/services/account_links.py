@@ -17,7 +17,10 @@ from authsvc.config import Settings
 from authsvc.mail.outbox import Outbox
 from authsvc.mail.templates import Mail, render
 from authsvc.security.account_tokens import AccountTokens
+from authsvc.security.passwords import PasswordHasher
+from authsvc.services.context import RequestContext
 from authsvc.services.ratelimit import RateLimiter
+from authsvc.services.users import UserService
 from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.db import after_commit
 from authsvc.store.models import AccountToken, User
@@ -93,3 +96,27 @@ class AccountLinks:
     def mail(self, kind: str, to: str, **values: str) -> Mail:
         """A mail from its template; every template may name the site (the link base)."""
         return render(kind, to, site=self.settings.link_base_url, **values)
+
+
+class LinkFlow:
+    """The base of the flows that mail a link (sign-up with its verification, password
+    recovery): the collaborators they share, and the rate limit their endpoints share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        users: UserService,
+        passwords: PasswordHasher,
+        links: AccountLinks,
+        limiter: RateLimiter,
+    ) -> None:
+        self.settings = settings
+        self.users = users
+        self.passwords = passwords
+        self.links = links
+        self.limiter = limiter
+
+    async def _check_address(self, ctx: RequestContext) -> None:
+        """One bucket per client address for every account endpoint: sign-up, verification,
+        forgot and reset all count against the same limit."""
+        await self.limiter.check_address("account", ctx.ip, ctx.now)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.config import Settings
 from authsvc.errors import (
     InvalidAccountLink,
     InvalidEmail,
@@ -20,12 +19,10 @@ from authsvc.errors import (
     PasswordPolicyError,
     PasswordResetDisabled,
 )
-from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
-from authsvc.services.account_links import RESET_PASSWORD, AccountLinks
+from authsvc.services.account_links import RESET_PASSWORD, LinkFlow
 from authsvc.services.context import RequestContext
-from authsvc.services.ratelimit import RateLimiter
-from authsvc.services.users import UserService, normalize_email, normalize_username
+from authsvc.services.users import normalize_email, normalize_username
 from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.models import User
 from authsvc.store.repositories import UserRepository
@@ -33,21 +30,7 @@ from authsvc.store.repositories import UserRepository
 RESET_ACTOR = "password_reset"
 
 
-class PasswordRecovery:
-    def __init__(
-        self,
-        settings: Settings,
-        users: UserService,
-        passwords: PasswordHasher,
-        links: AccountLinks,
-        limiter: RateLimiter,
-    ) -> None:
-        self.settings = settings
-        self.users = users
-        self.passwords = passwords
-        self.links = links
-        self.limiter = limiter
-
+class PasswordRecovery(LinkFlow):
     def _check_enabled(self) -> None:
         if not self.links.outbox.enabled:
             raise PasswordResetDisabled()
@@ -58,7 +41,7 @@ class PasswordRecovery:
         """Mail a reset link to the account's address if there is such an active account.
         Nothing in the answer or its cost says whether there was."""
         self._check_enabled()
-        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        await self._check_address(ctx)
         token = self.links.tokens.new()
         self.links.tokens.digest(token)  # the work `issue` repeats for a real account
         user = await self._find(db, email, username)
@@ -99,7 +82,7 @@ class PasswordRecovery:
         InvalidAccountLink (unknown, used, expired, or the account changed since) says no
         more. A password the policy refuses leaves the link usable."""
         self._check_enabled()
-        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        await self._check_address(ctx)
         # The password is checked and hashed before the transaction begins (no lock held while
         # hashing); a refusal is raised only once the link is known good, so a bad link says
         # only that. Raising rolls the request back, so the link stays usable.

@@ -21,12 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
 from authsvc.errors import EmailExists, InvalidAccountLink, SignupDisabled, UserExists
-from authsvc.security.passwords import PasswordHasher
 from authsvc.services import audit
-from authsvc.services.account_links import VERIFY_EMAIL, AccountLinks
+from authsvc.services.account_links import VERIFY_EMAIL, LinkFlow
 from authsvc.services.context import RequestContext
-from authsvc.services.ratelimit import RateLimiter
-from authsvc.services.users import UserService, normalize_email, normalize_username
+from authsvc.services.users import normalize_email, normalize_username
 from authsvc.store.account_tokens import AccountTokenRepository
 from authsvc.store.models import User
 from authsvc.store.repositories import UserRepository
@@ -35,21 +33,7 @@ SIGNUP_ACTOR = "signup"
 PRUNE_ACTOR = "prune"
 
 
-class SignupService:
-    def __init__(
-        self,
-        settings: Settings,
-        users: UserService,
-        passwords: PasswordHasher,
-        links: AccountLinks,
-        limiter: RateLimiter,
-    ) -> None:
-        self.settings = settings
-        self.users = users
-        self.passwords = passwords
-        self.links = links
-        self.limiter = limiter
-
+class SignupService(LinkFlow):
     async def signup(
         self, db: AsyncSession, username: str, email: str, password: str, ctx: RequestContext
     ) -> None:
@@ -57,7 +41,7 @@ class SignupService:
         what is taken (see the module docstring). The caller answers the same either way."""
         if not self.settings.signup_enabled:
             raise SignupDisabled()
-        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        await self._check_address(ctx)
         # Refusals that depend only on the input, never on what exists.
         name = normalize_username(username)
         address = normalize_email(email)
@@ -135,7 +119,7 @@ class SignupService:
         """Redeem a verification link: the address is verified and the account switched on.
         InvalidAccountLink for anything else (unknown, used, expired, address since
         changed), without saying which."""
-        await self.limiter.check_address("account", ctx.ip, ctx.now)
+        await self._check_address(ctx)
         row = await self.links.redeem(db, token, VERIFY_EMAIL, ctx.now)
         if row is None or not await AccountTokenRepository(db).verify_email(
             row.user_id, row.email, ctx.now
