@@ -36,8 +36,10 @@ bench-scale: $(BENCH_STAMP)
 serve: $(STAMP)
 	$(BIN)/authsvc serve
 
+# One worker per core; each test module runs whole on one worker (its module-scoped servers
+# start once).
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check authsvc tests migrations bench

@@ -13,7 +13,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def _first_start(database_url: str, data_dir: Path) -> None:
+    # An hour back: a test's clock, read before this runs, must already find the key active.
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    app = create_app(make_settings(database_url, data_dir), MovableClock(started))
+    async with app.router.lifespan_context(app):
+        pass
+
+
+def seed(database_url: str, data_dir: Path) -> None:
+    """What a first start writes (the server's HMAC keys and a signing key), made once per test
+    session instead of once per test: generating an RSA key is most of an app's start-up. Tests
+    of the first start itself take `empty_database_url`."""
+    run(_first_start(database_url, data_dir))
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "authsvc.db"
@@ -45,13 +60,23 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def seeded_sqlite_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seeded") / "authsvc.db"
+    shutil.copy(sqlite_template, path)
+    seed(f"sqlite:///{path}", tmp_path_factory.mktemp("seed-data"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin = pg.admin_url()
     name = f"authsvc_test_{os.getpid()}_{secrets.token_hex(3)}"
     pg.create_database(admin, name)
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
+        seed(url, tmp_path_factory.mktemp("seed-data"))
+        pg.keep_seed(url)
         yield url
     finally:
         pg.drop_database(admin, name)
@@ -61,16 +86,38 @@ def backends() -> list[Any]:
     return ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
-@pytest.fixture(params=backends())
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def _database(request: pytest.FixtureRequest, tmp_path: Path, *, seeded: bool) -> str:
     if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
+        template: Path = request.getfixturevalue(
+            "seeded_sqlite_template" if seeded else "sqlite_template"
+        )
         target = tmp_path / "authsvc.db"
         shutil.copy(template, target)
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("postgres_url")
-    pg.truncate_all(url)
+    pg.truncate_all(url, seeded=seeded)
     return url
+
+
+@pytest.fixture(params=backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database holding what a first start writes (`seed`)."""
+    return _database(request, tmp_path, seeded=True)
+
+
+@pytest.fixture
+def sqlite_url(seeded_sqlite_template: Path, tmp_path: Path) -> str:
+    """For modules where request handling, not storage, is under test: they override
+    `database_url` with this one backend (the stores run every other module on both)."""
+    target = tmp_path / "authsvc.db"
+    shutil.copy(seeded_sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture(params=backends())
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database no server has started on yet."""
+    return _database(request, tmp_path, seeded=False)
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:

@@ -36,7 +36,26 @@ def drop_database(admin: str, name: str) -> None:
     asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _truncate(url: str) -> None:
+# What a first start writes (tests/conftest.py `seed`), kept in schema "seed" and put back after
+# each truncate.
+SEEDED_TABLES = ("signing_keys", "server_secrets")
+
+
+async def _keep_seed(url: str) -> None:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        await conn.execute("CREATE SCHEMA seed")
+        for table in SEEDED_TABLES:
+            await conn.execute(f'CREATE TABLE seed."{table}" AS TABLE public."{table}"')
+    finally:
+        await conn.close()
+
+
+def keep_seed(url: str) -> None:
+    asyncio.run(_keep_seed(url))
+
+
+async def _truncate(url: str, seeded: bool) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
         rows = await conn.fetch(
@@ -46,6 +65,9 @@ async def _truncate(url: str) -> None:
         if rows:
             names = ", ".join(f'"{r["tablename"]}"' for r in rows)
             await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        if seeded:
+            for table in SEEDED_TABLES:
+                await conn.execute(f'INSERT INTO public."{table}" SELECT * FROM seed."{table}"')
         # feed_state is the migration's one row: back to a fresh database's feed.
         await conn.execute("DELETE FROM feed_state")
         await conn.execute(
@@ -56,5 +78,5 @@ async def _truncate(url: str) -> None:
         await conn.close()
 
 
-def truncate_all(url: str) -> None:
-    asyncio.run(_truncate(url))
+def truncate_all(url: str, *, seeded: bool = False) -> None:
+    asyncio.run(_truncate(url, seeded))

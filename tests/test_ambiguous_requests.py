@@ -16,6 +16,13 @@ from authsvc.app import create_app
 from tests.conftest import PASSWORD, Harness
 from tests.test_oauth import basic, make_client
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -14,6 +14,13 @@ from sqlalchemy import func, select
 from authsvc.store.models import RefreshToken, Session
 from tests.conftest import Harness
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 ENDPOINTS = ["/auth/login", "/auth/refresh", "/auth/logout"]

@@ -9,6 +9,13 @@ import pytest
 
 from tests.conftest import Harness
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 PATHS = ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]

@@ -18,6 +18,13 @@ from authsvc.verifier import AccessClaims, Verifier, VerifierMiddleware
 from tests.conftest import PASSWORD, Harness
 from tests.dpop_keys import ProofKey
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 API = "https://api.test"

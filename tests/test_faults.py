@@ -40,7 +40,7 @@ BOUND = 6 * TIMEOUT + 2
 
 @pytest.fixture
 def proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    pg.truncate_all(postgres_url)
+    pg.truncate_all(postgres_url, seeded=True)
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
     try:

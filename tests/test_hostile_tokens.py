@@ -34,6 +34,13 @@ from authsvc.store.repositories import DenylistRepository
 from authsvc.verifier import AuthenticationFailed, TokenError, Verifier
 from tests.conftest import Harness
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 

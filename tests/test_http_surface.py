@@ -18,6 +18,13 @@ from authsvc.app import create_app
 from authsvc.config import ConfigError, load_settings
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 SECURITY = {

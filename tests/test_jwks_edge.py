@@ -19,6 +19,13 @@ from authsvc.config import Settings
 from authsvc.observability.logs import JsonFormatter
 from authsvc.state import AppState
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 JWKS = "/.well-known/jwks.json"

@@ -10,6 +10,13 @@ from tests.conftest import PASSWORD, Harness
 from tests.test_ambiguous_requests import FORM, assert_refused
 from tests.test_oauth import basic, make_client
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 

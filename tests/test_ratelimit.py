@@ -43,9 +43,9 @@ def _redis_up() -> bool:
 
 
 @pytest.fixture
-def database_url(sqlite_template: Path, tmp_path: Path) -> str:
+def database_url(seeded_sqlite_template: Path, tmp_path: Path) -> str:
     target = tmp_path / "authsvc.db"
-    shutil.copy(sqlite_template, target)
+    shutil.copy(seeded_sqlite_template, target)
     return f"sqlite:///{target}"
 
 

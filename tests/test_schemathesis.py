@@ -38,9 +38,9 @@ CONFIG = SchemathesisConfig.from_dict(
 
 
 @pytest.fixture
-def api_schema(sqlite_template: Path, tmp_path: Path) -> Any:
+def api_schema(seeded_sqlite_template: Path, tmp_path: Path) -> Any:
     target = tmp_path / "authsvc.db"
-    shutil.copy(sqlite_template, target)
+    shutil.copy(seeded_sqlite_template, target)
     app = create_app(make_settings(f"sqlite:///{target}", tmp_path / "data"))
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
 

@@ -26,6 +26,13 @@ from authsvc.security.keys import generate_private_key
 from authsvc.verifier import AccessClaims, TokenError, Verifier, VerifierMiddleware
 from tests.conftest import PASSWORD
 
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """Request handling, not storage, is under test here: SQLite alone."""
+    return sqlite_url
+
+
 pytestmark = pytest.mark.anyio
 
 
