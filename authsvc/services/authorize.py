@@ -51,7 +51,6 @@ CODE_TTL_SECONDS = 60  # RFC 6749 section 4.1.2: "a maximum ... of 10 minutes is
 MAX_STATE = 2048
 MAX_NONCE = 512
 MAX_PARAM = 4096
-MAX_COOKIE = 64
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 # The authorization request's parameters; the rest are ignored (RFC 6749 section 3.1).
 AUTHORIZE_PARAMS = frozenset(
@@ -338,7 +337,7 @@ class AuthorizeService:
         self, db: AsyncSession, cookie: str | None, now: datetime
     ) -> SignedIn | None:
         """Who the sign-in cookie names, while its session is live and its user active."""
-        if not cookie or len(cookie) > MAX_COOKIE:
+        if not cookie or not self.issuer.refresh.well_formed(cookie):
             return None
         row = await live_token_in_session(
             db, self.issuer.refresh.digest(cookie), now, BROWSER_CLIENT
