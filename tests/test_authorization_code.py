@@ -393,6 +393,43 @@ async def test_not_you_is_audited_and_fed_like_any_logout(flow: Flow) -> None:
     }
 
 
+async def test_signing_in_again_audits_the_sign_in_it_replaces(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    await code_for(flow, client_id, challenge)
+    forced = await flow.http.get(
+        "/oauth/authorize", params=request_params(client_id, challenge, prompt="login")
+    )
+    assert (await sign_in(flow, forced)).status_code == 303
+    async with flow.state.database.read() as db:
+        old, new = (
+            (
+                await db.execute(
+                    select(Session)
+                    .where(Session.client_id == BROWSER_CLIENT)
+                    .order_by(Session.revoked_at.is_(None))
+                )
+            )
+            .scalars()
+            .all()
+        )
+        audited = (
+            await db.execute(select(AuditEvent).where(AuditEvent.event == "logout"))
+        ).scalar_one()
+        fed = (
+            await db.execute(select(RevocationEvent).where(RevocationEvent.value == str(old.id)))
+        ).scalar_one()
+    assert old.revoked_reason == "login_replaced" and new.revoked_at is None
+    assert audited.session_id == old.id and audited.user_id == old.user_id
+    assert audited.ip == "203.0.113.9" and audited.details == {
+        "scope": "local",
+        "sessions_revoked": 1,
+        "client_id": BROWSER_CLIENT,
+        "via": "login_replaced",
+    }
+    assert fed.kind == "sid"
+
+
 async def test_a_malformed_sign_in_cookie_is_answered_as_an_unknown_one(flow: Flow) -> None:
     client_id, _ = await flow.client()
     _, challenge = pkce()

@@ -287,7 +287,7 @@ class AuthorizeService:
     ) -> Outcome:
         old = await self.signed_in(db, cookie, ctx.now)
         if old is not None:
-            await self._end(db, old.session_id, ctx, "login_replaced")
+            await self._end(db, old, ctx, "login_replaced")
         lifetime = self.settings.login_session_ttl
         session, token = await self.signin.browser(
             db, user, ctx, Grant(BROWSER_CLIENT, None, None), amr=amr
@@ -320,18 +320,8 @@ class AuthorizeService:
         records a `logout`. `reason` is what ended it ("logout" for the consent page's
         "Not you?", "end_session" for RP-initiated logout)."""
         user = await self.signed_in(db, cookie, ctx.now)
-        if user is None:
-            return
-        await self.logout.revoke(
-            db,
-            ctx,
-            user.user_id,
-            user.session_id,
-            [user.session_id],
-            reason,
-            "local",
-            details={"client_id": BROWSER_CLIENT, "via": reason},
-        )
+        if user is not None:
+            await self._end(db, user, ctx, reason)
 
     async def signed_in(
         self, db: AsyncSession, cookie: str | None, now: datetime
@@ -389,11 +379,17 @@ class AuthorizeService:
         return code
 
     async def _end(
-        self, db: AsyncSession, session_id: uuid.UUID, ctx: RequestContext, reason: str
+        self, db: AsyncSession, user: SignedIn, ctx: RequestContext, reason: str
     ) -> None:
-        await SessionRepository(db).revoke(
-            [session_id],
-            ctx.now,
+        """End a browser sign-in as a logout of its session on its user's behalf, so the feed
+        hears of it and the audit trail records it, with `reason` as what ended it."""
+        await self.logout.revoke(
+            db,
+            ctx,
+            user.user_id,
+            user.session_id,
+            [user.session_id],
             reason,
-            tokens_valid_until=ctx.now + self.settings.access_token_horizon,
+            "local",
+            details={"client_id": BROWSER_CLIENT, "via": reason},
         )
