@@ -8,6 +8,7 @@ fresh copy of a migrated template file per test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from authsvc.app import create_app
@@ -183,6 +185,22 @@ class Harness:
         return await self.client.get(
             "/auth/me", headers={"Authorization": f"Bearer {access_token}"}
         )
+
+
+@contextlib.contextmanager
+def sql_sent(state: AppState) -> Iterator[list[str]]:
+    """The SQL the app sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    engine = state.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from authsvc.services.authorize import BROWSER_CLIENT
 from authsvc.services.maintenance import prune
 from authsvc.state import AppState
 from authsvc.store.models import AuditEvent, RevocationEvent, Session
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, sql_sent
 
 pytestmark = pytest.mark.anyio
 
@@ -391,6 +391,74 @@ async def test_not_you_is_audited_and_fed_like_any_logout(flow: Flow) -> None:
         "client_id": BROWSER_CLIENT,
         "via": "logout",
     }
+
+
+async def test_signing_in_again_audits_the_sign_in_it_replaces(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    await code_for(flow, client_id, challenge)
+    forced = await flow.http.get(
+        "/oauth/authorize", params=request_params(client_id, challenge, prompt="login")
+    )
+    assert (await sign_in(flow, forced)).status_code == 303
+    async with flow.state.database.read() as db:
+        old, new = (
+            (
+                await db.execute(
+                    select(Session)
+                    .where(Session.client_id == BROWSER_CLIENT)
+                    .order_by(Session.revoked_at.is_(None))
+                )
+            )
+            .scalars()
+            .all()
+        )
+        audited = (
+            await db.execute(select(AuditEvent).where(AuditEvent.event == "logout"))
+        ).scalar_one()
+        fed = (
+            await db.execute(select(RevocationEvent).where(RevocationEvent.value == str(old.id)))
+        ).scalar_one()
+    assert old.revoked_reason == "login_replaced" and new.revoked_at is None
+    assert audited.session_id == old.id and audited.user_id == old.user_id
+    assert audited.ip == "203.0.113.9" and audited.details == {
+        "scope": "local",
+        "sessions_revoked": 1,
+        "client_id": BROWSER_CLIENT,
+        "via": "login_replaced",
+    }
+    assert fed.kind == "sid"
+
+
+async def test_a_malformed_sign_in_cookie_is_answered_as_an_unknown_one(flow: Flow) -> None:
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    await code_for(flow, client_id, challenge)
+    signed_in = flow.http.cookies["__Host-authsvc_login"]
+    for cookie in (
+        "rt_" + "A" * 43,  # well formed, issued to no one
+        "x",
+        signed_in[:-1],
+        signed_in + "A",
+        "at_" + signed_in[3:],
+        signed_in[:-1] + "+",
+        "rt_" + "A" * 500,
+    ):
+        flow.http.cookies.clear()
+        flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
+        with sql_sent(flow.state) as sent:
+            page = await flow.http.get(
+                "/oauth/authorize", params=request_params(client_id, challenge)
+            )
+        assert page.status_code == 200 and 'name="password"' in page.text, cookie
+        if cookie != "rt_" + "A" * 43:
+            # Refused on its shape, before the token is looked up.
+            assert not [s for s in sent if "refresh_tokens" in s], cookie
+        flow.http.cookies.set("__Host-authsvc_login", cookie, domain="auth.test")
+        silent = await flow.http.get(
+            "/oauth/authorize", params=request_params(client_id, challenge, prompt="none")
+        )
+        assert redirect_query(silent)["error"] == "login_required", cookie
 
 
 async def test_rp_initiated_logout_audits_the_browser_sign_in_it_ends(flow: Flow) -> None:

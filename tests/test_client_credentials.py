@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from authsvc.verifier import TokenError, Verifier
-from tests.conftest import Harness
+from tests.conftest import Harness, sql_sent
 from tests.test_oauth import basic, claims_of
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +99,41 @@ async def test_client_secret_post_works_too_and_a_wrong_secret_is_invalid_client
     assert ok.status_code == 200, ok.text
     bad = await client_token(harness, client_id, secret + "x")
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_client"
+
+
+async def test_a_malformed_secret_is_answered_as_a_wrong_one(harness: Harness) -> None:
+    client_id, secret = await make_client(harness)
+    wrong = "cs_" + "A" * 43
+
+    async def answers(presented: str) -> list[tuple[int, Any, str | None]]:
+        by_basic = await client_token(harness, client_id, presented)
+        by_post = await harness.client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": presented,
+            },
+        )
+        return [
+            (r.status_code, r.json(), r.headers.get("www-authenticate"))
+            for r in (by_basic, by_post)
+        ]
+
+    expected = await answers(wrong)
+    assert [status for status, _, _ in expected] == [401, 401]
+    for malformed in (
+        "x",
+        secret[:-1],
+        secret + "A",
+        "rt_" + secret[3:],
+        secret[:-1] + "~",
+        "cs_" + "A" * 500,
+    ):
+        with sql_sent(harness.state) as sent:
+            assert await answers(malformed) == expected, malformed
+        # Refused on its shape, before the client is looked up.
+        assert not [s for s in sent if "clients" in s], malformed
 
 
 async def test_scope_is_limited_to_the_clients(harness: Harness) -> None:

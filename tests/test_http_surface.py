@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
+import pkgutil
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, APIRouter
 
+from authsvc import api
+from authsvc.api import browser
 from authsvc.api.http_guard import CSP
 from authsvc.app import create_app
 from authsvc.config import ConfigError, load_settings
@@ -285,3 +292,29 @@ def test_the_schema_documents_validation_as_400_and_retry_after(tmp_path: Path) 
             for status in {"429", "503"} & set(responses):
                 if "Error" in str(responses[status].get("content")):  # not /readyz's Health
                     assert "Retry-After" in responses[status].get("headers", {}), where
+
+
+def _depends_on(dependant: Dependant, calls: set[Any]) -> bool:
+    return any(d.call in calls or _depends_on(d, calls) for d in dependant.dependencies)
+
+
+def _api_routes() -> Iterator[APIRoute]:
+    """Every route of every router in authsvc.api (their paths carry the routers' prefixes)."""
+    for info in pkgutil.iter_modules(api.__path__):
+        router = getattr(importlib.import_module(f"authsvc.api.{info.name}"), "router", None)
+        if isinstance(router, APIRouter):
+            yield from (route for route in router.routes if isinstance(route, APIRoute))
+
+
+def test_every_browser_mode_route_documents_the_csrf_refusal(tmp_path: Path) -> None:
+    """A route that can answer in browser mode checks CSRF first and refuses with 403
+    (api/browser.py); its schema says so."""
+    app = create_app(make_settings(f"sqlite:///{tmp_path}/unused.db", tmp_path / "data"))
+    schema = app.openapi()
+    checked = {browser._cookie_mode, browser._cookie_context}
+    routes = [route for route in _api_routes() if _depends_on(route.dependant, checked)]
+    assert {"/auth/mfa/verify", "/auth/passkeys/login/verify"} <= {r.path for r in routes}
+    for route in routes:
+        for method in route.methods or ():
+            responses = schema["paths"][route.path][method.lower()]["responses"]
+            assert "403" in responses, f"{method} {route.path}"

@@ -22,7 +22,7 @@ from authsvc.config import ConfigError, load_settings
 from authsvc.services import audit
 from authsvc.services.admin import ADMIN_ROLE
 from authsvc.store.models import AuditEvent, MfaChallenge, Passkey, RecoveryCode, TotpCredential
-from tests.conftest import PASSWORD, Harness
+from tests.conftest import PASSWORD, Harness, sql_sent
 from tests.test_authorization_code import (  # noqa: F401 - flow is a fixture
     Flow,
     exchange,
@@ -385,6 +385,54 @@ async def test_mfa_token_is_single_use_short_lived_and_kept_as_a_digest(
     assert expired.status_code == 401 and expired.json()["error"] == "invalid_mfa_token"
     forged = await verify(harness, "mfa_" + "A" * 43, code=enrolled.code(harness))
     assert forged.status_code == 401 and forged.json()["error"] == "invalid_mfa_token"
+
+
+async def test_a_malformed_mfa_token_is_answered_as_a_wrong_one(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    code = enrolled.code(harness)
+    unknown = "mfa_" + "A" * 43
+    wrong = await verify(harness, unknown, code=code)
+    wrong_options = await passkey_options(harness, unknown)
+    assert wrong.status_code == wrong_options.status_code == 401
+    for malformed in (
+        "x",
+        mfa_token[:-1],
+        mfa_token + "A",
+        "rt_" + mfa_token[4:],
+        mfa_token[:-1] + "=",
+        "mfa_" + "A" * 200,
+    ):
+        with sql_sent(harness.state) as sent:
+            answer = await verify(harness, malformed, code=code)
+            options = await passkey_options(harness, malformed)
+        assert (answer.status_code, answer.json()) == (wrong.status_code, wrong.json())
+        assert (options.status_code, options.json()) == (
+            wrong_options.status_code,
+            wrong_options.json(),
+        )
+        # Refused on its shape, before any lookup.
+        assert not [s for s in sent if "mfa_challenges" in s], malformed
+    # None of them was an attempt on the real challenge: all its attempts are left.
+    assert (await verify(harness, mfa_token, code=code)).status_code == 200
+    assert await events(harness, audit.MFA_FAILED) == []
+
+
+async def test_a_malformed_recovery_code_is_answered_and_counted_as_a_wrong_one(
+    harness: Harness,
+) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    mfa_token = await start_login(harness)
+    for typed in ("aaaaa-aaaaa", "00000-00000", "abc", "aaaaa-aaaaa-aaaaa"):
+        answer = await verify(harness, mfa_token, recovery_code=typed)
+        assert (answer.status_code, answer.json()) == (401, WRONG_CODE), typed
+    assert [e.details for e in await events(harness, audit.MFA_FAILED)] == [
+        {"method": "recovery_code"}
+    ] * 4
+    used = await verify(harness, mfa_token, recovery_code=enrolled.recovery_codes[0])
+    assert used.status_code == 200, used.text
 
 
 async def test_the_password_grant_does_not_bypass_the_second_factor(harness: Harness) -> None:

@@ -29,6 +29,9 @@ from authsvc.services.mfa import PURPOSE_LOGIN, Factor
 router = APIRouter(prefix="/auth/mfa", tags=["mfa"])
 
 _ERRORS = error_responses(400, 401, 409, 413, 429, 503)
+# Browser mode (the tokens in a cookie) refuses a request without the CSRF checks with 403
+# csrf_rejected (api/browser.py).
+_COOKIE_ERRORS = error_responses(400, 401, 403, 409, 413, 429, 503)
 
 
 @router.post("/totp/enroll", response_model=TotpEnrollment, responses=_ERRORS)
@@ -69,7 +72,7 @@ async def passkey_options(body: MfaToken, state: State, db: WriteDB, ctx: Contex
     return JSONResponse(options, headers=NO_STORE)
 
 
-@router.post("/verify", response_model=TokenResponse, responses=_ERRORS)
+@router.post("/verify", response_model=TokenResponse, responses=_COOKIE_ERRORS)
 async def verify(
     cookie_mode: CookieMode,
     body: MfaVerifyRequest,

@@ -24,6 +24,9 @@ from authsvc.errors import NO_STORE
 router = APIRouter(prefix="/auth/passkeys", tags=["passkeys"])
 
 _ERRORS = error_responses(400, 401, 404, 413, 429, 503)
+# Browser mode (the tokens in a cookie) refuses a request without the CSRF checks with 403
+# csrf_rejected (api/browser.py).
+_COOKIE_ERRORS = error_responses(400, 401, 403, 404, 413, 429, 503)
 
 
 def _options(options: dict[str, Any]) -> Response:
@@ -57,7 +60,7 @@ async def login_options(state: State, db: WriteDB, ctx: Context) -> Response:
     return _options(await state.passkeys.login_options(db, ctx))
 
 
-@router.post("/login/verify", response_model=TokenResponse, responses=_ERRORS)
+@router.post("/login/verify", response_model=TokenResponse, responses=_COOKIE_ERRORS)
 async def login_verify(
     cookie_mode: CookieMode,
     body: PasskeyLoginRequest,

@@ -11,6 +11,7 @@ recovery code is typed by a person and so has its own alphabet and shape.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import datetime
 
@@ -27,6 +28,7 @@ PERIOD = 30
 DRIFT_STEPS = 1
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
+_RECOVERY_SHAPE = re.compile(f"[{_RECOVERY_ALPHABET}]{{5}}-[{_RECOVERY_ALPHABET}]{{5}}")
 MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -91,6 +93,12 @@ class OneTimeSecrets(OpaqueTokens):
             raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10))
             codes.append(f"{raw[:5]}-{raw[5:]}")
         return codes
+
+    @staticmethod
+    def recovery_code_well_formed(normalized: str) -> bool:
+        """Whether a normalized recovery code could be one this class made, so a wrong shape
+        is refused without a lookup."""
+        return _RECOVERY_SHAPE.fullmatch(normalized) is not None
 
     @staticmethod
     def normalize_recovery_code(value: str) -> str:

@@ -51,7 +51,6 @@ CODE_TTL_SECONDS = 60  # RFC 6749 section 4.1.2: "a maximum ... of 10 minutes is
 MAX_STATE = 2048
 MAX_NONCE = 512
 MAX_PARAM = 4096
-MAX_COOKIE = 64
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 # The authorization request's parameters; the rest are ignored (RFC 6749 section 3.1).
 AUTHORIZE_PARAMS = frozenset(
@@ -288,7 +287,7 @@ class AuthorizeService:
     ) -> Outcome:
         old = await self.signed_in(db, cookie, ctx.now)
         if old is not None:
-            await self._end(db, old.session_id, ctx, "login_replaced")
+            await self._end(db, old, ctx, "login_replaced")
         lifetime = self.settings.login_session_ttl
         session, token = await self.signin.browser(
             db, user, ctx, Grant(BROWSER_CLIENT, None, None), amr=amr
@@ -321,24 +320,14 @@ class AuthorizeService:
         records a `logout`. `reason` is what ended it ("logout" for the consent page's
         "Not you?", "end_session" for RP-initiated logout)."""
         user = await self.signed_in(db, cookie, ctx.now)
-        if user is None:
-            return
-        await self.logout.revoke(
-            db,
-            ctx,
-            user.user_id,
-            user.session_id,
-            [user.session_id],
-            reason,
-            "local",
-            details={"client_id": BROWSER_CLIENT, "via": reason},
-        )
+        if user is not None:
+            await self._end(db, user, ctx, reason)
 
     async def signed_in(
         self, db: AsyncSession, cookie: str | None, now: datetime
     ) -> SignedIn | None:
         """Who the sign-in cookie names, while its session is live and its user active."""
-        if not cookie or len(cookie) > MAX_COOKIE:
+        if not cookie or not self.issuer.refresh.well_formed(cookie):
             return None
         row = await live_token_in_session(
             db, self.issuer.refresh.digest(cookie), now, BROWSER_CLIENT
@@ -390,11 +379,17 @@ class AuthorizeService:
         return code
 
     async def _end(
-        self, db: AsyncSession, session_id: uuid.UUID, ctx: RequestContext, reason: str
+        self, db: AsyncSession, user: SignedIn, ctx: RequestContext, reason: str
     ) -> None:
-        await SessionRepository(db).revoke(
-            [session_id],
-            ctx.now,
+        """End a browser sign-in as a logout of its session on its user's behalf, so the feed
+        hears of it and the audit trail records it, with `reason` as what ended it."""
+        await self.logout.revoke(
+            db,
+            ctx,
+            user.user_id,
+            user.session_id,
+            [user.session_id],
             reason,
-            tokens_valid_until=ctx.now + self.settings.access_token_horizon,
+            "local",
+            details={"client_id": BROWSER_CLIENT, "via": reason},
         )

@@ -207,6 +207,10 @@ class ClientService:
         failure = InvalidClient(basic=creds.basic)
         if not creds.client_id or len(creds.client_id) > 64:
             raise failure
+        if creds.client_secret is not None and not self.client_secrets.well_formed(
+            creds.client_secret
+        ):
+            raise failure
         client = await ClientRepository(db).get(creds.client_id)
         # Digest even for unknown clients so the answer takes the same time.
         presented = self.client_secrets.digest(creds.client_secret or "")

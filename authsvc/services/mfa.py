@@ -203,7 +203,7 @@ class MfaService:
     ) -> dict[str, Any]:
         """WebAuthn request options for the user of a live mfa_token, their passkeys allowed,
         the challenge bound to this mfa_token. Not an attempt: nothing is counted or spent."""
-        if len(mfa_token) > 128:
+        if not self.one_time.well_formed(mfa_token):
             raise InvalidMfaToken()
         challenge = await MfaChallengeRepository(db).live(
             self.one_time.digest(mfa_token), purpose, ctx.now, self.settings.mfa_attempts_per_token
@@ -230,9 +230,9 @@ class MfaService:
         same counts."""
         if factor.given != 1:
             raise InvalidRequest("Send exactly one of code, recovery_code and credential.")
-        challenges = MfaChallengeRepository(db)
-        if len(mfa_token) > 128:
+        if not self.one_time.well_formed(mfa_token):
             raise InvalidMfaToken()
+        challenges = MfaChallengeRepository(db)
         challenge = await challenges.attempt(
             self.one_time.digest(mfa_token),
             purpose,
@@ -292,8 +292,10 @@ class MfaService:
             method = "totp"
         elif recovery_code is not None:
             normalized = self.one_time.normalize_recovery_code(recovery_code)
-            if len(normalized) <= 32 and await RecoveryCodeRepository(db).spend(
-                user.id, self.one_time.digest(normalized), ctx.now
+            if self.one_time.recovery_code_well_formed(normalized) and (
+                await RecoveryCodeRepository(db).spend(
+                    user.id, self.one_time.digest(normalized), ctx.now
+                )
             ):
                 await repo.succeeded(user.id)
                 return "recovery_code"

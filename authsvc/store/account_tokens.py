@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.store.batches import delete_batch_rows
+from authsvc.store.batches import delete_batch, delete_batch_rows
 from authsvc.store.models import AccountToken, User
 
 _users: Table = User.__table__  # type: ignore[assignment]
+_tokens: Table = AccountToken.__table__  # type: ignore[assignment]
 
 
 class AccountTokenRepository:
@@ -59,9 +60,10 @@ class AccountTokenRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        ids = select(AccountToken.id).where(AccountToken.expires_at <= now).limit(limit)
-        result = await self.db.execute(delete(AccountToken).where(AccountToken.id.in_(ids)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        """Expired tokens, used or not, oldest first."""
+        return await delete_batch(
+            self.db, _tokens, AccountToken.expires_at <= now, AccountToken.expires_at, limit
+        )
 
     async def verify_email(self, user_id: uuid.UUID, email: str, now: datetime) -> bool:
         """Compare-and-set: mark the user's address verified if it is still `email` and not yet

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import AuthorizationCode
+
+_codes: Table = AuthorizationCode.__table__  # type: ignore[assignment]
 
 
 class AuthorizationCodeRepository:
@@ -63,10 +66,10 @@ class AuthorizationCodeRepository:
     async def delete_expired(self, before: datetime, limit: int) -> int:
         """Codes that expired before `before`: kept a while after expiry so that a late second
         presentation is still recognised as reuse."""
-        ids = (
-            select(AuthorizationCode.id).where(AuthorizationCode.expires_at <= before).limit(limit)
+        return await delete_batch(
+            self.db,
+            _codes,
+            AuthorizationCode.expires_at <= before,
+            AuthorizationCode.expires_at,
+            limit,
         )
-        result = await self.db.execute(
-            delete(AuthorizationCode).where(AuthorizationCode.id.in_(ids))
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]

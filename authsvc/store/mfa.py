@@ -11,10 +11,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import MfaChallenge, RecoveryCode, TotpCredential
+
+_challenges: Table = MfaChallenge.__table__  # type: ignore[assignment]
 
 
 def _changed(result: object) -> bool:
@@ -215,6 +218,6 @@ class MfaChallengeRepository:
         return _changed(result)
 
     async def delete_expired(self, before: datetime, limit: int) -> int:
-        ids = select(MfaChallenge.id).where(MfaChallenge.expires_at <= before).limit(limit)
-        result = await self.db.execute(delete(MfaChallenge).where(MfaChallenge.id.in_(ids)))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return await delete_batch(
+            self.db, _challenges, MfaChallenge.expires_at <= before, MfaChallenge.expires_at, limit
+        )
