@@ -71,13 +71,13 @@ _THROTTLED = "Too many sign-in attempts. Wait a moment and try again."
 _EXPIRED = "This sign-in form has expired or was not sent from this site. Go back and try again."
 _BAD_CODE = "That code is not valid. Try the current code from your app."
 _CODE_MISSING = "Enter the code from your authenticator app, or a recovery code."
+_MFA_EXPIRED = "Your sign-in has expired or had too many wrong codes. Sign in again."
+_MFA_THROTTLED = "Too many wrong codes. Wait a while and try again."
+_UNAVAILABLE = "Sign-in is unavailable for a moment. Try again shortly."
 _SCRIPT_PATH = "/oauth/authorize/passkey.js"
 _OPTIONS_PATH = "/oauth/authorize/passkey/options"
 # The script's URL carries its content hash (pages.py), so a copy may be kept a day.
 _SCRIPT_CACHE = "public, max-age=86400"
-_MFA_EXPIRED = "Your sign-in has expired or had too many wrong codes. Sign in again."
-_MFA_THROTTLED = "Too many wrong codes. Wait a while and try again."
-_UNAVAILABLE = "Sign-in is unavailable for a moment. Try again shortly."
 
 
 def _secure(settings: Settings) -> bool:
