@@ -6,6 +6,10 @@ and the amr claims (RFC 8176)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -701,3 +705,279 @@ async def test_totp_secrets_survive_a_kek_rotation_and_are_rewrapped(
     async with _serve(_settings(database_url, tmp_path, KEK_B), clock) as harness:
         signed_in = await verify(harness, await start_login(harness), code=enrolled.code(harness))
         assert signed_in.status_code == 200, signed_in.text
+
+
+# -- a passkey on the hosted login page ----------------------------------------------------------
+
+SCRIPT_URL = "https://auth.test/oauth/authorize/passkey.js"
+OPTIONS_URL = "https://auth.test/oauth/authorize/passkey/options"
+
+
+@dataclass
+class HostedUser:
+    secret: str
+    access_token: str
+
+
+async def hosted_totp(flow: Flow, name: str = "alice") -> HostedUser:  # noqa: F811
+    """TOTP on for `name` over HTTP; the clock then moves past the confirming code's step."""
+    http, clock = flow.http, flow.clock
+    login = await http.post("/auth/login", json={"username": name, "password": PASSWORD})
+    access = login.json()["access_token"]
+    secret = (await http.post("/auth/mfa/totp/enroll", headers=bearer(access))).json()["secret"]
+    confirmed = await http.post(
+        "/auth/mfa/totp/confirm",
+        json={"code": pyotp.TOTP(secret).at(clock.now())},
+        headers=bearer(access),
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    clock.advance(30)
+    return HostedUser(secret, access)
+
+
+async def hosted_register(flow: Flow, access_token: str, key: SoftAuthenticator) -> None:  # noqa: F811
+    options = await flow.http.post("/auth/passkeys/register/options", headers=bearer(access_token))
+    created = await flow.http.post(
+        "/auth/passkeys/register/verify",
+        json={"credential": key.create(options.json()), "name": "Laptop"},
+        headers=bearer(access_token),
+    )
+    assert created.status_code == 201, created.text
+
+
+async def code_form(
+    flow: Flow,  # noqa: F811
+    client_id: str,
+    challenge: str,
+    **extra: str,
+) -> httpx.Response:
+    """The hosted page's second step, reached with Alice's password."""
+    params = request_params(client_id, challenge, **extra)
+    page = await flow.http.get("/oauth/authorize", params=params)
+    asked = await sign_in(flow, page)
+    assert asked.status_code == 200 and '<label for="code">' in asked.text, asked.text
+    return asked
+
+
+async def hosted_options(flow: Flow, fields: dict[str, str], **headers: str) -> httpx.Response:  # noqa: F811
+    return await flow.http.post("/oauth/authorize/passkey/options", data=fields, headers=headers)
+
+
+def csp_of(page: httpx.Response) -> dict[str, list[str]]:
+    directives = page.headers["content-security-policy"].split(";")
+    return {d.split()[0]: d.split()[1:] for d in (d.strip() for d in directives) if d}
+
+
+def offers_passkey(page: httpx.Response) -> bool:
+    offered = 'id="passkey"' in page.text
+    assert offered == ("<script" in page.text) == ("script-src" in csp_of(page))
+    return offered
+
+
+async def hosted_events(flow: Flow, name: str) -> list[AuditEvent]:  # noqa: F811
+    async with flow.state.database.read() as db:
+        return [e for e in await audit.find(db, limit=1000) if e.event == name]
+
+
+async def test_the_hosted_code_form_offers_a_passkey_only_to_a_user_with_one(
+    flow: Flow,  # noqa: F811
+) -> None:
+    user = await hosted_totp(flow)
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    without = await code_form(flow, client_id, challenge)
+    assert not offers_passkey(without)
+    assert "credential" not in form_fields(without)
+
+    await hosted_register(flow, user.access_token, SoftAuthenticator())
+    page = await code_form(flow, client_id, challenge)
+    assert offers_passkey(page)
+    # The button shows only once its script runs: without JavaScript, the code form alone.
+    assert re.search(r'<button type="button" id="passkey"[^>]* hidden>Use a passkey', page.text)
+    assert form_fields(page)["credential"] == ""
+    csp = csp_of(page)
+    # Exactly the one script and the one endpoint it calls; nothing inline.
+    assert csp["script-src"] == [SCRIPT_URL] and csp["connect-src"] == [OPTIONS_URL]
+    assert csp["default-src"] == ["'none'"] and csp["frame-ancestors"] == ["'none'"]
+    assert csp["form-action"] == ["'self'", "https://app.example"]
+    assert csp["base-uri"] == ["'none'"]
+    assert "<script>" not in page.text
+    src, integrity = re.findall(r'<script src="([^"]+)" integrity="([^"]+)" defer>', page.text)[0]
+    assert src.startswith(SCRIPT_URL + "?v=")
+
+    script = await flow.http.get(src)
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["cache-control"].startswith("public, max-age=")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    digest = base64.b64encode(hashlib.sha384(script.content).digest()).decode()
+    assert integrity == f"sha384-{digest}"
+    assert b"navigator.credentials.get" in script.content
+
+    # Shown again after a wrong code, the form still offers it.
+    wrong = await flow.http.post(
+        "/oauth/authorize", data={**form_fields(page), "code": "000000", "action": "mfa"}
+    )
+    assert wrong.status_code == 401 and offers_passkey(wrong)
+
+    # No other page runs script: the login page, the consent page, an error page.
+    login = await flow.http.get("/oauth/authorize", params=request_params(client_id, challenge))
+    third_party, _ = await flow.client(first_party=False)
+    finished = await flow.http.post(
+        "/oauth/authorize",
+        data={**form_fields(page), "code": pyotp.TOTP(user.secret).at(flow.clock.now())}
+        | {"action": "mfa"},
+    )
+    assert finished.status_code == 303, finished.text
+    consent = await flow.http.get("/oauth/authorize", params=request_params(third_party, challenge))
+    assert "Allow access?" in consent.text
+    error = await flow.http.get("/oauth/authorize", params={"client_id": "nope"})
+    assert error.status_code == 400
+    for other in (login, consent, error):
+        assert "script-src" not in csp_of(other) and "<script" not in other.text
+
+
+async def test_hosted_passkey_options_need_the_forms_csrf_token_and_sign_in(
+    flow: Flow,  # noqa: F811
+) -> None:
+    user = await hosted_totp(flow)
+    key = SoftAuthenticator()
+    await hosted_register(flow, user.access_token, key)
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+    fields = form_fields(await code_form(flow, client_id, challenge))
+
+    good = await hosted_options(flow, fields, Origin="https://auth.test")
+    assert good.status_code == 200, good.text
+    assert good.headers["cache-control"] == "no-store"
+    options = good.json()
+    assert [c["id"] for c in options["allowCredentials"]] == [b64(key.credential_id)]
+    assert options["userVerification"] == "required" and options["rpId"] == "auth.test"
+
+    no_token = {k: v for k, v in fields.items() if k != "csrf_token"}
+    refused = [
+        await hosted_options(flow, no_token),
+        await hosted_options(flow, {**fields, "csrf_token": fields["csrf_token"][:-2] + "AA"}),
+        await hosted_options(flow, fields, Origin="https://evil.example"),
+    ]
+    cookies = flow.http.cookies
+    flow.http.cookies = httpx.Cookies()  # another browser, without the page's CSRF cookie
+    try:
+        refused.append(await hosted_options(flow, fields))
+    finally:
+        flow.http.cookies = cookies
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "csrf_rejected"
+    assert "allowCredentials" not in str([r.text for r in refused])
+
+    forged = await hosted_options(flow, {**fields, "mfa_token": "mfa_" + "A" * 43})
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_mfa_token"
+    no_sign_in = await hosted_options(flow, {k: v for k, v in fields.items() if k != "mfa_token"})
+    assert no_sign_in.status_code == 401
+    unknown_client = await hosted_options(flow, {**fields, "client_id": "nope"})
+    assert unknown_client.status_code == 400
+    as_json = await flow.http.post("/oauth/authorize/passkey/options", json=fields)
+    assert as_json.status_code == 400
+    # The options spend nothing: the form's code still finishes the sign-in.
+    code = pyotp.TOTP(user.secret).at(flow.clock.now())
+    finished = await flow.http.post(
+        "/oauth/authorize", data={**fields, "code": code} | {"action": "mfa"}
+    )
+    assert finished.status_code == 303, finished.text
+    spent = await hosted_options(flow, fields)
+    assert spent.status_code == 401 and spent.json()["error"] == "invalid_mfa_token"
+
+
+async def test_a_passkey_finishes_the_hosted_sign_in(flow: Flow) -> None:  # noqa: F811
+    user = await hosted_totp(flow)
+    key = SoftAuthenticator()
+    await hosted_register(flow, user.access_token, key)
+    client_id, _ = await flow.client()
+    verifier, challenge = pkce()
+    fields = form_fields(await code_form(flow, client_id, challenge))
+    options = (await hosted_options(flow, fields)).json()
+
+    # What the script posts: the form's fields, the assertion in `credential`, the code empty.
+    answer = await flow.http.post(
+        "/oauth/authorize",
+        data={
+            **fields,
+            "credential": json.dumps(key.get(options)),
+            "code": "",
+            "recovery_code": "",
+            "action": "mfa",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    tokens = await exchange(flow, client_id, redirect_query(answer)["code"], verifier)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert claims_of(body["access_token"])["amr"] == PASSKEY_MFA_AMR
+    assert claims_of(body["id_token"])["amr"] == PASSKEY_MFA_AMR
+    verified = await hosted_events(flow, audit.MFA_VERIFIED)
+    assert [e.details for e in verified] == [{"method": "passkey"}]
+    async with flow.state.database.read() as db:
+        stored = (await db.execute(select(Passkey))).scalar_one()
+    assert stored.sign_count == key.counter
+
+
+async def test_a_wrong_or_replayed_passkey_on_the_hosted_page_is_a_wrong_code(
+    flow: Flow,  # noqa: F811
+) -> None:
+    async with flow.state.database.transaction() as db:
+        await flow.state.users.create(db, "bob", PASSWORD, flow.clock.now(), [])
+    alice = await hosted_totp(flow)
+    alices, bobs = SoftAuthenticator(), SoftAuthenticator()
+    await hosted_register(flow, alice.access_token, alices)
+    bob = await flow.http.post("/auth/login", json={"username": "bob", "password": PASSWORD})
+    await hosted_register(flow, bob.json()["access_token"], bobs)
+    client_id, _ = await flow.client()
+    _, challenge = pkce()
+
+    async def answer(fields: dict[str, str], **factor: str) -> httpx.Response:
+        return await flow.http.post("/oauth/authorize", data={**fields, **factor, "action": "mfa"})
+
+    fields = form_fields(await code_form(flow, client_id, challenge))
+    wrong_code = await answer(fields, code="000000")
+    assert wrong_code.status_code == 401
+    options = (await hosted_options(flow, fields)).json()
+    # Bob's passkey on a challenge issued to Alice.
+    bobs_key = await answer(fields, credential=json.dumps(bobs.get(options)))
+    # A good assertion signs in once; replayed on a new sign-in, it does not.
+    options = (await hosted_options(flow, fields)).json()
+    assertion = json.dumps(alices.get(options))
+    assert (await answer(fields, credential=assertion)).status_code == 303
+    again = form_fields(await code_form(flow, client_id, challenge, prompt="login"))
+    replayed = await answer(again, credential=assertion)
+    for response in (bobs_key, replayed):
+        assert response.status_code == wrong_code.status_code, response.text
+        assert re.findall(r'role="alert"[^>]*>([^<]+)', response.text) == re.findall(
+            r'role="alert"[^>]*>([^<]+)', wrong_code.text
+        )
+        assert offers_passkey(response)
+    failed = await hosted_events(flow, audit.MFA_FAILED)
+    assert sorted(e.details["method"] for e in failed if e.details) == [
+        "passkey",
+        "passkey",
+        "totp",
+    ]
+
+    # Not an answer at all (unreadable, or with a code besides): asked again, nothing counted.
+    for factor in (
+        {"credential": "not json"},
+        {"credential": "[1]"},
+        {"credential": assertion, "code": "123456"},
+    ):
+        unread = await answer(again, **factor)
+        assert unread.status_code == 400 and "Enter the code" in unread.text
+    assert len(await hosted_events(flow, audit.MFA_FAILED)) == 3
+
+    # Wrong passkeys use up the mfa_token's attempts as wrong codes do.
+    for _ in range(4):
+        options = (await hosted_options(flow, again)).json()
+        assert (await answer(again, credential=json.dumps(bobs.get(options)))).status_code == 401
+    out = await hosted_options(flow, again)
+    assert out.status_code == 401 and out.json()["error"] == "invalid_mfa_token"
+    expired = await answer(again, credential=json.dumps(alices.get(options)))
+    assert expired.status_code == 401 and '<label for="password">' in expired.text

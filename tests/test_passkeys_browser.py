@@ -1,16 +1,23 @@
 """A passkey in headless Chromium through WebDriver's virtual authenticator against a live
-authsvc: register it while signed in, then sign in with it and no password."""
+authsvc: register it while signed in, then sign in with it and no password, then answer the
+hosted login page's second step with it."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
+import jwt
+import pyotp
 import pytest
 
+from authsvc.security.authorization_codes import s256
 from tests.live import cli, live_server
-from tests.test_spa_browser import CHROMEDRIVER, CHROMIUM, browser
+from tests.test_spa_browser import CHROMEDRIVER, CHROMIUM, browser, wait_for
 
 __all__ = ["browser"]  # the fixture, shared with the SPA test
 
@@ -124,3 +131,58 @@ def test_register_and_sign_in_with_a_passkey_in_chromium(
             answer["body"]["access_token"],
         )
         assert me["username"] == "alice"
+
+    hosted_second_factor(server, tmp_path, browser, signed_in["access_token"])
+
+
+def hosted_second_factor(server: str, tmp_path: Path, browser: Any, access_token: str) -> None:
+    """With TOTP on, the hosted login page's code form offers the passkey; its script answers
+    the second step and the browser lands on the client's redirect URI with a code."""
+    from selenium.webdriver.common.by import By
+
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    callback = f"{server}/spa/index.html"
+    created = cli(tmp_path, "clients", "create", "Example app", "--redirect-uri", callback)
+    assert created.returncode == 0, created.stderr
+    fields = dict(line.split(": ", 1) for line in created.stdout.splitlines() if ": " in line)
+    verifier = secrets.token_urlsafe(48)
+    with httpx.Client(base_url=server) as http:
+        secret = http.post("/auth/mfa/totp/enroll", headers=bearer).json()["secret"]
+        code = pyotp.TOTP(secret).now()
+        confirmed = http.post("/auth/mfa/totp/confirm", json={"code": code}, headers=bearer)
+        assert confirmed.status_code == 200, confirmed.text
+
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": fields["client_id"],
+                "redirect_uri": callback,
+                "scope": "openid",
+                "state": "st",
+                "code_challenge": s256(verifier),
+                "code_challenge_method": "S256",
+            }
+        )
+        browser.get(f"{server}/oauth/authorize?{query}")
+        browser.find_element(By.ID, "username").send_keys("alice")
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "button[value=login]").click()
+        # The button is hidden until its script runs.
+        wait_for(browser, "return document.getElementById('passkey')?.hidden === false")
+        browser.find_element(By.ID, "passkey").click()
+        wait_for(browser, "return location.pathname === '/spa/index.html'")
+        answer = parse_qs(urlsplit(browser.current_url).query)
+        assert answer["state"] == ["st"] and answer["iss"] == [server], browser.current_url
+        tokens = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": answer["code"][0],
+                "redirect_uri": callback,
+                "code_verifier": verifier,
+                "client_id": fields["client_id"],
+            },
+        )
+    assert tokens.status_code == 200, tokens.text
+    claims = jwt.decode(tokens.json()["access_token"], options={"verify_signature": False})
+    assert claims["amr"] == ["pwd", "hwk", "mfa"]

@@ -9,19 +9,29 @@ carrying `error`, `state` and `iss`. A redirect that answers a POST is a 303 (RF
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from authsvc.api.deps import Context, State, write_scope
-from authsvc.api.errors import DATABASE_ERRORS, database_outage
+from authsvc.api.deps import Context, State, WriteDB, write_scope
+from authsvc.api.errors import DATABASE_ERRORS, database_outage, error_responses
 from authsvc.api.oauth_params import FORM_TYPE, MAX_FIELDS
-from authsvc.api.pages import consent_page, error_page, login_page, mfa_page, page_headers
+from authsvc.api.pages import (
+    PASSKEY_SCRIPT,
+    PasskeyStep,
+    consent_page,
+    error_page,
+    login_page,
+    mfa_page,
+    page_headers,
+)
 from authsvc.config import Settings
 from authsvc.errors import (
+    NO_STORE,
     CSRFRejected,
     InvalidAuthorizationTarget,
     InvalidCredentials,
@@ -39,6 +49,7 @@ from authsvc.services.authorize import (
     Outcome,
     Target,
 )
+from authsvc.services.mfa import Factor
 from authsvc.state import AppState
 
 log = logging.getLogger("authsvc.errors")
@@ -53,6 +64,7 @@ _FORM_FIELDS = AUTHORIZE_PARAMS | {
     "mfa_token",
     "code",
     "recovery_code",
+    "credential",
 }
 _FAILED = "Invalid username or password."  # the JSON API's InvalidCredentials message
 _THROTTLED = "Too many sign-in attempts. Wait a moment and try again."
@@ -62,6 +74,10 @@ _CODE_MISSING = "Enter the code from your authenticator app, or a recovery code.
 _MFA_EXPIRED = "Your sign-in has expired or had too many wrong codes. Sign in again."
 _MFA_THROTTLED = "Too many wrong codes. Wait a while and try again."
 _UNAVAILABLE = "Sign-in is unavailable for a moment. Try again shortly."
+_SCRIPT_PATH = "/oauth/authorize/passkey.js"
+_OPTIONS_PATH = "/oauth/authorize/passkey/options"
+# The script's URL carries its content hash (pages.py), so a copy may be kept a day.
+_SCRIPT_CACHE = "public, max-age=86400"
 
 
 def _secure(settings: Settings) -> bool:
@@ -156,6 +172,9 @@ class _Page:
         self.settings = state.settings
         self.state = state
         self.action = urlsplit(self.settings.issuer).path + "/oauth/authorize"
+        self.passkey = PasskeyStep(
+            self.settings.issuer + _SCRIPT_PATH, self.settings.issuer + _OPTIONS_PATH
+        )
         existing = request.cookies.get(csrf_cookie(self.settings))
         self.new_csrf = existing is None or len(existing) > 64
         self.csrf = state.csrf.new_cookie() if self.new_csrf else str(existing)
@@ -218,6 +237,7 @@ class _Page:
         self,
         request: AuthorizationRequest,
         mfa_token: str,
+        passkey: bool,
         *,
         error: str | None = None,
         status: int = 200,
@@ -234,6 +254,7 @@ class _Page:
                 error=error,
                 status=status,
                 headers=headers,
+                passkey=self.passkey if passkey else None,
             )
         )
 
@@ -242,7 +263,7 @@ class _Page:
             return self.login_form(request)
         if outcome.next == "mfa":
             assert outcome.mfa_token is not None
-            return self.mfa_form(request, outcome.mfa_token)
+            return self.mfa_form(request, outcome.mfa_token, outcome.passkey)
         if outcome.next == "consent":
             assert outcome.user is not None
             return self.finish(
@@ -315,6 +336,8 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         return error_page(InvalidAuthorizationTarget.default_message, 400)
     page = _Page(request, state)
     values = params.values
+    mfa_token = values.get("mfa_token", "")
+    passkey = False  # whether the code form, shown again, offers the passkey button
     try:
         target = await _read_target(state, params)
     except InvalidAuthorizationTarget as exc:
@@ -340,18 +363,12 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
                     ctx,
                 )
             elif action == "mfa":
-                if ("code" in values) == ("recovery_code" in values):
-                    return page.mfa_form(
-                        authz, values.get("mfa_token", ""), error=_CODE_MISSING, status=400
-                    )
+                passkey = await state.authorize.offers_passkey(db, mfa_token, ctx)
+                factor = _factor(values)
+                if factor is None:
+                    return page.mfa_form(authz, mfa_token, passkey, error=_CODE_MISSING, status=400)
                 outcome = await state.authorize.second_factor(
-                    db,
-                    authz,
-                    values.get("mfa_token", ""),
-                    values.get("code"),
-                    values.get("recovery_code"),
-                    page.login,
-                    ctx,
+                    db, authz, mfa_token, factor, page.login, ctx
                 )
             elif action == "logout":
                 # "Not you?" on the consent page: end this browser's sign-in, ask again.
@@ -368,7 +385,7 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
     except InvalidMfaToken:
         return page.login_form(authz, error=_MFA_EXPIRED, status=401)
     except InvalidMfaCode:
-        return page.mfa_form(authz, values.get("mfa_token", ""), error=_BAD_CODE, status=401)
+        return page.mfa_form(authz, mfa_token, passkey, error=_BAD_CODE, status=401)
     except InvalidCredentials:
         # The JSON API's generic message: nothing says which check failed.
         return page.login_form(
@@ -378,7 +395,8 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
         if action == "mfa":
             return page.mfa_form(
                 authz,
-                values.get("mfa_token", ""),
+                mfa_token,
+                passkey,
                 error=_MFA_THROTTLED,
                 status=429,
                 headers=exc.headers,
@@ -395,6 +413,57 @@ async def authorize_form(request: Request, state: State, ctx: Context) -> Respon
             raise
         return _unavailable(exc, target, state.settings, post=True)
     return page.render(authz, outcome, post=True)
+
+
+@router.get(
+    "/authorize/passkey.js",
+    response_class=Response,
+    responses={200: {"content": {"text/javascript": {}}, "description": "The script"}},
+)
+async def passkey_script() -> Response:
+    """The script behind the code form's "Use a passkey" button; the only script any hosted
+    page runs."""
+    return Response(
+        PASSKEY_SCRIPT, media_type="text/javascript", headers={"Cache-Control": _SCRIPT_CACHE}
+    )
+
+
+@router.post("/authorize/passkey/options", responses=error_responses(400, 401, 403, 503))
+async def passkey_options(request: Request, state: State, db: WriteDB, ctx: Context) -> Response:
+    """WebAuthn request options for the code form's passkey button, bound to the form's
+    sign-in. It sends the form's own fields, checked as the form's POST checks them: the
+    authorization request, the CSRF token and the mfa_token. The assertion then goes back
+    with the form as `credential`. Nothing is spent or counted."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    params = _parse((await request.body()).decode("utf-8", "replace"))
+    if params is None or content_type != FORM_TYPE:
+        raise InvalidAuthorizationTarget()
+    page = _Page(request, state)
+    target = await state.authorize.target(db, params)
+    state.authorize.request(target, params)
+    _check_csrf(request, page, params.values.get("csrf_token"))
+    options = await state.authorize.passkey_options(db, params.values.get("mfa_token", ""), ctx)
+    # A challenge is single-use: never cached.
+    return JSONResponse(options, headers=NO_STORE)
+
+
+def _factor(values: dict[str, str]) -> Factor | None:
+    """The code form's one answer: a code, a recovery code, or the passkey's assertion (the
+    PublicKeyCredential as JSON, which the page's script puts in `credential`); None unless
+    exactly one was sent and it can be read."""
+    credential: dict[str, Any] | None = None
+    if "credential" in values:
+        try:
+            parsed = json.loads(values["credential"])
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(parsed, dict):
+            return None
+        credential = parsed
+    factor = Factor(
+        code=values.get("code"), recovery_code=values.get("recovery_code"), credential=credential
+    )
+    return factor if factor.given == 1 else None
 
 
 def _check_csrf(request: Request, page: _Page, token: str | None) -> None:

@@ -2,7 +2,9 @@
 JavaScript, every field labelled, and headers that keep it out of frames and caches.
 
 Everything interpolated is escaped (html.escape with quotes). The one stylesheet is inline and
-allowed by its hash, so the Content-Security-Policy allows no script and no other style.
+allowed by its hash. No page runs script but the code form of a user with a passkey: it loads
+one file served by authsvc (assets/passkey.js), and its Content-Security-Policy allows exactly
+that file and the one endpoint it calls, by full URL. Nothing inline ever runs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi.responses import HTMLResponse
@@ -23,6 +27,11 @@ _STYLE = (
     ".error{color:#9b1c1c;border-left:4px solid #9b1c1c;padding-left:.75rem}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+PASSKEY_SCRIPT = (Path(__file__).parent / "assets" / "passkey.js").read_bytes()
+# The page names the script by its content: a new release's page never runs a cached old copy,
+# and the integrity attribute refuses a copy altered on the way.
+_SCRIPT_VERSION = hashlib.sha256(PASSKEY_SCRIPT).hexdigest()[:16]
+_SCRIPT_INTEGRITY = "sha384-" + base64.b64encode(hashlib.sha384(PASSKEY_SCRIPT).digest()).decode()
 _SCOPE_TEXT = {
     "openid": "Know who you are (your user id)",
     "profile": "See your username",
@@ -41,9 +50,24 @@ def form_target(redirect_uri: str | None) -> str:
     return f"{parts.scheme}:"
 
 
-def page_headers(redirect_uri: str | None = None) -> dict[str, str]:
+@dataclass(frozen=True)
+class PasskeyStep:
+    """The code form's passkey button: the full URLs of its script and of the endpoint that
+    answers its request options (CSP source expressions need the host; a path without a
+    trailing slash matches that one file only)."""
+
+    script: str
+    options: str
+
+
+def page_headers(
+    redirect_uri: str | None = None, passkey: PasskeyStep | None = None
+) -> dict[str, str]:
+    scripts = ""
+    if passkey is not None:
+        scripts = f"script-src {passkey.script}; connect-src {passkey.options}; "
     csp = (
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
+        f"default-src 'none'; {scripts}style-src 'sha256-{_STYLE_HASH}'; "
         f"form-action 'self' {form_target(redirect_uri)}".rstrip()
         + "; frame-ancestors 'none'; base-uri 'none'"
     )
@@ -64,15 +88,22 @@ def _page(
     status: int,
     redirect_uri: str | None,
     headers: Mapping[str, str] | None = None,
+    passkey: PasskeyStep | None = None,
 ) -> HTMLResponse:
+    script = ""
+    if passkey is not None:
+        src = f"{passkey.script}?v={_SCRIPT_VERSION}"
+        script = f'<script src="{escape(src)}" integrity="{_SCRIPT_INTEGRITY}" defer></script>'
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style>{script}</head>"
         f"<body><main>{main}</main></body></html>"
     )
     return HTMLResponse(
-        html, status_code=status, headers={**page_headers(redirect_uri), **(headers or {})}
+        html,
+        status_code=status,
+        headers={**page_headers(redirect_uri, passkey), **(headers or {})},
     )
 
 
@@ -136,9 +167,19 @@ def mfa_page(
     error: str | None = None,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    passkey: PasskeyStep | None = None,
 ) -> HTMLResponse:
-    """The second step of signing in: a code from the authenticator app, or a recovery code."""
+    """The second step of signing in: a code from the authenticator app, or a recovery code;
+    with `passkey`, also a button (shown by its script, so never without it) that answers
+    with one of the user's passkeys through the same form."""
     head, described = _sign_in_step("Two-factor authentication", client_name, error)
+    passkey_button = ""
+    if passkey is not None:
+        passkey_button = (
+            '<input type="hidden" name="credential" value="">'
+            f'<button type="button" id="passkey" data-options="{escape(passkey.options)}"'
+            ' hidden>Use a passkey</button><p id="passkey-status" role="status"></p>'
+        )
     main = (
         f"{head}{_form(action, {**params, 'mfa_token': mfa_token}, csrf_token)}"
         '<label for="code">Code from your authenticator app</label>'
@@ -146,9 +187,9 @@ def mfa_page(
         f' autocomplete="one-time-code" maxlength="6"{described}>'
         '<label for="recovery_code">Or a recovery code</label>'
         f'<input id="recovery_code" name="recovery_code" autocomplete="off"{described}>'
-        '<button type="submit" name="action" value="mfa">Verify</button></form>'
+        f'<button type="submit" name="action" value="mfa">Verify</button>{passkey_button}</form>'
     )
-    return _page("Two-factor authentication", main, status, redirect_uri, headers)
+    return _page("Two-factor authentication", main, status, redirect_uri, headers, passkey)
 
 
 def consent_page(

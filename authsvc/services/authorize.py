@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +38,7 @@ from authsvc.services.context import RequestContext
 from authsvc.services.issuer import Grant, TokenIssuer
 from authsvc.services.login import LoginService
 from authsvc.services.logout import LogoutService
-from authsvc.services.mfa import PASSWORD_ONLY, PURPOSE_AUTHORIZE, Factor, MfaService
+from authsvc.services.mfa import PASSKEY, PASSWORD_ONLY, PURPOSE_AUTHORIZE, Factor, MfaService
 from authsvc.services.signin import SignInService
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.clients import ClientRepository
@@ -110,14 +110,16 @@ class SignedIn:
 @dataclass(frozen=True)
 class Outcome:
     """What the page does next: show the login form, ask for the second factor (carrying
-    `mfa_token`), show the consent form, or redirect back with `code`. `cookie` is a new
-    sign-in cookie value to set, with its lifetime."""
+    `mfa_token`, and `passkey` when the user may answer with one), show the consent form, or
+    redirect back with `code`. `cookie` is a new sign-in cookie value to set, with its
+    lifetime."""
 
     next: Literal["login", "mfa", "consent", "redirect"]
     user: SignedIn | None = None
     code: str | None = None
     cookie: tuple[str, int] | None = None
     mfa_token: str | None = None
+    passkey: bool = False
 
 
 class AuthorizeService:
@@ -257,7 +259,8 @@ class AuthorizeService:
         user = await self.login.verify(db, username, password, ctx)
         if await self.mfa.enabled(db, user.id):
             token = await self.mfa.challenge(db, user, PURPOSE_AUTHORIZE, ctx)
-            return Outcome("mfa", mfa_token=token)
+            passkey = PASSKEY in await self.mfa.methods(db, user)
+            return Outcome("mfa", mfa_token=token, passkey=passkey)
         return await self._start(db, request, user, cookie, ctx, PASSWORD_ONLY)
 
     async def second_factor(
@@ -265,16 +268,26 @@ class AuthorizeService:
         db: AsyncSession,
         request: AuthorizationRequest,
         mfa_token: str,
-        code: str | None,
-        recovery_code: str | None,
+        factor: Factor,
         cookie: str | None,
         ctx: RequestContext,
     ) -> Outcome:
-        """POST of the code form: MfaService's check of the code against the mfa_token that
-        the password check issued, then the sign-in session, with the methods used."""
-        factor = Factor(code=code, recovery_code=recovery_code)
+        """POST of the code form: MfaService's check of the answer (a code, a recovery code or
+        a passkey assertion) against the mfa_token that the password check issued, then the
+        sign-in session, with the methods used."""
         verified = await self.mfa.verify(db, mfa_token, factor, PURPOSE_AUTHORIZE, ctx)
         return await self._start(db, request, verified.user, cookie, ctx, verified.amr)
+
+    async def passkey_options(
+        self, db: AsyncSession, mfa_token: str, ctx: RequestContext
+    ) -> dict[str, Any]:
+        """WebAuthn request options for the code form's passkey button, bound to the page's
+        mfa_token; the assertion comes back through `second_factor`."""
+        return await self.mfa.passkey_options(db, mfa_token, PURPOSE_AUTHORIZE, ctx)
+
+    async def offers_passkey(self, db: AsyncSession, mfa_token: str, ctx: RequestContext) -> bool:
+        """Whether the code form, shown again for this mfa_token, offers the passkey button."""
+        return await self.mfa.offers_passkey(db, mfa_token, PURPOSE_AUTHORIZE, ctx)
 
     async def _start(
         self,

@@ -198,6 +198,17 @@ class MfaService:
         has_passkey = await PasskeyRepository(db).any_for_user(user.id)
         return [*METHODS, PASSKEY] if has_passkey else list(METHODS)
 
+    async def offers_passkey(
+        self, db: AsyncSession, mfa_token: str, purpose: str, ctx: RequestContext
+    ) -> bool:
+        """Whether a live mfa_token's user has a passkey to answer with (what a page offers)."""
+        if len(mfa_token) > 128:
+            return False
+        challenge = await MfaChallengeRepository(db).live(
+            self.one_time.digest(mfa_token), purpose, ctx.now, self.settings.mfa_attempts_per_token
+        )
+        return challenge is not None and await PasskeyRepository(db).any_for_user(challenge.user_id)
+
     async def passkey_options(
         self, db: AsyncSession, mfa_token: str, purpose: str, ctx: RequestContext
     ) -> dict[str, Any]:
