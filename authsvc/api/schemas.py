@@ -106,8 +106,21 @@ class RecoveryCodes(BaseModel):
     recovery_codes: list[str]
 
 
+def exactly_one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these fields, not null": what the service checks (400
+    invalid_request otherwise), said in the OpenAPI document so that clients and generators
+    know it too."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in fields
+        ]
+    }
+
+
 class SecondFactor(BaseModel):
     """A TOTP code or one of the recovery codes: exactly one of them."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("code", "recovery_code"))
 
     code: str | None = Field(None, min_length=1, max_length=16)
     recovery_code: str | None = Field(None, min_length=1, max_length=64)
@@ -117,6 +130,10 @@ class MfaVerifyRequest(SecondFactor):
     """The mfa_token of POST /auth/login, and exactly one of `code`, `recovery_code` and
     `credential` (a passkey's PublicKeyCredential from navigator.credentials.get(), as JSON,
     answering the options of POST /auth/mfa/passkey/options)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of("code", "recovery_code", "credential")
+    )
 
     mfa_token: str = Field(min_length=1, max_length=256)
     credential: dict[str, Any] | None = None
