@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -214,3 +215,29 @@ async def harness(settings: Settings, clock: MovableClock) -> AsyncIterator[Harn
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def _shape(sql: str) -> str:
+    words = sql.replace('"', "").split()
+    verb = words[0].upper()
+    if verb == "SELECT" and "FROM" in words:
+        return f"SELECT {words[words.index('FROM') + 1]}"
+    if verb == "UPDATE":
+        return f"UPDATE {words[1]}"
+    return " ".join([verb, *words[2:3]])  # INSERT INTO t, DELETE FROM t
+
+
+@contextlib.contextmanager
+def statements(harness: Harness) -> Iterator[Counter[str]]:
+    """Each SQL statement the app runs meanwhile, as its verb and first table."""
+    seen: Counter[str] = Counter()
+
+    def note(*args: Any) -> None:
+        seen[_shape(args[2])] += 1
+
+    engine = harness.state.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)

@@ -9,6 +9,7 @@ per-account limits; no reset at all in production without SMTP.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from authsvc.clock import MovableClock
 from authsvc.config import Settings
 from authsvc.services import audit
 from authsvc.services.maintenance import prune
-from tests.conftest import PASSWORD, Harness, make_settings
+from tests.conftest import PASSWORD, Harness, make_settings, statements
 from tests.mailbox import Mailbox, smtp_server
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +131,31 @@ async def test_unknown_accounts_get_the_same_answer_and_no_mail(
     assert answers[-1].status_code == 202
     await harness.state.outbox.join()
     assert [m.to for m in mailbox.received] == [["alice@example.org"]]
+
+
+async def test_an_unknown_account_costs_the_same_work_as_a_real_one(
+    harness: Harness, mailbox: Mailbox
+) -> None:
+    """Timing without a stopwatch: both answers run the same statements (a lookup, the audit
+    row, so both commit a write) but for the one row a real link needs."""
+    await create_with_email(harness)
+    with statements(harness) as known:
+        real = await forgot(harness, email="alice@example.org")
+    with statements(harness) as unknown:
+        nobody = await forgot(harness, email="nobody@example.org")
+    assert (real.status_code, real.content) == (nobody.status_code, nobody.content)
+    assert known - unknown == Counter({"INSERT account_tokens": 1})
+    assert not unknown - known
+    assert unknown["INSERT audit_events"] == 1
+    await harness.state.outbox.join()
+    assert [m.to for m in mailbox.received] == [["alice@example.org"]]
+    async with harness.state.database.read() as db:
+        requested = list(await audit.find(db, event=audit.PASSWORD_RESET_REQUESTED))
+    # The stranger's input is not kept.
+    assert [(e.username, e.details) for e in requested] == [
+        (None, {"mailed": False}),
+        ("alice", {"mailed": True}),
+    ]
 
 
 async def test_a_disabled_account_gets_no_link(harness: Harness, mailbox: Mailbox) -> None:

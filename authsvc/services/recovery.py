@@ -1,9 +1,11 @@
 """Password recovery by email: ask for a reset link, then set a new password with it, once.
 
-`forgot` answers the same, after the same work, whether or not the account exists: it always
-normalises the name, makes a token and computes its digest, and looks the account up; only
-then, for an active account with an address (and within the per-account mail limit), it
-stores the digest and queues the mail. `reset` hashes the new password before it opens the
+`forgot` answers the same, after the same work, whether or not the account exists: on every path
+it makes a token, its digest and its link, looks the account up, counts a mail against the
+per-recipient budget (the rate-limit store's round trip), renders the mail and writes one audit
+row (so every path commits a write). Only for an active account with an address, within its
+budget, is the digest stored (one more row in the same transaction) and the mail queued, to
+leave after the commit. `reset` hashes the new password before it opens the
 transaction, redeems the link (compare-and-set), sets the hash and revokes every session of the
 user through the one revocation path (users.password_changed: the feed carries them).
 """
@@ -28,6 +30,8 @@ from authsvc.store.models import User
 from authsvc.store.repositories import UserRepository
 
 RESET_ACTOR = "password_reset"
+# The rendered mail of a request for no account goes nowhere.
+_NOBODY = "nobody@invalid"
 
 
 class PasswordRecovery(LinkFlow):
@@ -43,23 +47,33 @@ class PasswordRecovery(LinkFlow):
         self._check_enabled()
         await self._check_address(ctx)
         token = self.links.tokens.new()
-        self.links.tokens.digest(token)  # the work `issue` repeats for a real account
-        user = await self._find(db, email, username)
-        if user is None or not user.is_active or user.email is None:
-            return
-        address = user.email
-        if not await self.limiter.mail_allowed(str(user.id), ctx.now):
-            return
-        link = await self.links.issue(db, user, address, RESET_PASSWORD, token, ctx.now)
+        found = await self._find(db, email, username)
+        user = found if found is not None and found.is_active and found.email else None
+        # An unknown account is counted under what was typed: the same store round trip.
+        recipient = str(user.id) if user is not None else f"unknown:{email or username}"
+        mailed = await self.limiter.mail_allowed(recipient, ctx.now) and user is not None
+        address = user.email if user is not None and user.email else _NOBODY
+        if mailed and user is not None:
+            link = await self.links.issue(db, user, address, RESET_PASSWORD, token, ctx.now)
+        else:
+            self.links.tokens.digest(token)  # the work `issue` does
+            link = self.links.link(RESET_PASSWORD, token)
         minutes = str(max(1, self.settings.password_reset_ttl // 60))
-        mail = self.links.mail(
-            "reset_password", address, username=user.username, link=link, minutes=minutes
-        )
-        self.links.enqueue_after_commit(db, mail)
+        name = user.username if user is not None else ""
+        mail = self.links.mail("reset_password", address, username=name, link=link, minutes=minutes)
+        if mailed:
+            self.links.enqueue_after_commit(db, mail)
+        # A stranger's input is not kept: an unknown account's row names nobody.
         await audit.record(
             db,
             ctx.now,
-            audit.Entry(audit.PASSWORD_RESET_REQUESTED, user.id, user.username, ip=ctx.ip),
+            audit.Entry(
+                audit.PASSWORD_RESET_REQUESTED,
+                found.id if found is not None else None,
+                found.username if found is not None else None,
+                ip=ctx.ip,
+                details={"mailed": mailed},
+            ),
         )
 
     async def _find(self, db: AsyncSession, email: str | None, username: str | None) -> User | None:
