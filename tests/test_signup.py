@@ -21,7 +21,7 @@ from authsvc.clock import MovableClock
 from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.services import audit
 from authsvc.services.maintenance import prune
-from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
+from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings, statements
 from tests.mailbox import Mailbox, smtp_server
 
 pytestmark = pytest.mark.anyio
@@ -147,6 +147,42 @@ async def test_a_taken_name_gets_the_same_answer_and_tells_the_address(
     # The existing account is untouched: its password still works, it got no address.
     assert await login_status(harness, "alice") == 200
     assert await login_status(harness, "alice", "another password") == 401
+
+
+async def test_every_answer_costs_a_password_hash_a_write_and_one_mail(
+    harness: Harness, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing without a stopwatch: a new account, a taken address and a taken name each hash
+    the password (the costly step), commit an audit row and queue exactly one mail. The hasher
+    is wrapped to count its calls; it still hashes."""
+    await create_with_email(harness, "alice", "alice@example.org")
+    hasher = harness.state.signup.passwords
+    real_hash = hasher.hash
+    hashed: list[str] = []
+
+    async def counted(password: str) -> str:
+        hashed.append(password)
+        return await real_hash(password)
+
+    monkeypatch.setattr(hasher, "hash", counted)
+    answers = []
+    for name, address in (
+        ("newcomer", "newcomer@example.org"),
+        ("mallory", "alice@example.org"),
+        ("alice", "someone@example.org"),
+    ):
+        with statements(harness) as ran:
+            answers.append(await signup(harness, name, address))
+        assert ran["INSERT audit_events"] >= 1, (name, ran)
+    assert len({(r.status_code, r.content) for r in answers}) == 1
+    assert answers[0].status_code == 202
+    assert hashed == [PASSWORD] * 3
+    received = await mailbox.wait_for(3)
+    assert sorted(m.to[0] for m in received) == [
+        "alice@example.org",
+        "newcomer@example.org",
+        "someone@example.org",
+    ]
 
 
 async def test_user_input_is_escaped_in_the_html_part(harness: Harness, mailbox: Mailbox) -> None:
