@@ -216,6 +216,34 @@ async def test_register_then_log_in_without_a_password(harness: Harness) -> None
     assert any((e.details or {}).get("method") == "passkey" for e in logins)
 
 
+async def test_a_credential_id_is_registered_once_to_anyone(harness: Harness) -> None:
+    await harness.create_user()
+    await harness.create_user("bob")
+    authenticator = SoftAuthenticator()
+    await register(harness, (await harness.login())["access_token"], authenticator)
+    alices_handle = authenticator.user_handle
+    for name in ("bob", "alice"):
+        access = (await harness.login(name))["access_token"]
+        options = await harness.client.post(
+            "/auth/passkeys/register/options", headers=bearer(access)
+        )
+        taken = await harness.client.post(
+            "/auth/passkeys/register/verify",
+            json={"credential": authenticator.create(options.json()), "name": "Copy"},
+            headers=bearer(access),
+        )
+        assert taken.status_code == 400 and taken.json()["error"] == "passkey_invalid", taken.text
+        listed = await harness.client.get("/auth/passkeys", headers=bearer(access))
+        assert [p["name"] for p in listed.json()["passkeys"]] == (
+            [] if name == "bob" else ["Laptop"]
+        )
+    # The credential still signs in its first owner.
+    authenticator.user_handle = alices_handle
+    signed_in = await login_verify(harness, authenticator.get(await login_options(harness)))
+    assert signed_in.status_code == 200, signed_in.text
+    assert (await harness.me(signed_in.json()["access_token"])).json()["username"] == "alice"
+
+
 async def test_a_challenge_is_used_once_even_when_the_response_fails(harness: Harness) -> None:
     await harness.create_user()
     authenticator = SoftAuthenticator()
