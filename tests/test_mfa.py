@@ -486,6 +486,23 @@ async def test_disabling_needs_a_fresh_code(harness: Harness) -> None:
     assert len(await events(harness, audit.MFA_DISABLED)) == 1
 
 
+async def test_a_code_already_spent_on_a_sign_in_does_not_disable(harness: Harness) -> None:
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    code = enrolled.code(harness)
+    signed_in = await verify(harness, await start_login(harness), code=code)
+    assert signed_in.status_code == 200, signed_in.text
+    access = signed_in.json()["access_token"]
+    url = "/auth/mfa/totp/disable"
+    replay = await harness.client.post(url, json={"code": code}, headers=bearer(access))
+    assert replay.status_code == 401 and replay.json() == WRONG_CODE
+    harness.clock.advance(30)
+    fresh = await harness.client.post(
+        url, json={"code": enrolled.code(harness)}, headers=bearer(access)
+    )
+    assert fresh.status_code == 204, fresh.text
+
+
 async def test_an_admin_resets_the_factor_and_it_is_audited(harness: Harness) -> None:
     alice = await harness.create_user()
     await harness.create_user("root", roles=[ADMIN_ROLE])
