@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from authsvc.services.admin import ADMIN_ROLE
 from tests.conftest import PASSWORD, Harness
+from tests.test_client_credentials import issued, make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -667,3 +668,17 @@ async def test_a_client_registered_for_the_admin_scope_may_call_it(harness: Harn
     await harness.create_user("nobody")
     user_token = (await harness.login("nobody"))["access_token"]
     assert (await harness.client.get("/admin/users", headers=bearer(user_token))).status_code == 403
+
+
+async def test_a_client_token_without_the_admin_scope_is_403(harness: Harness) -> None:
+    # Registered for `admin` but asking only for `api`: the token's scope is what counts.
+    for registered in (["api"], ["api", "admin"]):
+        client_id, secret = await make_client(harness, scopes=registered)
+        token = (await issued(harness, client_id, secret, scope="api"))["access_token"]
+        for method, path in (("GET", "/admin/users"), ("POST", "/admin/keys/rotate")):
+            refused = await harness.client.request(method, path, headers=bearer(token))
+            assert refused.status_code == 403, refused.text
+            assert refused.json() == {
+                "error": "forbidden",
+                "message": "This needs the admin scope.",
+            }
