@@ -15,6 +15,14 @@ from authsvc.services.housekeeping import Housekeeper
 from authsvc.store.models import AuditEvent, Session, SigningKey
 from tests.conftest import Harness
 
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """Key rotation is timed from a key's creation: a database no server has started on, so the
+    key is made at the test's clock."""
+    return empty_database_url
+
+
 pytestmark = pytest.mark.anyio
 
 

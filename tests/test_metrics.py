@@ -11,6 +11,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Harness
 
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """The key-age gauge is read against a key made at the test's clock: a database no server has
+    started on."""
+    return empty_database_url
+
+
 pytestmark = pytest.mark.anyio
 
 TOKEN = "scrape-token-for-tests-0123456789"
