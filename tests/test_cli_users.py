@@ -20,6 +20,13 @@ from tests.live import cli
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """What the commands print and refuse is under test here, not storage: SQLite alone (every
+    command's service runs on both databases in the HTTP tests)."""
+    return sqlite_url
+
+
 class Operator:
     """`authsvc` run as a process on the harness's database."""
 

@@ -272,11 +272,10 @@ def test_previous_keks_are_checked_as_keys(tmp_path: Path) -> None:
 # The whole sequence with real server processes: two at a time on one database.
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
+# On PostgreSQL, the topology where several processes share one database (the rules under test
+# are the same on SQLite, which the in-process tests above run on too).
+@pytest.fixture
+def shared_url() -> Iterator[str]:
     admin = pg.admin_url()
     name = f"authsvc_kek_{os.getpid()}_{secrets.token_hex(3)}"
     pg.create_database(admin, name)
@@ -365,6 +364,7 @@ def _ready(base: str) -> bool:
 # Five server processes and eight CLI runs, one after another: more than the suite's default
 # per-test limit on a busy machine.
 @pytest.mark.timeout(360)
+@pytest.mark.postgresql
 def test_kek_rotation_with_two_server_processes(shared_url: str, tmp_path: Path) -> None:
     common = {
         "AUTHSVC_DATABASE_URL": shared_url,
