@@ -36,10 +36,11 @@ bench-scale: $(BENCH_STAMP)
 serve: $(STAMP)
 	$(BIN)/authsvc serve
 
-# One worker per core; each test module runs whole on one worker (its module-scoped servers
-# start once).
+# One worker more than there are cores (many tests wait on a server process they started); each
+# test module runs whole on one worker, so its module-scoped servers start once.
+JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: $(STAMP)
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check authsvc tests migrations bench

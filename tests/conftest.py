@@ -35,6 +35,14 @@ TEST_KEK = "mHPPqSoT3QCCd3W8mw0Zt1-vXhP_K-yEq2xXUo0nqt0="
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that start real processes first: with several workers (`make test`), the long
+    ones then run while the short ones fill in around them, not one after another at the end.
+    The order is the same in every worker, as pytest-xdist requires."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
