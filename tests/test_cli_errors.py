@@ -18,6 +18,8 @@ from tests import pg
 from tests.conftest import TEST_KEK
 from tests.live import CLI, clean_env, cli, free_port
 
+pytestmark = pytest.mark.slow  # every test runs the CLI as a process
+
 OTHER_KEK = "kZ0s2oXqJ7mCfMhbqD3l6R8yQm0GZp0ZkR2A5aS9m1o="
 
 

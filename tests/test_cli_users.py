@@ -17,7 +17,7 @@ from authsvc.config import Settings
 from tests.conftest import PASSWORD, TEST_KEK, Harness
 from tests.live import cli
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture
