@@ -37,10 +37,11 @@ serve: $(STAMP)
 	$(BIN)/authsvc serve
 
 # One worker more than there are cores (many tests wait on a server process they started); each
-# test module runs whole on one worker, so its module-scoped servers start once.
+# test module runs whole on one worker, so its module-scoped servers start once, in the order
+# tests/conftest.py gives them (xdist would otherwise start the modules with most tests first).
 JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) --dist loadfile
+	$(BIN)/pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check authsvc tests migrations bench

@@ -24,6 +24,9 @@ from authsvc.store.db import Database
 
 log = logging.getLogger("authsvc.housekeeping")
 
+# How long a stop waits for a round under way (a prune batch or a rotation: one transaction).
+STOP_GRACE_SECONDS = 10.0
+
 
 class Housekeeper:
     def __init__(
@@ -34,6 +37,7 @@ class Housekeeper:
         self.keys = keys
         self.clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     async def prune_once(self) -> None:
         report = await prune(self.database, self.keys, self.clock.now(), self.settings.prune_batch)
@@ -68,9 +72,11 @@ class Housekeeper:
 
     def _spawn(self, name: str, work: Callable[[], Awaitable[None]], every: float) -> None:
         async def loop() -> None:
-            while True:
-                await asyncio.sleep(every)
-                await self._attempt(name, work)
+            while not self._stopping.is_set():
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), every)
+                except TimeoutError:
+                    await self._attempt(name, work)
 
         self._tasks.append(asyncio.create_task(loop(), name=f"authsvc-{name}"))
 
@@ -82,9 +88,15 @@ class Housekeeper:
             log.warning("%s failed: %s", name, type(exc).__name__)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """A round under way finishes first: cancelled inside a database call, a round can leave
+        the driver waiting on a connection the engine disposes of next (a shutdown that never
+        ends). Only a round still running after the grace period is cancelled."""
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks.clear()
