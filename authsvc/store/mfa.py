@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy import ColumnElement, Table, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.store.batches import delete_batch
@@ -159,6 +159,20 @@ class RecoveryCodeRepository:
         return len(result.all())
 
 
+def _live(
+    digest: bytes, purpose: str, now: datetime, max_attempts: int
+) -> tuple[ColumnElement[bool], ...]:
+    """The challenge with this digest and purpose that may still be answered: unspent,
+    unexpired, attempts left. `attempt` counts on it; `live` reads it without counting."""
+    return (
+        MfaChallenge.digest == digest,
+        MfaChallenge.purpose == purpose,
+        MfaChallenge.used_at.is_(None),
+        MfaChallenge.expires_at > now,
+        MfaChallenge.attempts < max_attempts,
+    )
+
+
 class MfaChallengeRepository:
     def __init__(self, db: AsyncSession) -> None:
         self.db = db
@@ -174,13 +188,7 @@ class MfaChallengeRepository:
         None (nothing counted) when it is unknown, spent, expired or out of attempts."""
         result = await self.db.execute(
             update(MfaChallenge)
-            .where(
-                MfaChallenge.digest == digest,
-                MfaChallenge.purpose == purpose,
-                MfaChallenge.used_at.is_(None),
-                MfaChallenge.expires_at > now,
-                MfaChallenge.attempts < max_attempts,
-            )
+            .where(*_live(digest, purpose, now, max_attempts))
             .values(attempts=MfaChallenge.attempts + 1)
             .execution_options(synchronize_session=False)
         )
@@ -198,13 +206,7 @@ class MfaChallengeRepository:
     ) -> MfaChallenge | None:
         """The challenge `attempt` would count on, without counting."""
         found = await self.db.execute(
-            select(MfaChallenge).where(
-                MfaChallenge.digest == digest,
-                MfaChallenge.purpose == purpose,
-                MfaChallenge.used_at.is_(None),
-                MfaChallenge.expires_at > now,
-                MfaChallenge.attempts < max_attempts,
-            )
+            select(MfaChallenge).where(*_live(digest, purpose, now, max_attempts))
         )
         return found.scalars().first()
 
