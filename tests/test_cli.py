@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from authsvc import __version__
 from authsvc.cli import app
 from authsvc.cli.clients import Grant
-from authsvc.services.clients import SUPPORTED_GRANTS
+from authsvc.services.clients import SUPPORTED_GRANTS, new_client_id
 from tests.live import cli, live_server
 
 
@@ -74,6 +74,16 @@ def test_keys_rotate_and_list(workdir: Path) -> None:
     assert listed[0].split("\t") == ["KID", "STATE", "CREATED", "SIGNS_FROM", "RETIRES"]
     assert [line.split("\t")[1] for line in listed[1:]] == ["active", "published"]
     assert cli(workdir, "prune").returncode == 0
+
+
+def test_client_ids_never_read_as_options(workdir: Path) -> None:
+    # A base64url id starts with "-" one time in 32: as a command-line argument it read as an
+    # unknown option.
+    assert all(new_client_id()[0].isalnum() for _ in range(2000))
+    # An id stored before that (or typed by hand) is still taken as the id.
+    unknown = cli(workdir, "clients", "delete", "-fc1Gk-vwNQhD0m0tp")
+    assert unknown.returncode == 1, unknown.stderr
+    assert "No such option" not in unknown.stderr
 
 
 def test_new_kek_and_production_requires_it(workdir: Path) -> None:

@@ -146,7 +146,9 @@ def list_clients() -> None:
     )
 
 
-@app.command("delete", cls=Command)
+# Ids made before ids began with a letter or digit may start with "-": taken as the id, not as
+# an unknown option.
+@app.command("delete", cls=Command, context_settings={"ignore_unknown_options": True})
 def delete(
     client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="The client to delete.")],
 ) -> None:

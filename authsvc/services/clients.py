@@ -68,6 +68,15 @@ class NewClient:
     secret: str | None  # shown once, never stored
 
 
+def new_client_id() -> str:
+    """128 random bits, base64url, starting with a letter or digit: an id that began with "-"
+    would read as an option to a command line (`authsvc clients delete ID` among them)."""
+    while True:
+        client_id = secrets.token_urlsafe(16)
+        if client_id[0].isalnum():
+            return client_id
+
+
 def _plausible(client_id: str) -> bool:
     """Could be a client id: not too long, no control characters (a path may carry %00)."""
     return 0 < len(client_id) <= 64 and printable(client_id)
@@ -116,7 +125,7 @@ class ClientService:
             raise InvalidValue("the audience must be at most 255 printable characters")
         secret = self.client_secrets.new() if confidential else None
         client = OAuthClient(
-            client_id=secrets.token_urlsafe(16),
+            client_id=new_client_id(),
             name=name,
             client_type="confidential" if confidential else "public",
             secret_digest=self.client_secrets.digest(secret) if secret else None,
