@@ -618,6 +618,40 @@ async def test_wrong_passkey_answers_use_up_the_mfa_tokens_attempts(harness: Har
     assert spent.status_code == 401 and spent.json()["error"] == "invalid_mfa_token"
 
 
+async def test_the_code_lock_leaves_the_passkey_open(harness: Harness) -> None:
+    # Someone with only the password can lock the codes, not the owner's passkey; and wrong
+    # assertions (nothing to guess in a signature) do not count toward the lock.
+    await harness.create_user()
+    enrolled = await enable_totp(harness)
+    key, stranger = SoftAuthenticator(), SoftAuthenticator()
+    await register(harness, enrolled.access_token, key)
+    methods = ("totp", "recovery_code", "passkey")
+    for _ in range(3):
+        mfa_token = await start_login(harness, methods=methods)
+        for _ in range(5):
+            options = (await passkey_options(harness, mfa_token)).json()
+            wrong = await verify(harness, mfa_token, credential=stranger.get(options))
+            assert wrong.status_code == 401 and wrong.json() == WRONG_CODE
+    bad = wrong_code(enrolled, harness)
+    for _ in range(2):
+        mfa_token = await start_login(harness, methods=methods)
+        for _ in range(5):
+            assert (await verify(harness, mfa_token, code=bad)).status_code == 401
+    mfa_token = await start_login(harness, methods=methods)
+    locked = await verify(harness, mfa_token, code=enrolled.code(harness))
+    assert locked.status_code == 429, locked.text
+    options = (await passkey_options(harness, mfa_token)).json()
+    signed_in = await verify(harness, mfa_token, credential=key.get(options))
+    assert signed_in.status_code == 200, signed_in.text
+    assert claims_of(signed_in.json()["access_token"])["amr"] == PASSKEY_MFA_AMR
+    # The owner's success ends the lock, as a right code would.
+    harness.clock.advance(30)
+    again = await verify(
+        harness, await start_login(harness, methods=methods), code=enrolled.code(harness)
+    )
+    assert again.status_code == 200, again.text
+
+
 async def test_without_a_passkey_the_second_step_offers_none(harness: Harness) -> None:
     await harness.create_user()
     await harness.create_user("bob")

@@ -6,7 +6,11 @@ challenge: single-use, short-lived and allowing a few attempts, AUTHSVC_MFA_TOKE
 AUTHSVC_MFA_ATTEMPTS_PER_TOKEN; kept as a digest), and the second-factor check spends it. A TOTP
 code is accepted once: its time step is recorded per user and no code of that or an earlier step
 is accepted again (RFC 6238 section 5.2). AUTHSVC_MFA_FAILURES_BEFORE_LOCK consecutive wrong
-answers lock the second step for AUTHSVC_MFA_LOCK_SECONDS, whichever mfa_token they came with.
+codes lock the codes (TOTP and recovery) for AUTHSVC_MFA_LOCK_SECONDS, whichever mfa_token they
+came with. The lock is there because a code can be guessed; a passkey's signature over a fresh
+challenge cannot, so a wrong assertion only uses up its mfa_token's attempts, and a locked user
+can still finish with a passkey: someone who has only the password cannot lock the owner out of
+every way in.
 
 TOTP is what turns the second step on. A user who has it on may answer it with a code, a
 recovery code, or one of their passkeys (services/passkeys.py judges the assertion, against a
@@ -254,9 +258,7 @@ class MfaService:
             raise InvalidMfaToken()
         user, credential = await self._challenged(db, challenge)
         if factor.credential is not None:
-            method = await self._check_passkey(
-                db, user, credential, challenge.id, factor.credential, ctx
-            )
+            method = await self._check_passkey(db, user, challenge.id, factor.credential, ctx)
         else:
             method = await self._check_factor(
                 db, user, credential, factor.code, factor.recovery_code, ctx
@@ -317,14 +319,13 @@ class MfaService:
         self,
         db: AsyncSession,
         user: User,
-        credential: TotpCredential,
         mfa_challenge_id: int,
         assertion: dict[str, Any],
         ctx: RequestContext,
     ) -> str:
         """ "passkey" when the assertion is one of the user's passkeys answering a challenge
-        issued for this mfa challenge; else, like a wrong code, counted and InvalidMfaCode."""
-        self._check_lock(credential, ctx)
+        issued for this mfa challenge; else InvalidMfaCode, audited like a wrong code. Neither
+        the lock nor a failure's count toward it apply (see the module docstring)."""
         try:
             await self.passkeys.check_assertion(
                 db, assertion, SECOND_FACTOR, user, mfa_challenge_id, ctx
@@ -334,27 +335,35 @@ class MfaService:
             # trail) is written now: InvalidMfaCode commits the request instead of rolling back.
             for write in exc.failure_writes:
                 await write(db)
-            raise await self._wrong(db, user, PASSKEY, ctx) from None
+            raise await self._wrong(db, user, PASSKEY, ctx, counts_toward_lock=False) from None
         await TotpRepository(db).succeeded(user.id)
         return PASSKEY
 
     @staticmethod
     def _check_lock(credential: TotpCredential, ctx: RequestContext) -> None:
-        """While the second step is locked, nothing is checked."""
+        """While the codes are locked, no code is checked."""
         if credential.locked_until is not None and credential.locked_until > ctx.now:
             wait = int((credential.locked_until - ctx.now).total_seconds()) + 1
             raise RateLimited(wait, "Too many wrong codes; try again later.")
 
     async def _wrong(
-        self, db: AsyncSession, user: User, method: str, ctx: RequestContext
+        self,
+        db: AsyncSession,
+        user: User,
+        method: str,
+        ctx: RequestContext,
+        *,
+        counts_toward_lock: bool = True,
     ) -> InvalidMfaCode:
-        """One more consecutive failure (the lock counts them), audited; the error to raise."""
-        # Consecutive wrong answers (any mfa_token, or disabling) lock the second step a while.
-        await TotpRepository(db).failed(
-            user.id,
-            self.settings.mfa_failures_before_lock,
-            ctx.now + timedelta(seconds=self.settings.mfa_lock_seconds),
-        )
+        """A wrong answer, audited (and one more consecutive failure for the lock when it
+        counts); the error to raise."""
+        if counts_toward_lock:
+            # Consecutive wrong codes (any mfa_token, or disabling) lock the codes a while.
+            await TotpRepository(db).failed(
+                user.id,
+                self.settings.mfa_failures_before_lock,
+                ctx.now + timedelta(seconds=self.settings.mfa_lock_seconds),
+            )
         await self._audit(db, audit.MFA_FAILED, user, ctx, details={"method": method})
         return InvalidMfaCode()
 
