@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from authsvc.app import create_app
 from authsvc.config import Settings
 from authsvc.services.housekeeping import Housekeeper
-from authsvc.store.models import AuditEvent, Session, SigningKey
+from authsvc.store.models import AuditEvent, PasskeyChallenge, Session, SigningKey
 from tests.conftest import Harness
 
 
@@ -188,6 +188,18 @@ async def test_prune_keeps_the_live_successor_of_an_expired_refresh_token(
     assert report.refresh_tokens == 1
     again = await harness.refresh(rotated.json()["refresh_token"])
     assert again.status_code == 200, again.text
+
+
+async def test_prune_deletes_expired_passkey_challenges_only(harness: Harness) -> None:
+    from authsvc.services.maintenance import prune
+
+    for _ in range(3):  # abandoned passkey sign-ins
+        assert (await harness.client.post("/auth/passkeys/login/options")).status_code == 200
+    harness.clock.advance(harness.state.settings.passkey_challenge_ttl + 1)
+    assert (await harness.client.post("/auth/passkeys/login/options")).status_code == 200
+    report = await prune(harness.state.database, harness.state.keys, harness.clock.now(), 2)
+    assert report.passkey_challenges == 3
+    assert await _count(harness, PasskeyChallenge) == 1
 
 
 async def test_scheduled_rotation_pauses_during_a_kek_rotation(harness: Harness) -> None:

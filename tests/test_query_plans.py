@@ -33,6 +33,7 @@ from authsvc.store.audit import AuditRepository
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.db import create_engine, upgrade
 from authsvc.store.mfa import MfaChallengeRepository
+from authsvc.store.passkeys import PasskeyChallengeRepository
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
@@ -86,6 +87,10 @@ SHORT_LIVED = {
                                                       expires_at)
         SELECT sha256(convert_to('qm' || i, 'UTF8')), md5('qu' || i)::uuid, 'login',
                $1::timestamptz - interval '3 days', {_EXPIRY}
+        FROM generate_series(0, $2::bigint - 1) AS i""",
+    "passkey_challenges": f"""INSERT INTO passkey_challenges (digest, purpose, user_id,
+                                                          expires_at)
+        SELECT sha256(convert_to('qp' || i, 'UTF8')), 'login', NULL, {_EXPIRY}
         FROM generate_series(0, $2::bigint - 1) AS i""",
 }
 PLANNED_TABLES = (*TABLES, *SHORT_LIVED)
@@ -250,6 +255,7 @@ async def test_prune_deletes_use_indexes(engine: AsyncEngine) -> None:
         assert await AccountTokenRepository(db).delete_expired(NOW, 1000) == 1000
         assert await AuthorizationCodeRepository(db).delete_expired(NOW, 1000) == 1000
         assert await MfaChallengeRepository(db).delete_expired(NOW, 1000) == 1000
+        assert await PasskeyChallengeRepository(db).delete_expired(NOW, 1000) == 1000
 
     await assert_indexed(engine, work)
 

@@ -55,6 +55,7 @@ def prune(
             f"authorization_codes={report.authorization_codes}"
             f" account_tokens={report.account_tokens}"
             f" mfa_challenges={report.mfa_challenges}"
+            f" passkey_challenges={report.passkey_challenges}"
             f" unverified_signups={report.unverified_signups}"
         )
 

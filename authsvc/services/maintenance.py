@@ -16,6 +16,7 @@ from authsvc.store.audit import AuditRepository
 from authsvc.store.authorization_codes import AuthorizationCodeRepository
 from authsvc.store.db import Database
 from authsvc.store.mfa import MfaChallengeRepository
+from authsvc.store.passkeys import PasskeyChallengeRepository
 from authsvc.store.repositories import (
     DenylistRepository,
     RefreshTokenRepository,
@@ -36,6 +37,7 @@ class PruneReport:
     audit_events: int = 0
     authorization_codes: int = 0
     mfa_challenges: int = 0
+    passkey_challenges: int = 0
     account_tokens: int = 0
     unverified_signups: int = 0
 
@@ -44,9 +46,9 @@ async def prune(
     database: Database, keys: KeyService, now: datetime, batch: int = 1000
 ) -> PruneReport:
     """Delete expired denylist entries, refresh tokens, sessions, authorization codes, mailed
-    links, mfa challenges, feed entries and old keys, self sign-ups never verified within
-    AUTHSVC_UNVERIFIED_SIGNUP_TTL, and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0 keeps
-    them).
+    links, mfa and passkey challenges, feed entries and old keys, self sign-ups never verified
+    within AUTHSVC_UNVERIFIED_SIGNUP_TTL, and audit events past AUTHSVC_AUDIT_RETENTION_DAYS (0
+    keeps them).
 
     Each batch is its own short transaction so the tables are never locked for long. Sessions
     go last: a session row (and its used tokens) is what detects reuse until it expires.
@@ -65,6 +67,10 @@ async def prune(
             ),
         ),
         ("mfa_challenges", lambda db: MfaChallengeRepository(db).delete_expired(now, batch)),
+        (
+            "passkey_challenges",
+            lambda db: PasskeyChallengeRepository(db).delete_expired(now, batch),
+        ),
         (
             # Each deletion's audit row commits with it, in the same batch.
             "unverified_signups",

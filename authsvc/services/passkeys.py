@@ -322,8 +322,7 @@ class PasskeyService:
                 user_id=user_id,
                 expires_at=ctx.now + timedelta(seconds=self.settings.passkey_challenge_ttl),
                 mfa_challenge_id=mfa_challenge_id,
-            ),
-            ctx.now,
+            )
         )
         return challenge
 

@@ -6,11 +6,14 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.store.batches import delete_batch
 from authsvc.store.models import Passkey, PasskeyChallenge
+
+_challenges: Table = PasskeyChallenge.__table__  # type: ignore[assignment]
 
 
 class PasskeyRepository:
@@ -71,11 +74,19 @@ class PasskeyChallengeRepository:
     def __init__(self, db: AsyncSession) -> None:
         self.db = db
 
-    async def add(self, challenge: PasskeyChallenge, now: datetime) -> None:
-        # Expired challenges are swept here, by index, so the table stays small without a job.
-        await self.db.execute(delete(PasskeyChallenge).where(PasskeyChallenge.expires_at <= now))
+    async def add(self, challenge: PasskeyChallenge) -> None:
         self.db.add(challenge)
         await self.db.flush()
+
+    async def delete_expired(self, before: datetime, limit: int) -> int:
+        """A batch of the expired challenges (the prune; a challenge is also deleted when used)."""
+        return await delete_batch(
+            self.db,
+            _challenges,
+            PasskeyChallenge.expires_at <= before,
+            PasskeyChallenge.expires_at,
+            limit,
+        )
 
     async def take(self, digest: bytes, purpose: str, now: datetime) -> PasskeyChallenge | None:
         """Consume a live challenge: the row is deleted, and only the one request whose delete
