@@ -80,6 +80,8 @@ async def test_the_dummy_hash_costs_what_a_real_one_does(harness: Harness) -> No
     passwords = harness.state.login.passwords
     real = await passwords.hash(PASSWORD)
     assert passwords._dummy_hash.split("$")[:4] == real.split("$")[:4]
+    assert not passwords.context.needs_update(passwords._dummy_hash)
+    assert await passwords.verify(PASSWORD, passwords._dummy_hash) == (False, None)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,25 @@ class PasswordHasher:
             asyncio.AbstractEventLoop, anyio.CapacityLimiter
         ] = weakref.WeakKeyDictionary()
         # Checked for unknown users so that their answer takes as long as a wrong password.
-        self._dummy_hash = self.context.hash("authsvc-dummy-password-for-timing")
+        self._dummy_hash = self._unmatchable_hash()
+
+    def _unmatchable_hash(self) -> str:
+        """A hash in the configured scheme and parameters whose digest is all zero bytes:
+        checking a password against it costs what checking against a real one does, and no
+        password matches it. Written out, not computed: a hash costs a large fraction of a
+        second at every start of every process, each CLI command included."""
+        handler = self.context.handler()
+        return str(
+            handler(
+                salt=os.urandom(handler.default_salt_size),
+                checksum=bytes(handler.checksum_size),
+                memory_cost=handler.memory_cost,
+                rounds=handler.default_rounds,
+                parallelism=handler.parallelism,
+                type=handler.type,
+                version=handler.version,
+            ).to_string()
+        )
 
     def hash_sync(self, password: str) -> str:
         return str(self.context.hash(normalize_password(password)))
