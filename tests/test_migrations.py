@@ -105,3 +105,41 @@ def test_existing_unverified_signups_are_marked_pending(tmp_path: Path) -> None:
             "SELECT username FROM users WHERE signup_pending_since IS NOT NULL"
         ).fetchall()
     assert marked == [("pending",)]
+
+
+def test_the_head_read_off_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from authsvc.store.db import _head_from_files, alembic_config, migrations_dir
+
+    alembics = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert _head_from_files(migrations_dir() / "versions") == alembics == head_revision()
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.py": 'revision = "a"\ndown_revision = None\n', "b.py": 'revision = "b"\n'},
+        {  # a merge: two parents
+            "a.py": 'revision = "a"\ndown_revision = None\n',
+            "b.py": 'revision = "b"\ndown_revision = "a"\n',
+            "c.py": 'revision = "c"\ndown_revision = "a"\n',
+            "d.py": 'revision = "d"\ndown_revision = ("b", "c")\n',
+        },
+        {  # two heads
+            "a.py": 'revision = "a"\ndown_revision = None\n',
+            "b.py": 'revision: str = "b"\ndown_revision: str | None = "a"\n',
+            "c.py": "revision: str = 'c'\ndown_revision: str | None = 'a'\n",
+        },
+        {"a.py": 'revision = "a"\ndown_revision = "gone"\n'},
+    ],
+    ids=["no-parent-line", "merge", "two-heads", "unknown-parent"],
+)
+def test_migration_files_it_cannot_read_leave_the_answer_to_alembic(
+    tmp_path: Path, files: dict[str, str]
+) -> None:
+    from authsvc.store.db import _head_from_files
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert _head_from_files(tmp_path) is None

@@ -30,13 +30,17 @@ async def check(
     `migrate_first`: migrate if the settings say so (the embedded SQLite database) before the
     schema is checked. `will_migrate`: the caller migrates next, so an older schema will do.
     `keys`: also check that the signing keys decrypt (`serve`, once, before workers start)."""
-    from authsvc.store.db import Database, upgrade_async
+    from authsvc.store.db import Database, head_revision, upgrade_async
 
     database_url(settings)
     database = Database(settings.resolved_database_url, pool_size=1)
     try:
         await reachable(database, settings)
-        if migrate_first and settings.should_auto_migrate:
+        if (
+            migrate_first
+            and settings.should_auto_migrate
+            and await database.schema_revision() != head_revision()
+        ):
             await upgrade_async(settings.resolved_database_url)
         revision = await migrated(database, will_migrate=will_migrate)
         # A database whose schema is still to be made has no keys yet.
@@ -90,15 +94,15 @@ async def reachable(database: Database, settings: Settings) -> None:
 async def migrated(database: Database, *, will_migrate: bool = False) -> str | None:
     """The schema revision, refused unless it is this authsvc's head (or, when the caller
     migrates next, one it can migrate from)."""
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
     from authsvc.store.db import alembic_config, head_revision
 
     revision = await database.schema_revision()
     head = head_revision()
     if revision == head:
         return revision
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     if revision is not None:
         try:
             ScriptDirectory.from_config(alembic_config(database.url)).get_revision(revision)

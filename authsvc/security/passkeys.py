@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
+# py_webauthn (with the ASN.1 modules it loads) is imported by the functions that use it: a
+# large share of a CLI command's start, and no command needs it.
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import AuthenticatorTransport
 
 CHALLENGE_BYTES = 32
-_TRANSPORTS = {t.value: t for t in AuthenticatorTransport}
+
+
+@functools.cache
+def _transport_names() -> dict[str, AuthenticatorTransport]:
+    from webauthn.helpers.structs import AuthenticatorTransport
+
+    return {t.value: t for t in AuthenticatorTransport}
 
 
 class PasskeyRejected(Exception):
@@ -127,6 +124,14 @@ def registration_options(
 ) -> dict[str, Any]:
     """PublicKeyCredentialCreationOptions (WebAuthn L3 section 5.4) as JSON: a discoverable
     credential with user verification, no attestation, the user's passkeys excluded."""
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     options = generate_registration_options(
         rp_id=rp.id,
         rp_name=rp.name,
@@ -156,6 +161,9 @@ def authentication_options(
     """PublicKeyCredentialRequestOptions (section 5.5). For sign-in, a discoverable credential:
     no allowCredentials, so nothing about any account is disclosed. `allow` lists a known
     user's passkeys (a second factor, after the password named the user)."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
+
     options = generate_authentication_options(
         rp_id=rp.id,
         challenge=challenge,
@@ -174,6 +182,8 @@ def verify_registration(
     rp: RelyingParty, credential: dict[str, Any], challenge: bytes
 ) -> NewCredential:
     """Section 7.1: type, challenge, origin, RP id hash, UP and UV flags, the key."""
+    from webauthn import verify_registration_response
+
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -189,7 +199,8 @@ def verify_registration(
     raw = response.get("transports") if isinstance(response, dict) else None
     # A hint only (section 5.2.1.2): kept when it is a list of known names, else dropped.
     listed = raw if isinstance(raw, list) else []
-    transports = [t for t in listed if isinstance(t, str) and t in _TRANSPORTS]
+    known = _transport_names()
+    transports = [t for t in listed if isinstance(t, str) and t in known]
     return NewCredential(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
@@ -204,6 +215,8 @@ def verify_assertion(
     """Section 7.2: type, challenge, origin, RP id hash, UP and UV flags, the signature. The
     counter is not compared here (it is given as 0): the caller compares it, so that a counter
     going backwards on an otherwise valid assertion can be told apart and audited."""
+    from webauthn import verify_authentication_response
+
     try:
         verified = verify_authentication_response(
             credential=credential,
@@ -226,4 +239,5 @@ def verify_assertion(
 def _transports(values: list[str] | None) -> list[AuthenticatorTransport] | None:
     if not values:
         return None
-    return [_TRANSPORTS[v] for v in values if v in _TRANSPORTS]
+    known = _transport_names()
+    return [known[v] for v in values if v in known]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -34,6 +32,9 @@ from sqlalchemy.util import await_
 from authsvc.store.fastlane import FastLane
 from authsvc.store.rotation import RefreshLane
 from authsvc.store.sqlitelane import SQLiteLane, configure_connection
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger("authsvc.store")
 
@@ -309,19 +310,57 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported where it is used: it (with every migration module it loads) costs
+    # more than the rest of a CLI command, which usually finds the schema at head.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["database_url"] = url
     return cfg
 
 
+# A migration file's `revision = "..."` and `down_revision = "..."` lines (annotated or not).
+_REVISION_LINE = re.compile(
+    r"""^(revision|down_revision)\b[^=\n]*=\s*(?:None|"([^"\n]*)"|'([^'\n]*)')\s*$""",
+    re.MULTILINE,
+)
+
+
+def _head_from_files(versions: Path) -> str | None:
+    """The head of the migration files when they form one plain chain (each names one
+    revision and at most one parent, and exactly one is nobody's parent); None otherwise."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in versions.glob("*.py"):
+        found: dict[str, str | None] = {}
+        for match in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")):
+            found[match.group(1)] = match.group(2) or match.group(3)
+        if found.get("revision") is None or "down_revision" not in found:
+            return None  # a merge (a tuple of parents) or a layout this does not read
+        revisions.add(str(found["revision"]))
+        if found["down_revision"] is not None:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
 @functools.cache
 def head_revision() -> str | None:
+    """The newest migration's revision: read off the files when they are one chain (the usual
+    case, tests/test_migrations.py checks it agrees with alembic), else alembic's answer."""
+    head = _head_from_files(migrations_dir() / "versions")
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Run migrations to `revision`. Blocking: call from a thread inside an event loop."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
