@@ -35,7 +35,7 @@ def test_tiny_scale_benchmark_measures_every_figure_without_errors(tmp_path: Pat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
-        out, err = proc.communicate(timeout=100)
+        out, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         # SIGTERM: the benchmark stops its servers and drops its databases on the way out.
         proc.terminate()
