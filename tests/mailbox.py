@@ -80,7 +80,7 @@ class Mailbox:
             self._arrived.notify_all()
         return "250 OK"
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         """The first `count` mails, once they have arrived."""
         async with self._arrived:
             await asyncio.wait_for(
@@ -88,7 +88,7 @@ class Mailbox:
             )
         return self.received[:count]
 
-    async def next(self, timeout: float = 10.0) -> Received:
+    async def next(self, timeout: float = 30.0) -> Received:
         """The mail after those already taken with `next`/`wait_for`-and-count."""
         mails = await self.wait_for(self._taken + 1, timeout)
         self._taken += 1

@@ -233,7 +233,7 @@ async def test_an_untrusted_relay_fails_the_mail_not_the_request(
     )
     assert response.status_code == 202, response.text
     outbox = harness.state.outbox
-    for _ in range(200):
+    for _ in range(3000):  # up to 30 s on a busy machine
         if outbox.failed:
             break
         await asyncio.sleep(0.01)

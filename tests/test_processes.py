@@ -178,7 +178,7 @@ def _jwks_kids(base: str) -> set[str]:
     return {k["kid"] for k in httpx.get(f"{base}/.well-known/jwks.json", timeout=30).json()["keys"]}
 
 
-def _until(check: Any, seconds: float = 15) -> None:
+def _until(check: Any, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:

@@ -182,7 +182,7 @@ async def test_the_background_poller_enforces_logout_within_the_interval(world: 
     async with world.verifier(poll_interval=0.05) as verifier:
         await verifier.verify(tokens["access_token"])
         await world.logout(tokens["access_token"])
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while True:
             try:
                 await verifier.verify(tokens["access_token"])
@@ -282,7 +282,7 @@ async def test_the_background_task_refreshes_the_jwks_before_requests_need_it(
     async with world.verifier(poll_interval=0.05) as verifier:
         fetched = verifier.jwks.fetches
         world.clock.advance(300)  # the JWKS max-age is up
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while verifier.jwks.stale:
             assert time.monotonic() < deadline, "the JWKS was not refreshed in the background"
             await asyncio.sleep(0.01)
