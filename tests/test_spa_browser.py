@@ -89,7 +89,7 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(driver: Any, script: str, timeout: float = 10) -> Any:
+def wait_for(driver: Any, script: str, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = driver.execute_script(script)
@@ -206,7 +206,7 @@ def test_spa_code_flow_dpop_multi_tab_refresh_and_logout(
     refreshes = adopted = 0
     for handle in tabs:
         browser.switch_to.window(handle)
-        last = wait_for(browser, "return window.authsvcApp.state.lastMe", timeout=15)
+        last = wait_for(browser, "return window.authsvcApp.state.lastMe", timeout=30)
         assert last == {"status": 200, "username": "alice"}, log_of(browser)
         assert status_of(browser) == "signed in as alice"
         counts = browser.execute_script(
