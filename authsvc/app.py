@@ -40,14 +40,14 @@ from authsvc.observability import tracing as otel
 from authsvc.observability.requests import RequestObserver
 from authsvc.services.housekeeping import Housekeeper
 from authsvc.state import AppState, build_state
-from authsvc.store.db import upgrade_async
+from authsvc.store.db import upgrade_if_behind
 
 log = logging.getLogger("authsvc")
 
 
 async def start(state: AppState) -> None:
     if state.settings.should_auto_migrate:
-        await upgrade_async(state.settings.resolved_database_url)
+        await upgrade_if_behind(state.database)
     # Refuse to start when something stored under the KEK cannot be read with the ring (a
     # previous KEK dropped before `authsvc keys rewrap`), rather than fail request by request.
     async with state.database.read() as db:

@@ -30,18 +30,14 @@ async def check(
     `migrate_first`: migrate if the settings say so (the embedded SQLite database) before the
     schema is checked. `will_migrate`: the caller migrates next, so an older schema will do.
     `keys`: also check that the signing keys decrypt (`serve`, once, before workers start)."""
-    from authsvc.store.db import Database, head_revision, upgrade_async
+    from authsvc.store.db import Database, upgrade_if_behind
 
     database_url(settings)
     database = Database(settings.resolved_database_url, pool_size=1)
     try:
         await reachable(database, settings)
-        if (
-            migrate_first
-            and settings.should_auto_migrate
-            and await database.schema_revision() != head_revision()
-        ):
-            await upgrade_async(settings.resolved_database_url)
+        if migrate_first and settings.should_auto_migrate:
+            await upgrade_if_behind(database)
         revision = await migrated(database, will_migrate=will_migrate)
         # A database whose schema is still to be made has no keys yet.
         if keys and revision is not None:

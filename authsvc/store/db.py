@@ -368,6 +368,13 @@ async def upgrade_async(url: str, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade, url, revision)
 
 
+async def upgrade_if_behind(database: Database) -> None:
+    """Migrate to head unless the schema is there already: reading the revision is one query,
+    while alembic with nothing to do still costs a good part of a second."""
+    if await database.schema_revision() != head_revision():
+        await upgrade_async(database.url)
+
+
 def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:
     """Run `action` (synchronous, no I/O) once `session`'s transaction has committed, and not
     at all if it rolls back: a mail whose link points at a row must not leave before the row
