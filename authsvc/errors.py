@@ -268,6 +268,12 @@ class PayloadTooLarge(AuthError):
     default_message = "The request body is too large."
 
 
+class HeadersTooLarge(AuthError):
+    code = "headers_too_large"
+    status = 431
+    default_message = "The request headers are too large."
+
+
 class RateLimited(AuthError):
     code = "rate_limited"
     status = 429

@@ -222,6 +222,27 @@ async def test_oversized_request_headers_get_431(harness: Harness) -> None:
     assert (await harness.client.get("/healthz", headers={"X-Ok": "a" * 1000})).status_code == 200
 
 
+async def test_errors_before_routing_take_the_oauth_shape_on_oauth_endpoints(
+    harness: Harness,
+) -> None:
+    # Found before any route runs (header size, repeated header, body size), yet answered as
+    # the endpoint answers its own errors: RFC 6749 section 5.2 on /oauth, ours elsewhere.
+    limit = harness.state.settings.max_header_bytes
+    junk = {"X-Junk": "a" * limit}
+    repeated = [("Origin", "https://a.example"), ("Origin", "https://b.example")]
+    body = {"content": b"x" * (harness.state.settings.max_body_bytes + 1)}
+    answers = [
+        (await harness.client.post("/oauth/token", headers=junk), 431),
+        (await harness.client.post("/oauth/token", headers=repeated), 400),
+        (await harness.client.post("/oauth/token", **body), 413),  # type: ignore[arg-type]
+    ]
+    for response, status in answers:
+        assert response.status_code == status, response.text
+        assert set(response.json()) == {"error", "error_description"}, response.text
+    ours = await harness.client.post("/auth/login", headers=junk)
+    assert ours.status_code == 431 and set(ours.json()) == {"error", "message"}
+
+
 AUTHORIZATION_CASES = [
     ("Bearer {t}", 200),
     ("bearer {t}", 200),

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from authsvc.api.schemas import ErrorResponse, OAuthErrorBody
 from authsvc.errors import (
@@ -109,6 +110,14 @@ def render_oauth(exc: AuthError) -> JSONResponse:
         status_code=exc.status,
         headers={**NO_STORE, **exc.headers},
     )
+
+
+def render_unrouted(scope: Scope, exc: AuthError) -> JSONResponse:
+    """An error found before routing (the body limit, the header and JSON guards): the /oauth
+    endpoints answer in the RFC 6749 section 5.2 shape, the rest in ours."""
+    if str(scope.get("path", "")).startswith("/oauth/"):
+        return render_oauth(exc)
+    return render(exc)
 
 
 class ShapedErrorRoute(APIRoute):

@@ -29,8 +29,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.api.errors import error_response, render, render_oauth
-from authsvc.errors import InvalidRequest, OAuthInvalidRequest
+from authsvc.api.errors import render_unrouted
+from authsvc.errors import HeadersTooLarge, InvalidRequest
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # The development-only example SPA (AUTHSVC_SPA_DIR, mounted at /spa) is a page: it may load its
@@ -91,10 +91,7 @@ _SINGLE = frozenset(
 
 
 def _invalid_request(scope: Scope, message: str) -> Response:
-    # The /oauth endpoints answer in the RFC 6749 section 5.2 shape, the rest in ours.
-    if str(scope.get("path", "")).startswith("/oauth/"):
-        return render_oauth(OAuthInvalidRequest(message))
-    return render(InvalidRequest(message))
+    return render_unrouted(scope, InvalidRequest(message))
 
 
 def _repeated_header(headers: Any) -> bytes | None:
@@ -155,9 +152,7 @@ class HttpGuard:
         raw_headers = scope.get("headers", ())
         size = sum(len(name) + len(value) + 4 for name, value in raw_headers)
         if size > self.max_header_bytes:
-            response = error_response(
-                431, "headers_too_large", "The request headers are too large."
-            )
+            response = render_unrouted(scope, HeadersTooLarge())
             await response(scope, receive, send_with_headers)
             return
         repeated = _repeated_header(raw_headers)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authsvc.api.errors import render, render_oauth
+from authsvc.api.errors import render_unrouted
 from authsvc.errors import PayloadTooLarge
 
 
 def _too_large(scope: Scope) -> Response:
-    # The /oauth endpoints answer in the RFC 6749 section 5.2 shape, the rest in ours.
-    oauth = str(scope.get("path", "")).startswith("/oauth/")
-    return (render_oauth if oauth else render)(PayloadTooLarge())
+    return render_unrouted(scope, PayloadTooLarge())
 
 
 class _TooLarge(Exception):
