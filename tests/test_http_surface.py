@@ -222,7 +222,7 @@ async def test_oversized_request_headers_get_431(harness: Harness) -> None:
     assert (await harness.client.get("/healthz", headers={"X-Ok": "a" * 1000})).status_code == 200
 
 
-async def test_errors_before_routing_take_the_oauth_shape_on_oauth_endpoints(
+async def test_errors_before_routing_take_the_endpoints_shape(
     harness: Harness,
 ) -> None:
     # Found before any route runs (header size, repeated header, body size), yet answered as
@@ -241,6 +241,17 @@ async def test_errors_before_routing_take_the_oauth_shape_on_oauth_endpoints(
         assert set(response.json()) == {"error", "error_description"}, response.text
     ours = await harness.client.post("/auth/login", headers=junk)
     assert ours.status_code == 431 and set(ours.json()) == {"error", "message"}
+    # The pages a browser navigates to answer with a page.
+    pages = [
+        (await harness.client.get("/oauth/authorize", headers=junk), 431),
+        (await harness.client.get("/oauth/logout", headers=repeated), 400),
+        (await harness.client.post("/oauth/authorize", **body), 413),  # type: ignore[arg-type]
+    ]
+    for response, status in pages:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("text/html"), response.text
+        assert "Cannot continue" in response.text
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
 
 
 AUTHORIZATION_CASES = [

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from authsvc.api.pages import error_page
 from authsvc.api.schemas import ErrorResponse, OAuthErrorBody
 from authsvc.errors import (
     NO_STORE,
@@ -112,10 +113,18 @@ def render_oauth(exc: AuthError) -> JSONResponse:
     )
 
 
-def render_unrouted(scope: Scope, exc: AuthError) -> JSONResponse:
-    """An error found before routing (the body limit, the header and JSON guards): the /oauth
-    endpoints answer in the RFC 6749 section 5.2 shape, the rest in ours."""
-    if str(scope.get("path", "")).startswith("/oauth/"):
+# The endpoints a browser navigates to: their errors are pages, for the person looking at them.
+BROWSER_PAGES = frozenset({"/oauth/authorize", "/oauth/logout"})
+
+
+def render_unrouted(scope: Scope, exc: AuthError) -> Response:
+    """An error found before routing (the body limit, the header and JSON guards), answered
+    as the endpoint answers its own: a page on the browser's pages, the RFC 6749 section 5.2
+    shape on the other /oauth endpoints, ours elsewhere."""
+    path = str(scope.get("path", ""))
+    if path in BROWSER_PAGES:
+        return error_page(exc.message, exc.status, exc.headers)
+    if path.startswith("/oauth/"):
         return render_oauth(exc)
     return render(exc)
 
