@@ -255,3 +255,40 @@ async def test_the_sqlite_lane_rolls_back_and_frees_the_writer_lock_on_an_error(
         response = await asyncio.wait_for(harness.refresh(token), 10)
         assert response.status_code == 200, response.text
         token = response.json()["refresh_token"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("settings_overrides", [{"db_pool_size": 2}])
+async def test_feed_polls_leave_the_lane_room_for_access_checks(
+    harness: Harness, database_url: str
+) -> None:
+    # Polls stuck behind a lock on the feed's table (the database slow for them alone) hold at
+    # most half the lane's connections: an access check still gets one at once.
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    await harness.create_user()
+    token = (await harness.login())["access_token"]
+    me = {"Authorization": f"Bearer {token}"}
+    assert (await harness.client.get("/auth/me", headers=me)).status_code == 200
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    locker = await asyncpg.connect(dsn)
+    try:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE")
+        polls = [asyncio.create_task(harness.client.get("/auth/revocations")) for _ in range(4)]
+        for _ in range(500):  # until a poll waits on the lock
+            waiting = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name = 'authsvc' AND datname = current_database()"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1  # one poll slot of the two connections
+        assert (await harness.client.get("/auth/me", headers=me)).status_code == 200
+        await lock.rollback()
+        assert [(await p).status_code for p in polls] == [200] * 4
+    finally:
+        await locker.close()

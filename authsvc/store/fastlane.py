@@ -10,8 +10,10 @@ transaction.
 
 The pool is separate from SQLAlchemy's because lending the engine's connections to a raw driver
 call costs a checkout per request; it opens connections on demand and replaces any that the
-server closed. Errors that mean the database is away or slow become DatabaseUnavailable (503),
-like the engine's own (errors.py).
+server closed. Feed polls may hold at most half of its connections: many resource servers
+polling at once would otherwise queue the refreshes and access checks that a person waits on
+behind them (bench/inproc_lane_share.py measures it). Errors that mean the database is away
+or slow become DatabaseUnavailable (503), like the engine's own (errors.py).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class FastLane:
         self._server_settings = server_settings
         self._pool: asyncpg.Pool | None = None
         self._in_use = 0  # statements in flight (each holds or awaits one connection)
+        self._poll_slots = asyncio.Semaphore(max(1, pool_size // 2))
         self._lock = asyncio.Lock()
         self._rotation = asyncpg_rotation()
         self._access = asyncpg_access()
@@ -82,8 +85,20 @@ class FastLane:
         return None if row is None else access_user(row)
 
     async def feed_poll(self, values: dict[str, Any]) -> FeedPoll:
-        """revocations.py's poll statement, in one autocommitted read."""
-        return feed_poll(await self._fetch(self._poll.sql, *self._poll.args(values)))
+        """revocations.py's poll statement, in one autocommitted read, in one of the polls'
+        slots (half the pool)."""
+        slots = self._poll_slots
+        if slots.locked():  # a bounded wait only when it may be long, as in _run
+            try:
+                await asyncio.wait_for(slots.acquire(), self._timeout)
+            except TimeoutError as exc:
+                raise DatabaseUnavailable("fast lane", None, exc) from exc
+        else:
+            await slots.acquire()
+        try:
+            return feed_poll(await self._fetch(self._poll.sql, *self._poll.args(values)))
+        finally:
+            slots.release()
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
         return await self._run(False, sql, *args)
