@@ -8,7 +8,6 @@ anywhere it names (section 3).
 
 from __future__ import annotations
 
-import html
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,23 +17,11 @@ from authsvc.api.authorize import clear_login_cookie, login_cookie
 from authsvc.api.deps import Context, State, WriteDB
 from authsvc.api.errors import ShapedErrorRoute
 from authsvc.api.oauth_params import FORM_TYPE, parse_form
+from authsvc.api.pages import message_page
 from authsvc.errors import AuthError
 
 # Section 2; logout_hint and ui_locales are optional and not used, so ignored like any other.
 PARAMS = frozenset({"id_token_hint", "client_id", "post_logout_redirect_uri", "state"})
-
-
-def page(title: str, message: str, status: int) -> HTMLResponse:
-    """A plain page that works without scripts or styles (the server's CSP allows none)."""
-    body = (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title></head>\n"
-        f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></main></body>"
-        "</html>\n"
-    )
-    return HTMLResponse(body, status_code=status)
 
 
 class EndSessionRoute(ShapedErrorRoute):
@@ -47,9 +34,7 @@ class EndSessionRoute(ShapedErrorRoute):
 
 
 def _error(exc: AuthError) -> Response:
-    response = page("Sign-out failed", exc.message, exc.status)
-    response.headers.update(exc.headers)
-    return response
+    return message_page("Sign-out failed", exc.message, exc.status, exc.headers)
 
 
 async def _params(request: Request) -> dict[str, str]:
@@ -76,7 +61,7 @@ async def end_session(
     ended = await state.end_session.end_session(db, params, cookie, ctx)
     response: Response
     if ended.redirect is None:
-        response = page("Signed out", "You are signed out.", 200)
+        response = message_page("Signed out", "You are signed out.", 200)
     else:
         response = RedirectResponse(ended.redirect, status_code=303)
     if ended.clear_cookie:

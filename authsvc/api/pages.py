@@ -216,6 +216,15 @@ def consent_page(
     return _page("Allow access?", main, 200, redirect_uri)
 
 
+def message_page(
+    title: str, message: str, status: int, headers: Mapping[str, str] | None = None
+) -> HTMLResponse:
+    """A page that only says something: a heading and a paragraph (announced at once to screen
+    readers when it is an error)."""
+    role = ' role="alert"' if status >= 400 else ""
+    main = f"<h1>{escape(title)}</h1><p{role}>{escape(message)}</p>"
+    return _page(title, main, status, None, headers)
+
+
 def error_page(message: str, status: int, headers: Mapping[str, str] | None = None) -> HTMLResponse:
-    main = f'<h1>Cannot continue</h1><p role="alert">{escape(message)}</p>'
-    return _page("Cannot continue", main, status, None, headers)
+    return message_page("Cannot continue", message, status, headers)
