@@ -278,7 +278,7 @@ async def test_feed_polls_leave_the_lane_room_for_access_checks(
         await lock.start()
         await locker.execute("LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE")
         polls = [asyncio.create_task(harness.client.get("/auth/revocations")) for _ in range(4)]
-        for _ in range(500):  # until a poll waits on the lock
+        for _ in range(3000):  # until a poll waits on the lock (30 s on a busy machine)
             waiting = await locker.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND application_name = 'authsvc' AND datname = current_database()"
