@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.conftest
 
 import uvloop  # noqa: E402
+from runner.asgi import call  # noqa: E402
 from runner.load import pg_backends  # noqa: E402
 from runner.servers import postgres_database  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
@@ -96,31 +97,8 @@ async def two_statement_changes(
                           resync)  # fmt: skip
 
 
-def scope(path: str, query: str) -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}  # fmt: skip
-
-
 async def get(app: Any, path: str, query: str = "") -> bytes:
-    out: list[bytes] = []
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(m: dict[str, Any]) -> None:
-        nonlocal status
-        if m["type"] == "http.response.start":
-            status = m["status"]
-        elif m["type"] == "http.response.body":
-            out.append(m.get("body", b""))
-
-    await app(scope(path, query), receive, send)
-    assert status == 200, (status, out)
-    return b"".join(out)
+    return await call(app, path, query)
 
 
 async def main(url: str, tmp: Path) -> None:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.conftest
 
 import uvloop  # noqa: E402
+from runner.asgi import call  # noqa: E402
 from runner.servers import postgres_database  # noqa: E402
 
 from authsvc.app import create_app  # noqa: E402
@@ -32,37 +33,6 @@ REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000  # /auth/me per round
 CLIENTS = 4  # concurrent /auth/me loops
 POLLERS = (0, 8, 32)  # concurrent poll loops beside them
 ROUNDS = 3
-
-
-def scope(method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]) -> Any:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-            "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), *headers],
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}  # fmt: skip
-
-
-async def call(app: Any, path: str, query: str = "", token: str | None = None,
-               body: bytes = b"") -> bytes:  # fmt: skip
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    if body:
-        headers.append((b"content-type", b"application/json"))
-    out: list[bytes] = []
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(m: dict[str, Any]) -> None:
-        nonlocal status
-        if m["type"] == "http.response.start":
-            status = m["status"]
-        elif m["type"] == "http.response.body":
-            out.append(m.get("body", b""))
-
-    await app(scope("POST" if body else "GET", path, query, headers), receive, send)
-    assert status == 200, (status, out)
-    return b"".join(out)
 
 
 async def round_(app: Any, lane: Any, token: str, since: str, pollers: int) -> dict[str, float]:
