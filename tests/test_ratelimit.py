@@ -252,7 +252,11 @@ async def test_disabled_rate_limit_never_answers_429(harness: Harness) -> None:
 @pytest.fixture
 def backend(limiter_state: dict[str, Any]) -> Iterator[Any]:
     if limiter_state:
-        yield RedisBackend(limiter_state["redis_url"], limiter_state["rate_limit_key_prefix"])
+        # The counting is under test, not the failure mode: on a busy machine 50 connections
+        # opened at once can take longer than the production timeout, and fail open.
+        yield RedisBackend(
+            limiter_state["redis_url"], limiter_state["rate_limit_key_prefix"], timeout=30
+        )
     else:
         yield MemoryBackend()
 

@@ -194,11 +194,13 @@ def _ms(seconds: float) -> int:
 class RedisBackend:
     """State shared by every process that uses the same Redis and key prefix."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, timeout: float = 0.5) -> None:
+        """`timeout`: how long a check may wait on Redis before the failure mode decides it
+        (a slow limiter must not hold up logins)."""
         from redis.asyncio import Redis
 
         self.prefix = prefix
-        self.redis = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._hit = self.redis.register_script(_HIT)
         self._blocked = self.redis.register_script(_BLOCKED)
         self._failed = self.redis.register_script(_FAILED)
