@@ -11,7 +11,10 @@ from sqlalchemy import func, select
 
 from authsvc.app import create_app
 from authsvc.config import Settings
+from authsvc.errors import KekRotationUnderWay
+from authsvc.security.secrets import load_secrets
 from authsvc.services.housekeeping import Housekeeper
+from authsvc.services.keys import KeyService
 from authsvc.store.models import AuditEvent, PasskeyChallenge, Session, SigningKey
 from tests.conftest import Harness
 
@@ -212,8 +215,15 @@ async def test_scheduled_rotation_pauses_during_a_kek_rotation(harness: Harness)
     assert rotating.previous_kek_list
     await harness.create_user()
     harness.clock.advance(31 * DAY)
-    paused = Housekeeper(rotating, state.database, state.keys, harness.clock)
+    keys = KeyService(rotating, load_secrets(rotating))
+    paused = Housekeeper(rotating, state.database, keys, harness.clock)
     await paused.rotate_once()
+    assert await _count(harness, SigningKey) == 1
+    # The rule is the key service's: asked directly, it refuses too, unless told every process
+    # has the new KEK.
+    async with state.database.transaction() as db:
+        with pytest.raises(KekRotationUnderWay):
+            await keys.rotate(db, harness.clock.now())
     assert await _count(harness, SigningKey) == 1
     await _housekeeper(harness).rotate_once()
     assert await _count(harness, SigningKey) == 2

@@ -141,15 +141,24 @@ async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
         client_refreshed = await _client_refresh(new, client, client_tokens["refresh_token"])
         assert client_refreshed.status_code == 200, client_refreshed.text
         client_tokens = client_refreshed.json()
-        # A signing key made now is written under B.
-        async with new.state.database.transaction() as db:
-            made = await new.state.keys.rotate(db, clock.now())
+        # A signing key made now is written under B, so a process still on A alone could not
+        # sign with it: refused until the operator says every process has B.
+        await new.create_user("root", roles=["admin"])
+        admin = {"Authorization": f"Bearer {(await new.login('root'))['access_token']}"}
+        refused = await new.client.post("/admin/keys/rotate", headers=admin)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "kek_rotation_under_way"
+        rotated_key = await new.client.post(
+            "/admin/keys/rotate", params={"during_kek_rotation": "true"}, headers=admin
+        )
+        assert rotated_key.status_code == 201, rotated_key.text
+        made_kid = rotated_key.json()["kid"]
         async with new.state.database.transaction() as db:
             report = await new.state.secrets.rewrap(db, clock.now(), actor="test")
     assert sorted(report.rewrapped) == sorted(
         [f"signing key {kid}" for kid in kids] + [f"server secret {n}" for n in HmacKeys.NAMES]
     )
-    assert report.current == [f"signing key {made.kid}"]
+    assert report.current == [f"signing key {made_kid}"]
 
     # A dropped: everything a client holds still works.
     async with _serve(_settings(database_url, tmp_path, KEK_B), clock) as after:
@@ -160,7 +169,7 @@ async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
         ).status_code == 200
         assert (await after.login())["access_token"]
         jwks = (await after.client.get("/.well-known/jwks.json")).json()
-        assert kids | {made.kid} == {k["kid"] for k in jwks["keys"]}
+        assert kids | {made_kid} == {k["kid"] for k in jwks["keys"]}
         async with after.state.database.transaction() as db:
             again = await after.state.secrets.rewrap(db, clock.now())
     assert again.rewrapped == []

@@ -45,10 +45,9 @@ class Housekeeper:
             log.info("pruned", extra={"pruned": vars(report)})
 
     async def rotate_once(self) -> None:
-        if self.settings.previous_kek_list:
-            # A KEK rotation is under way: a key written now under the new KEK could not be read
-            # by processes not yet restarted with it. `keys rewrap` and dropping the previous
-            # KEKs end the pause; `authsvc keys rotate` still works when the operator knows.
+        if self.keys.kek_rotation_under_way:
+            # KeyService.rotate would refuse; dropping the previous KEKs (after `keys rewrap`)
+            # ends the pause, and `authsvc keys rotate --during-kek-rotation` is the operator's.
             log.warning(
                 "scheduled key rotation paused while AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is set"
             )

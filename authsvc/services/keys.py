@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
+from authsvc.errors import KekRotationUnderWay
 from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
 from authsvc.security.secrets import ServerSecrets
@@ -152,8 +153,26 @@ class KeyService:
             ring = await self.reload(db, now)
         return ring
 
-    async def rotate(self, db: AsyncSession, now: datetime, actor: str | None = None) -> KeyInfo:
-        """Publish a new key now; it signs after publish-ahead, when the current one retires."""
+    @property
+    def kek_rotation_under_way(self) -> bool:
+        """Previous KEKs are configured: some process may not have the new KEK yet."""
+        return len(self.secrets.keks) > 1
+
+    async def rotate(
+        self,
+        db: AsyncSession,
+        now: datetime,
+        actor: str | None = None,
+        *,
+        during_kek_rotation: bool = False,
+    ) -> KeyInfo:
+        """Publish a new key now; it signs after publish-ahead, when the current one retires.
+
+        During a KEK rotation only when the caller says every process has the new KEK
+        (`during_kek_rotation`): a process that cannot decrypt the key that signs cannot sign.
+        """
+        if self.kek_rotation_under_way and not during_kek_rotation:
+            raise KekRotationUnderWay()
         await self._serialise(db)
         activates_at = now + timedelta(seconds=self.settings.publish_ahead)
         await SigningKeyRepository(db).retire_active(activates_at)
