@@ -6,8 +6,11 @@ out, and RP-initiated logout ending the session and the hosted page's sign-in.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live import cli, live_server
+from tests.live import cli, free_port, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -251,3 +254,77 @@ def test_spa_code_flow_dpop_multi_tab_refresh_and_logout(
     browser.find_element(By.ID, "login").click()
     wait_for(browser, "return location.pathname === '/oauth/authorize'")
     assert browser.find_elements(By.ID, "password")
+
+
+@contextlib.contextmanager
+def static_site(directory: Path) -> Iterator[str]:
+    """`directory` served on its own origin, http://127.0.0.1:<port> (not the API's)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/index.html", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_spa_on_another_origin(tmp_path: Path, spa_dir: Path, browser: Any) -> None:
+    """The page served from its own origin, the API on another: discovery, the token endpoint
+    (a DPoP header, so a CORS preflight) and /auth/me answer the page's origin because
+    AUTHSVC_CORS_ORIGINS names it; the hosted page and logout are top-level navigations."""
+    made = cli(tmp_path, "users", "create", "alice", "--password-stdin", stdin="alice's password\n")
+    assert made.returncode == 0, made.stderr
+    with static_site(spa_dir) as site:
+        spa = f"{site}/"
+        with live_server(tmp_path, host="localhost", AUTHSVC_CORS_ORIGINS=site) as issuer:
+            created = cli(tmp_path, "clients", "create", "Example SPA", "--redirect-uri", spa)
+            assert created.returncode == 0, created.stderr
+            fields = dict(
+                line.split(": ", 1) for line in created.stdout.splitlines() if ": " in line
+            )
+            (spa_dir / "config.json").write_text(
+                json.dumps({"client_id": fields["client_id"], "issuer": issuer})
+            )
+
+            browser.get(spa)
+            signed_out(browser)
+            sign_in_on_hosted_page(browser, "alice", "alice's password")
+            assert browser.execute_script("return location.origin") == site
+            tokens = browser.execute_script("return window.authsvcApp.state.tokens")
+            assert tokens["token_type"] == "DPoP"
+
+            refreshed = browser.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "window.authsvcApp.refresh(window.authsvcApp.state.tokens.access_token)"
+                "  .then(async (ok) => done({ok, me: await window.authsvcApp.me()}));"
+            )
+            assert refreshed == {"ok": True, "me": {"status": 200, "username": "alice"}}, log_of(
+                browser
+            )
+            assert browser.execute_script("return window.authsvcApp.state.refreshes") == 1
+
+            browser.execute_script(
+                "window.beforeLogout = true; document.getElementById('logout').click()"
+            )
+            wait_for(browser, "return !window.beforeLogout && window.authsvcApp?.state.ready")
+            signed_out(browser)
+            assert browser.execute_script("return location.origin") == site
+            # RP-initiated logout from the other origin revoked the session.
+            sessions = cli(tmp_path, "sessions", "list", "alice")
+            assert sessions.returncode == 0, sessions.stderr
+            assert sessions.stdout.strip() == "no live sessions for alice", sessions.stdout
