@@ -90,7 +90,7 @@ class OAuthService:
         ctx: RequestContext,
     ) -> TokenPair:
         """RFC 6749 section 3.2: authenticate the client, then hand over to its grant."""
-        grant_type = _required(params, "grant_type")
+        grant_type = required(params, "grant_type")
         client = await self.clients.authenticate(db, creds)
         handler = self._grants().get(grant_type)
         if handler is None:
@@ -116,8 +116,8 @@ class OAuthService:
         ctx: RequestContext,
     ) -> TokenPair:
         """RFC 6749 section 4.3.2."""
-        username = _required(params, "username")
-        password = _required(params, "password")
+        username = required(params, "username")
+        password = required(params, "password")
         scope = self.clients.grantable_scope(client, params.get("scope"))
         return await self.login.login(
             db,
@@ -136,7 +136,7 @@ class OAuthService:
         ctx: RequestContext,
     ) -> TokenPair:
         """RFC 6749 section 6: the scope asked for may only narrow the session's."""
-        refresh_token = _required(params, "refresh_token")
+        refresh_token = required(params, "refresh_token")
         grant = self.clients.grant(client, _normal_scope(params.get("scope")), ctx)
         pair = await self.refresh.refresh(db, refresh_token, ctx, grant)
         return await self.id_tokens.on_refresh(db, pair, client.client_id, ctx.now)
@@ -156,7 +156,7 @@ class OAuthService:
         is denylisted by jti. A token issued to another client is refused (invalid_grant).
         """
         now = ctx.now
-        token = _required(params, "token")
+        token = required(params, "token")
         client = await self.clients.authenticate(db, creds)
         # The hint only orders the search (section 2.1); our two kinds never look alike.
         found = await self._refresh_row(db, token)
@@ -195,7 +195,7 @@ class OAuthService:
     ) -> dict[str, Any]:
         """RFC 7662 section 2.2: `{"active": false}` for anything not valid right now."""
         now = ctx.now
-        token = _required(params, "token")
+        token = required(params, "token")
         caller = await self.clients.authenticate(db, creds, confidential_only=True)
         inactive: dict[str, Any] = {"active": False}
         tokens = self.issuer.refresh
@@ -343,10 +343,6 @@ class OAuthService:
 
 def required(params: Mapping[str, str], name: str) -> str:
     """A parameter the grant cannot do without (RFC 6749 section 5.2: invalid_request)."""
-    return _required(params, name)
-
-
-def _required(params: Mapping[str, str], name: str) -> str:
     value = params.get(name)
     if value is None:
         raise OAuthInvalidRequest(f"The {name} parameter is required.")
