@@ -332,34 +332,13 @@ class UserAdmin:
         user = await UserRepository(db).by_id(session.user_id)
         assert user is not None  # the foreign key (ON DELETE CASCADE) rules this out
         revoked = await self._revoke(db, [session.id], now, REVOKED)
-        await audit.record(
-            db,
-            now,
-            audit.Entry(
-                audit.SESSIONS_REVOKED,
-                user.id,
-                user.username,
-                session.id,
-                actor=actor,
-                details={"sessions_revoked": revoked},
-            ),
-        )
+        await _record_revoked(db, now, user, revoked, actor, session.id)
         return user
 
     async def revoke_sessions(self, db: AsyncSession, user: User, now: datetime, actor: str) -> int:
         """Revoke every live session of a user (who may log in again)."""
         revoked = await self._revoke_all(db, user, now, REVOKED)
-        await audit.record(
-            db,
-            now,
-            audit.Entry(
-                audit.SESSIONS_REVOKED,
-                user.id,
-                user.username,
-                actor=actor,
-                details={"sessions_revoked": revoked},
-            ),
-        )
+        await _record_revoked(db, now, user, revoked, actor)
         return revoked
 
     # -- The audit trail
@@ -444,3 +423,25 @@ class UserAdmin:
 
     async def usernames(self, db: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         return await UserAdminRepository(db).usernames(user_ids)
+
+
+async def _record_revoked(
+    db: AsyncSession,
+    now: datetime,
+    user: User,
+    revoked: int,
+    actor: str,
+    session_id: uuid.UUID | None = None,
+) -> None:
+    await audit.record(
+        db,
+        now,
+        audit.Entry(
+            audit.SESSIONS_REVOKED,
+            user.id,
+            user.username,
+            session_id,
+            actor=actor,
+            details={"sessions_revoked": revoked},
+        ),
+    )
