@@ -110,6 +110,27 @@ async def test_unknown_route_and_method_use_the_envelope(harness: Harness) -> No
     _assert_envelope(await harness.client.get("/auth/login"), 405)
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type", "hint"),
+    [
+        (b"username=alice&password=x", "application/x-www-form-urlencoded", True),
+        (b'"alice"', "application/json", False),
+        (b"[]", "application/json; charset=utf-8", False),
+        (b"", None, True),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_says_so(
+    harness: Harness, content: bytes, content_type: str | None, hint: bool
+) -> None:
+    """Not pydantic's type names: what to send, and how, when the Content-Type was not JSON."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await harness.client.post("/auth/login", content=content, headers=headers)
+    _assert_envelope(response, 400)
+    message = response.json()["message"]
+    assert message.startswith("Invalid request: the body must be a JSON object"), message
+    assert ("Content-Type: application/json" in message) == hint, message
+
+
 async def test_refresh_wrong_types(harness: Harness) -> None:
     for body in ({}, {"refresh_token": 5}, {"refresh_token": None}, {"refresh_token": ["a"]}):
         _assert_envelope(await harness.client.post("/auth/refresh", json=body), 400)

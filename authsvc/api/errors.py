@@ -172,13 +172,26 @@ def _render_for(request: Request, exc: AuthError) -> Response:
     return render(exc) if route is None else route.render_error(exc)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+# pydantic's error types for a body that is not a JSON object (a form, a string, nothing).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type", "missing"})
+
+
+def _validation_message(exc: RequestValidationError, content_type: str) -> str:
     # Name the fields at fault, never echo their values: they may be passwords or tokens.
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         kind = str(err.get("type", "invalid"))
-        parts.append("malformed JSON" if kind == "json_invalid" else f"{loc}: {kind}")
+        if kind == "json_invalid":
+            parts.append("malformed JSON")
+        elif tuple(err.get("loc", ())) == ("body",) and kind in _NOT_AN_OBJECT:
+            json_sent = content_type.split(";", 1)[0].strip().lower() == "application/json"
+            parts.append(
+                "the body must be a JSON object"
+                + ("" if json_sent else ", sent with Content-Type: application/json")
+            )
+        else:
+            parts.append(f"{loc}: {kind}")
     return "Invalid request: " + "; ".join(parts)
 
 
@@ -215,7 +228,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if route is not None:
             # Their bodies name no fields: RFC 6749 section 5.2 has no place for them.
             return route.render_error(OAuthInvalidRequest())
-        return error_response(400, "invalid_request", _validation_message(exc))
+        return error_response(
+            400,
+            "invalid_request",
+            _validation_message(exc, request.headers.get("content-type", "")),
+        )
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
