@@ -8,6 +8,7 @@ fresh copy of a migrated template file per test.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import os
 import secrets
@@ -33,6 +34,14 @@ from tests import pg
 
 TEST_KEK = "mHPPqSoT3QCCd3W8mw0Zt1-vXhP_K-yEq2xXUo0nqt0="
 PASSWORD = "correct horse battery staple"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile authsvc's sources before any test starts a process (`python -m authsvc`): with
+    PYTHONDONTWRITEBYTECODE set, each process would otherwise compile every module again. Only
+    what changed is compiled; `make test` has compiled them already; a bare `pytest` may not have."""
+    if not hasattr(config, "workerinput"):  # once, in the pytest-xdist controller
+        compileall.compile_dir(Path(__file__).resolve().parent.parent / "authsvc", quiet=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
