@@ -39,7 +39,7 @@ PASSWORD = "correct horse battery staple"
 def pytest_configure(config: pytest.Config) -> None:
     """Compile authsvc's sources before any test starts a process (`python -m authsvc`): with
     PYTHONDONTWRITEBYTECODE set, each process would otherwise compile every module again. Only
-    what changed is compiled; `make test` has compiled them already; a bare `pytest` may not have."""
+    what changed is compiled (`make test` has compiled them already, a bare `pytest` not)."""
     if not hasattr(config, "workerinput"):  # once, in the pytest-xdist controller
         compileall.compile_dir(Path(__file__).resolve().parent.parent / "authsvc", quiet=1)
 
