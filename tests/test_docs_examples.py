@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,62 @@ def test_configuration_page_names_every_setting() -> None:
         if f"`{name}`" not in page
     ]
     assert missing == []
+
+
+def _cli_commands() -> dict[str, set[str]]:
+    """Every command of the CLI (`users create`) with its long options."""
+    import typer.main
+
+    from authsvc.cli import app
+
+    found: dict[str, set[str]] = {}
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, (*path, name))
+            return
+        found[" ".join(path)] = {
+            opt
+            for param in command.params
+            for opt in (*param.opts, *getattr(param, "secondary_opts", ()))
+            if opt.startswith("--")
+        }
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def test_the_cli_page_lists_every_command_and_option_as_they_are() -> None:
+    """The table in docs/cli.md: each command it names exists with the options it shows, and
+    every command and option of the CLI is in it."""
+    commands = _cli_commands()
+    groups = {name.split()[0] for name in commands if " " in name}
+    documented: dict[str, set[str]] = {}
+    for row in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        if not row.startswith("| `authsvc "):
+            continue
+        group = None
+        # `authsvc keys rotate [...]`, `keys list`: later fragments may drop `authsvc`.
+        for fragment in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            words = fragment.removeprefix("authsvc ").split()
+            if words[0].startswith("--"):  # `authsvc --version`
+                continue
+            if fragment.startswith("authsvc "):
+                group = words[0] if words[0] in groups else None
+                name = " ".join(words[:2]) if group else words[0]
+            elif group is not None:
+                name = " ".join(words[:2]) if words[0] == group else f"{group} {words[0]}"
+            else:
+                continue
+            assert name in commands, (name, row)
+            documented.setdefault(name, set()).update(re.findall(r"--[a-z][a-z-]*", fragment))
+    for name, options in documented.items():
+        assert options <= commands[name], (name, options - commands[name])
+    assert set(commands) == set(documented), set(commands) ^ set(documented)
+    for name, options in commands.items():
+        assert options <= documented[name] | {"--revocation"}, (name, options - documented[name])
 
 
 _LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
