@@ -140,6 +140,38 @@ def test_the_cli_page_lists_every_command_and_option_as_they_are() -> None:
         assert options <= documented[name] | {"--revocation"}, (name, options - documented[name])
 
 
+# `POST /auth/login`, `DELETE /admin/users/{id}`, `GET`/`POST /oauth/userinfo`
+_ENDPOINT = re.compile(r"`((?:(?:GET|POST|PATCH|PUT|DELETE)`?/?`?)+) (/[^`\s?]*)")
+# Served outside the OpenAPI document: the metrics scrape and the document itself.
+_UNDOCUMENTED_IN_SCHEMA = {"GET /metrics", "GET /openapi.json"}
+
+
+def _template(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def test_the_endpoints_the_docs_name_are_the_apps(tmp_path: Path) -> None:
+    """Every `METHOD /path` in the README and docs/ is an operation of the app (parameter names
+    aside), and every operation's path is named somewhere in them."""
+    from authsvc.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(f"sqlite:///{tmp_path}/unused.db", tmp_path / "data"))
+    operations = {
+        f"{method.upper()} {_template(path)}"
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+    }
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    named = {
+        f"{method} {_template(path)}"
+        for methods, path in _ENDPOINT.findall(text)
+        for method in re.findall(r"GET|POST|PATCH|PUT|DELETE", methods)
+    }
+    assert named - _UNDOCUMENTED_IN_SCHEMA - operations == set()
+    assert {op for op in operations if op.split()[1] not in _template(text)} == set()
+
+
 _LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
 
 
