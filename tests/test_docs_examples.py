@@ -162,7 +162,7 @@ def test_the_endpoints_the_docs_name_are_the_apps(tmp_path: Path) -> None:
         for path, item in app.openapi()["paths"].items()
         for method in item
     }
-    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    text = _all_docs()
     named = {
         f"{method} {_template(path)}"
         for methods, path in _ENDPOINT.findall(text)
@@ -170,6 +170,26 @@ def test_the_endpoints_the_docs_name_are_the_apps(tmp_path: Path) -> None:
     }
     assert named - _UNDOCUMENTED_IN_SCHEMA - operations == set()
     assert {op for op in operations if op.split()[1] not in _template(text)} == set()
+
+
+def _all_docs() -> str:
+    return "\n".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+
+
+def test_every_error_code_is_documented() -> None:
+    """Clients switch on `error`: each code the server can answer is named in the README or
+    docs/. `conflict` alone is left out: a fresh random client id that is already taken."""
+    from authsvc.errors import AuthError
+
+    codes: set[str] = set()
+    pending: list[type[AuthError]] = [AuthError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            codes.add(sub.code)
+            pending.append(sub)
+    text = _all_docs()
+    undocumented = {c for c in codes if f"`{c}`" not in text and f'"{c}"' not in text}
+    assert undocumented - {"conflict"} == set()
 
 
 _LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
