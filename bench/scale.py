@@ -116,15 +116,17 @@ def prune_argv() -> list[str]:
     return [sys.executable, str(BENCH / "prune_timed.py")]
 
 
-def prune_result(stdout: str) -> tuple[int, float, str]:
-    """(rows deleted, seconds of the prune itself, per-table counts) from prune_timed.py."""
+def prune_result(stdout: str) -> tuple[dict[str, int], float]:
+    """(rows deleted per table, seconds of the prune itself) from prune_timed.py."""
     data = json.loads(stdout.strip().splitlines()[-1])
-    rows: dict[str, int] = data["rows"]
-    line = " ".join(f"{k}={v}" for k, v in rows.items())
-    return sum(rows.values()), float(data["seconds"]), line
+    return dict(data["rows"]), float(data["seconds"])
 
 
-def prune(target: Target) -> tuple[int, float, str]:
+def per_table(rows: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in rows.items())
+
+
+def prune(target: Target) -> tuple[dict[str, int], float]:
     """`authsvc prune` to completion, timed from inside (bench/prune_timed.py)."""
     proc = subprocess.run(prune_argv(), env=target.env, capture_output=True, text=True, check=True)
     return prune_result(proc.stdout)
@@ -283,8 +285,9 @@ def main() -> int:
         # database, pruned with nothing else running.
         small = Counts.scaled(max(opts.rows * PRUNE_BASELINE_SHARE, PRUNE_BASELINE_MIN))
         seed(empty.url, "p", small, datetime.now(UTC), password_hash, rebuild_indexes=False)
-        base_rows, base_seconds, base_line = prune(empty)
-        log(f"prune, small seeding: {base_line} in {base_seconds:.1f} s")
+        base_pruned, base_seconds = prune(empty)
+        base_rows = sum(base_pruned.values())
+        log(f"prune, small seeding: {per_table(base_pruned)} in {base_seconds:.1f} s")
         # At scale: the refresh p99 without prune, then with prune running (started first, so
         # that the whole run overlaps it), then prune is left to finish.
         assert scale.server is not None
@@ -310,8 +313,9 @@ def main() -> int:
                 pruner.wait()
         if pruner.returncode != 0:
             raise RuntimeError(f"authsvc prune failed: {err[-2000:]}")
-        scale_rows, prune_seconds, line = prune_result(out)
-        log(f"prune at scale: {line} in {prune_seconds:.1f} s")
+        pruned, prune_seconds = prune_result(out)
+        scale_rows = sum(pruned.values())
+        log(f"prune at scale: {per_table(pruned)} in {prune_seconds:.1f} s")
         base_rate = base_rows / base_seconds
         scale_rate = scale_rows / prune_seconds
         figures.append(
@@ -333,7 +337,7 @@ def main() -> int:
         after = table_sizes(scale.url)
 
     elapsed = time.monotonic() - started
-    publish(figures, opts, counts, seed_seconds, seed_times, sizes, after, layout, elapsed)
+    publish(figures, opts, counts, seed_seconds, seed_times, sizes, after, pruned, layout, elapsed)
     return 0
 
 
@@ -345,6 +349,7 @@ def publish(
     seed_times: dict[str, float],
     sizes: dict[str, tuple[int, int]],
     after: dict[str, tuple[int, int]],
+    pruned: dict[str, int],
     layout: str,
     elapsed: float,
 ) -> None:
@@ -399,7 +404,9 @@ def publish(
         "seed_seconds": seed_seconds,
         "seed_steps": seed_times,
         "tables": {t: {"rows": r, "bytes": b} for t, (r, b) in sizes.items()},
+        # After prune and the refreshes made while it ran: `pruned` is what prune deleted.
         "tables_after_prune": {t: {"rows": r, "bytes": b} for t, (r, b) in after.items()},
+        "pruned": pruned,
         "figures": [asdict(f) for f in figures],
         "elapsed_seconds": elapsed,
     }

@@ -53,5 +53,6 @@ def test_tiny_scale_benchmark_measures_every_figure_without_errors(tmp_path: Pat
         assert "failed" not in figure["note"], figure
     tables = result["tables"]
     assert tables["refresh_tokens"]["rows"] >= 10_000
-    assert result["tables_after_prune"]["refresh_tokens"]["rows"] < tables["refresh_tokens"]["rows"]
+    # What prune deleted; the table's count after also holds the refreshes made meanwhile.
+    assert result["pruned"]["refresh_tokens"] > 0, result["pruned"]
     assert "| figure" in (tmp_path / "scale.md").read_text()
