@@ -317,6 +317,8 @@ def test_spa_on_another_origin(tmp_path: Path, spa_dir: Path, browser: Any) -> N
                 browser
             )
             assert browser.execute_script("return window.authsvcApp.state.refreshes") == 1
+            rotated = browser.execute_script("return window.authsvcApp.state.tokens")
+            assert rotated["refresh_token"] != tokens["refresh_token"]
 
             browser.execute_script(
                 "window.beforeLogout = true; document.getElementById('logout').click()"
@@ -324,7 +326,8 @@ def test_spa_on_another_origin(tmp_path: Path, spa_dir: Path, browser: Any) -> N
             wait_for(browser, "return !window.beforeLogout && window.authsvcApp?.state.ready")
             signed_out(browser)
             assert browser.execute_script("return location.origin") == site
-            # RP-initiated logout from the other origin revoked the session.
+            # RP-initiated logout from the other origin revoked the session, and the hosted
+            # page's sign-in (its SameSite=Lax cookie goes along on the navigation) with it.
             sessions = cli(tmp_path, "sessions", "list", "alice")
             assert sessions.returncode == 0, sessions.stderr
             assert sessions.stdout.strip() == "no live sessions for alice", sessions.stdout
