@@ -192,6 +192,16 @@ def test_every_error_code_is_documented() -> None:
     assert undocumented - {"conflict"} == set()
 
 
+def test_the_audit_trail_table_names_every_event() -> None:
+    """docs/operations.md's table of audit events is the operator's reference: all of them."""
+    from authsvc.services import audit
+
+    page = (ROOT / "docs" / "operations.md").read_text()
+    table = page[page.index("## Audit trail") : page.index("## Housekeeping")]
+    events = {v for k, v in vars(audit).items() if k.isupper() and isinstance(v, str)}
+    assert {e for e in events if f"`{e}`" not in table} == set()
+
+
 _LINK = re.compile(r"\]\(([^)#\s]+\.md)?(?:#([^)\s]+))?\)")
 
 
