@@ -179,18 +179,6 @@ class EmailExists(Conflict):
     default_message = "A user with that email address already exists."
 
 
-class KekRotationUnderWay(Conflict):
-    """A new signing key would be written under the new key-encryption key while processes
-    still on the old settings (only the old KEK) must be able to read every key to sign."""
-
-    code = "kek_rotation_under_way"
-    default_message = (
-        "A key-encryption key rotation is under way (previous key-encryption keys are "
-        "configured): a signing key made now is written under the new one, which processes "
-        "still on the old settings cannot read."
-    )
-
-
 class InvalidEmail(AuthError):
     code = "invalid_email"
     status = 400

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import delete, select, update
@@ -131,7 +132,7 @@ async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
         client_tokens = await _client_login(old, client)
         kids = {k["kid"] for k in (await old.client.get("/.well-known/jwks.json")).json()["keys"]}
 
-    # Rotated: B encrypts from now on, A still reads what was written under it.
+    # Rotated: B is the current KEK, A still reads what was written under it.
     rotated = _settings(database_url, tmp_path, KEK_B, KEK_A)
     async with _serve(rotated, clock) as new:
         assert (await new.me(tokens["access_token"])).status_code == 200
@@ -141,24 +142,37 @@ async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
         client_refreshed = await _client_refresh(new, client, client_tokens["refresh_token"])
         assert client_refreshed.status_code == 200, client_refreshed.text
         client_tokens = client_refreshed.json()
-        # A signing key made now is written under B, so a process still on A alone could not
-        # sign with it: refused until the operator says every process has B.
-        await new.create_user("root", roles=["admin"])
-        admin = {"Authorization": f"Bearer {(await new.login('root'))['access_token']}"}
-        refused = await new.client.post("/admin/keys/rotate", headers=admin)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["error"] == "kek_rotation_under_way"
-        rotated_key = await new.client.post(
-            "/admin/keys/rotate", params={"during_kek_rotation": "true"}, headers=admin
+        # Until the rewrap, new secrets go under A: a signing key and a TOTP secret made now.
+        async with new.state.database.transaction() as db:
+            made = await new.state.keys.rotate(db, clock.now())
+        bob = await new.create_user("bob")
+        bob_access = {"Authorization": f"Bearer {(await new.login('bob'))['access_token']}"}
+        enrolled = await new.client.post("/auth/mfa/totp/enroll", headers=bob_access)
+        assert enrolled.status_code == 200, enrolled.text
+
+    # So a process not yet restarted with B (the rolling restart) reads them: it starts (which
+    # decrypts everything stored), publishes the new key and confirms bob's TOTP.
+    async with _serve(kek_a, clock) as still_on_a:
+        jwks = (await still_on_a.client.get("/.well-known/jwks.json")).json()
+        assert made.kid in {k["kid"] for k in jwks["keys"]}
+        code = pyotp.TOTP(enrolled.json()["secret"]).at(clock.now())
+        confirmed = await still_on_a.client.post(
+            "/auth/mfa/totp/confirm", json={"code": code}, headers=bob_access
         )
-        assert rotated_key.status_code == 201, rotated_key.text
-        made_kid = rotated_key.json()["kid"]
+        assert confirmed.status_code == 200, confirmed.text
+
+    async with _serve(rotated, clock) as new:
         async with new.state.database.transaction() as db:
             report = await new.state.secrets.rewrap(db, clock.now(), actor="test")
+        # After the rewrap every process has B, and new secrets go under it.
+        async with new.state.database.transaction() as db:
+            made_after = await new.state.keys.rotate(db, clock.now())
     assert sorted(report.rewrapped) == sorted(
-        [f"signing key {kid}" for kid in kids] + [f"server secret {n}" for n in HmacKeys.NAMES]
+        [f"signing key {kid}" for kid in kids | {made.kid}]
+        + [f"server secret {n}" for n in HmacKeys.NAMES]
+        + [f"TOTP secret of user {bob}"]
     )
-    assert report.current == [f"signing key {made_kid}"]
+    assert report.current == []
 
     # A dropped: everything a client holds still works.
     async with _serve(_settings(database_url, tmp_path, KEK_B), clock) as after:
@@ -169,7 +183,7 @@ async def test_rotation_keeps_tokens_client_secrets_and_signing_keys(
         ).status_code == 200
         assert (await after.login())["access_token"]
         jwks = (await after.client.get("/.well-known/jwks.json")).json()
-        assert kids | {made_kid} == {k["kid"] for k in jwks["keys"]}
+        assert kids | {made.kid, made_after.kid} == {k["kid"] for k in jwks["keys"]}
         async with after.state.database.transaction() as db:
             again = await after.state.secrets.rewrap(db, clock.now())
     assert again.rewrapped == []

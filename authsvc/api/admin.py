@@ -290,27 +290,10 @@ async def list_keys(state: State, db: ReadDB, ctx: Context, _: Admin) -> Signing
     "/keys/rotate",
     response_model=SigningKeyInfo,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 403, 409, 503, descriptions=_ADMIN_ONLY),
+    responses=_ERRORS,
 )
-async def rotate_key(
-    state: State,
-    db: WriteDB,
-    ctx: Context,
-    actor: Admin,
-    during_kek_rotation: Annotated[
-        bool,
-        Query(
-            description="Rotate although previous key-encryption keys are configured: every "
-            "process already runs with the new key-encryption key. Without it, such a rotation "
-            "is refused with 409 `kek_rotation_under_way`."
-        ),
-    ] = False,
-) -> SigningKeyInfo:
-    return _key(
-        await state.keys.rotate(
-            db, ctx.now, actor=actor.label, during_kek_rotation=during_kek_rotation
-        )
-    )
+async def rotate_key(state: State, db: WriteDB, ctx: Context, actor: Admin) -> SigningKeyInfo:
+    return _key(await state.keys.rotate(db, ctx.now, actor=actor.label))
 
 
 # -- The audit trail

@@ -16,41 +16,19 @@ app = group("Manage signing keys and the key-encryption key.")
 
 
 @app.command("rotate", cls=Command)
-def rotate(
-    during_kek_rotation: bool = typer.Option(
-        False,
-        "--during-kek-rotation",
-        help="Rotate although previous key-encryption keys are configured: every process "
-        "already runs with the new key-encryption key.",
-    ),
-) -> None:
+def rotate() -> None:
     """Publish a new signing key.
 
     It signs after the publish-ahead time (AUTHSVC_KEY_PUBLISH_AHEAD, else
-    AUTHSVC_JWKS_MAX_AGE), so that verifiers' JWKS caches have it first. Refused while
-    AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is set, unless --during-kek-rotation."""
-    from authsvc.cli.errors import REFUSED, CliError
-    from authsvc.errors import KekRotationUnderWay
+    AUTHSVC_JWKS_MAX_AGE), so that verifiers' JWKS caches have it first."""
 
     async def work(state: AppState) -> str:
         async with state.database.transaction() as db:
             await state.keys.ensure_signing_key(db, state.clock.now())
-            info = await state.keys.rotate(
-                db, state.clock.now(), actor="cli", during_kek_rotation=during_kek_rotation
-            )
+            info = await state.keys.rotate(db, state.clock.now(), actor="cli")
         return f"published {info.kid}; signs from {info.activates_at.isoformat()}"
 
-    try:
-        typer.echo(run(work))
-    except KekRotationUnderWay as exc:
-        raise CliError(
-            "a key-encryption key rotation is under way (AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS "
-            "is set): a signing key made now is written under the new key-encryption key, "
-            "which processes still on the old settings cannot read",
-            "finish the rotation first (`authsvc keys rewrap`, then remove the previous keys), "
-            "or pass --during-kek-rotation once every process has the new settings",
-            code=REFUSED,
-        ) from exc
+    typer.echo(run(work))
 
 
 @app.command("list", cls=Command)

@@ -44,8 +44,9 @@ class TotpSecrets:
         """160 random bits, base32 (RFC 4226 section 4 asks for at least 128)."""
         return pyotp.random_base32(32)
 
-    def seal(self, secret: str) -> bytes:
-        return self.keks.encrypt(secret.encode())
+    def seal(self, secret: str, under: int) -> bytes:
+        """Under the ring's KEK `under` (services/secrets.py, kek_to_write)."""
+        return self.keks.encrypt(secret.encode(), under)
 
     def open(self, sealed: bytes) -> str:
         """Under whichever KEK of the ring sealed it."""

@@ -45,13 +45,6 @@ class Housekeeper:
             log.info("pruned", extra={"pruned": vars(report)})
 
     async def rotate_once(self) -> None:
-        if self.keys.kek_rotation_under_way:
-            # KeyService.rotate would refuse; dropping the previous KEKs (after `keys rewrap`)
-            # ends the pause, and `authsvc keys rotate --during-kek-rotation` is the operator's.
-            log.warning(
-                "scheduled key rotation paused while AUTHSVC_PREVIOUS_KEY_ENCRYPTION_KEYS is set"
-            )
-            return
         async with self.database.transaction() as db:
             info = await self.keys.rotate_if_due(
                 db, self.clock.now(), self.settings.key_rotation_interval

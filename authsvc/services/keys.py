@@ -12,11 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.errors import KekRotationUnderWay
 from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
 from authsvc.security.secrets import ServerSecrets
 from authsvc.services import audit
+from authsvc.services.secrets import kek_to_write
 from authsvc.store.db import MIGRATION_LOCK_ID, Database
 from authsvc.store.models import SigningKey
 from authsvc.store.repositories import SigningKeyRepository
@@ -153,26 +153,8 @@ class KeyService:
             ring = await self.reload(db, now)
         return ring
 
-    @property
-    def kek_rotation_under_way(self) -> bool:
-        """Previous KEKs are configured: some process may not have the new KEK yet."""
-        return len(self.secrets.keks) > 1
-
-    async def rotate(
-        self,
-        db: AsyncSession,
-        now: datetime,
-        actor: str | None = None,
-        *,
-        during_kek_rotation: bool = False,
-    ) -> KeyInfo:
-        """Publish a new key now; it signs after publish-ahead, when the current one retires.
-
-        During a KEK rotation only when the caller says every process has the new KEK
-        (`during_kek_rotation`): a process that cannot decrypt the key that signs cannot sign.
-        """
-        if self.kek_rotation_under_way and not during_kek_rotation:
-            raise KekRotationUnderWay()
+    async def rotate(self, db: AsyncSession, now: datetime, actor: str | None = None) -> KeyInfo:
+        """Publish a new key now; it signs after publish-ahead, when the current one retires."""
         await self._serialise(db)
         activates_at = now + timedelta(seconds=self.settings.publish_ahead)
         await SigningKeyRepository(db).retire_active(activates_at)
@@ -226,13 +208,16 @@ class KeyService:
         return await SigningKeyRepository(db).delete_unpublished(now - self.unpublish_after)
 
     async def _create(self, db: AsyncSession, now: datetime, activates_at: datetime) -> SigningKey:
+        under = await kek_to_write(db, self.secrets.keks)
         private = crypto.generate_private_key(self.settings.rsa_key_size)
         jwk = crypto.public_jwk(private.public_key())
         row = SigningKey(
             kid=jwk["kid"],
             algorithm=crypto.ALGORITHM,
             public_jwk=jwk,
-            private_key_encrypted=crypto.encrypt_private_key(private, self.secrets.keks),
+            private_key_encrypted=crypto.encrypt_private_key(
+                private, self.secrets.keks.fernet(under)
+            ),
             created_at=now,
             activates_at=activates_at,
             retires_at=None,

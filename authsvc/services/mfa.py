@@ -44,6 +44,7 @@ from authsvc.services.access import AccessService, Presented
 from authsvc.services.context import RequestContext
 from authsvc.services.issuer import PASSWORD_AMR
 from authsvc.services.passkeys import SECOND_FACTOR, PasskeyService
+from authsvc.services.secrets import kek_to_write
 from authsvc.store.mfa import MfaChallengeRepository, RecoveryCodeRepository, TotpRepository
 from authsvc.store.models import MfaChallenge, TotpCredential, User
 from authsvc.store.passkeys import PasskeyRepository
@@ -122,7 +123,8 @@ class MfaService:
         if await repo.enabled_for(user.id):
             raise MfaAlreadyEnabled()
         secret = self.totp.new()
-        await repo.replace_pending(user.id, self.totp.seal(secret), ctx.now)
+        sealed = self.totp.seal(secret, await kek_to_write(db, self.totp.keks))
+        await repo.replace_pending(user.id, sealed, ctx.now)
         await self._audit(db, audit.MFA_ENROLLMENT_STARTED, user, ctx)
         uri = self.totp.uri(secret, user.username)
         return Enrollment(secret, uri, self.totp.qr_svg(uri))

@@ -13,7 +13,12 @@ from datetime import datetime
 from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.security.secrets import HmacKeys, ServerSecrets, UnreadableSecret
+from authsvc.security.secrets import (
+    HmacKeys,
+    KeyEncryptionKeys,
+    ServerSecrets,
+    UnreadableSecret,
+)
 from authsvc.services import audit
 from authsvc.store.db import Database
 from authsvc.store.mfa import TotpRepository
@@ -46,6 +51,27 @@ class RewrapReport:
     current: list[str] = field(default_factory=list)
 
 
+async def kek_to_write(db: AsyncSession, keks: KeyEncryptionKeys) -> int:
+    """Which KEK of the ring a new secret (a signing key, a TOTP secret) is written under: the
+    one the server's HMAC keys are stored under, 0 (the current KEK) while there are none.
+
+    During a KEK rotation that is still the previous KEK, until `keys rewrap` moves everything
+    to the new one: processes not yet restarted with the new KEK can read what others write
+    meanwhile, and once rewrap has run, every process has the new KEK (the rotation's order),
+    so what is written from then on survives dropping the previous one. Takes the lock rewrap
+    takes, so no rewrap passes between this choice and the caller's write."""
+    repo = ServerSecretRepository(db)
+    await repo.serialise()
+    stored = await repo.all()
+    if not stored:
+        return 0
+    name = min(stored)
+    index = keks.index_of(stored[name])
+    if index is None:
+        raise UnreadableSecret(f"{SERVER_SECRET} {name}")
+    return index
+
+
 class SecretService:
     def __init__(self, secrets: ServerSecrets) -> None:
         self.secrets = secrets
@@ -73,12 +99,12 @@ class SecretService:
 
     async def _create(self, db: AsyncSession, now: datetime) -> dict[str, bytes]:
         repo = ServerSecretRepository(db)
-        await repo.serialise()
+        under = await kek_to_write(db, self.secrets.keks)
         stored = await repo.all()  # another process may have made them while we waited
         missing = sorted(set(HmacKeys.NAMES) - set(stored))
         if missing:
             values = (await self._initial_keys(db)).named()
-            made = {name: self.secrets.keks.encrypt(values[name]) for name in missing}
+            made = {name: self.secrets.keks.encrypt(values[name], under) for name in missing}
             await repo.add(made, now)
             stored.update(made)
         return stored
