@@ -60,7 +60,8 @@ class UnreadableSecret(ConfigError):
 
 
 class KeyEncryptionKeys:
-    """The KEK ring: the current KEK encrypts; it and the previous ones decrypt."""
+    """The KEK ring: each of its KEKs decrypts; the current one encrypts, or during a rotation
+    the previous one until everything is rewrapped (services/secrets.py, kek_to_write)."""
 
     def __init__(self, current: str, previous: Sequence[str] = ()) -> None:
         named = [(CURRENT_KEK, current)] + [
