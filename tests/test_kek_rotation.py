@@ -15,8 +15,10 @@ import secrets
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,17 @@ from sqlalchemy.engine import make_url
 from authsvc.app import create_app
 from authsvc.clock import MovableClock
 from authsvc.config import ConfigError, Settings
+from authsvc.security import keys as crypto
 from authsvc.security.secrets import HmacKeys, KeyEncryptionKeys, UnreadableSecret, load_secrets
 from authsvc.services.secrets import SecretService
 from authsvc.store.db import Database
-from authsvc.store.models import OAuthClient, RefreshToken, ServerSecret, SigningKey
+from authsvc.store.models import (
+    OAuthClient,
+    RefreshToken,
+    ServerSecret,
+    SigningKey,
+    TotpCredential,
+)
 from tests import pg
 from tests.conftest import PASSWORD, TEST_KEK, Harness, make_settings
 from tests.live import CLI, clean_env, cli, free_port
@@ -466,3 +475,53 @@ def test_kek_rotation_with_two_server_processes(shared_url: str, tmp_path: Path)
         jwks = httpx.get(f"{two}/.well-known/jwks.json").json()
         assert kids == {k["kid"] for k in jwks["keys"]}
     assert run("keys", "rewrap", env=under_b)[-1].startswith("0 rewrapped")
+
+
+async def test_a_secret_this_process_cannot_read_is_a_503(
+    kek_a: Settings, clock: MovableClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What another process wrote under a KEK this one lacks (a rotation out of order: rewrap
+    before every process had the new KEK) is an outage of this process, said in its log, not a
+    500: a TOTP secret, and a signing key picked up at the next reload."""
+    other = Fernet(KEK_B)
+    async with _serve(kek_a, clock) as server:
+        user = await server.create_user("bob")
+        access = {"Authorization": f"Bearer {(await server.login('bob'))['access_token']}"}
+        enrolled = await server.client.post("/auth/mfa/totp/enroll", headers=access)
+        assert enrolled.status_code == 200, enrolled.text
+        secret = enrolled.json()["secret"]
+        async with server.state.database.transaction() as db:
+            await db.execute(
+                update(TotpCredential)
+                .where(TotpCredential.user_id == uuid.UUID(user))
+                .values(secret_encrypted=other.encrypt(secret.encode()))
+            )
+        code = pyotp.TOTP(secret).at(clock.now())
+        refused = await server.client.post(
+            "/auth/mfa/totp/confirm", json={"code": code}, headers=access
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "service_unavailable"
+        assert "a TOTP secret in the database cannot be decrypted" in caplog.text
+
+        # A key another process made under B: this one meets it at its next reload.
+        private = crypto.generate_private_key(2048)
+        jwk = crypto.public_jwk(private.public_key())
+        async with server.state.database.transaction() as db:
+            db.add(
+                SigningKey(
+                    kid=jwk["kid"],
+                    algorithm=crypto.ALGORITHM,
+                    public_jwk=jwk,
+                    private_key_encrypted=crypto.encrypt_private_key(private, other),
+                    created_at=clock.now(),
+                    activates_at=clock.now() + timedelta(hours=1),
+                    retires_at=None,
+                )
+            )
+        clock.advance(kek_a.key_reload_interval + 1)
+        login = await server.client.post(
+            "/auth/login", json={"username": "bob", "password": PASSWORD}
+        )
+        assert login.status_code == 503, login.text
+        assert f"signing key {jwk['kid']} in the database cannot be decrypted" in caplog.text

@@ -26,6 +26,7 @@ from authsvc.errors import (
     OAuthInvalidRequest,
     ServiceUnavailable,
 )
+from authsvc.security.secrets import UnreadableSecret
 from authsvc.store.errors import TRANSIENT_SQLSTATE
 
 log = logging.getLogger("authsvc.errors")
@@ -248,6 +249,12 @@ def install_error_handlers(app: FastAPI) -> None:
         # (RFC 6749 section 4.1.2.1 defines it; the token endpoint sends it with the 503).
         return _render_for(request, ServiceUnavailable())
 
+    async def on_unreadable(request: Request, exc: Exception) -> Response:
+        # Another process wrote it under a KEK this one lacks: a KEK rotation out of order
+        # (`keys rewrap` before every process had the new KEK). The operator's to fix.
+        log.error("%s; this process needs that key-encryption key", exc)
+        return _render_for(request, ServiceUnavailable())
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return _render_for(request, AuthError())
@@ -257,4 +264,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     for kind in DATABASE_ERRORS:
         app.add_exception_handler(kind, on_database)
+    app.add_exception_handler(UnreadableSecret, on_unreadable)
     app.add_exception_handler(Exception, on_unexpected)

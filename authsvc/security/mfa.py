@@ -17,9 +17,10 @@ from datetime import datetime
 
 import pyotp
 import segno
+from cryptography.fernet import InvalidToken
 
 from authsvc.security.opaque import OpaqueTokens
-from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets
+from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets, UnreadableSecret
 
 # RFC 6238 section 4: the defaults every authenticator app implements (SHA-1, 6 digits, 30 s).
 DIGITS = 6
@@ -50,7 +51,10 @@ class TotpSecrets:
 
     def open(self, sealed: bytes) -> str:
         """Under whichever KEK of the ring sealed it."""
-        return self.keks.decrypt(sealed).decode()
+        try:
+            return self.keks.decrypt(sealed).decode()
+        except InvalidToken:
+            raise UnreadableSecret("a TOTP secret") from None
 
     def uri(self, secret: str, account: str) -> str:
         """The otpauth:// URI authenticator apps import (Key Uri Format)."""

@@ -8,13 +8,15 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography.fernet import InvalidToken
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
 from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
-from authsvc.security.secrets import ServerSecrets
+from authsvc.security.secrets import ServerSecrets, UnreadableSecret
 from authsvc.services import audit
 from authsvc.services.secrets import kek_to_write
 from authsvc.store.db import MIGRATION_LOCK_ID, Database
@@ -113,11 +115,7 @@ class KeyService:
             for row in rows:
                 cached = self._parsed.get(row.kid)
                 # Decrypting and parsing a key is slow; do it once per kid, not per reload.
-                private = (
-                    cached.private
-                    if cached is not None
-                    else crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.keks)
-                )
+                private = cached.private if cached is not None else self._decrypt(row)
                 loaded.append(
                     LoadedKey(
                         kid=row.kid,
@@ -134,6 +132,12 @@ class KeyService:
             self._fingerprint = fingerprint
         self._loaded_at = now
         return self._ring
+
+    def _decrypt(self, row: SigningKey) -> rsa.RSAPrivateKey:
+        try:
+            return crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.keks)
+        except InvalidToken:
+            raise UnreadableSecret(f"signing key {row.kid}") from None
 
     async def _serialise(self, db: AsyncSession) -> None:
         # Several processes starting (or rotating) at once take turns on PostgreSQL; SQLite
