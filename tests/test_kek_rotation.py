@@ -525,3 +525,6 @@ async def test_a_secret_this_process_cannot_read_is_a_503(
         )
         assert login.status_code == 503, login.text
         assert f"signing key {jwk['kid']} in the database cannot be decrypted" in caplog.text
+        ready = await server.client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["checks"]["signing_key"].startswith("unreadable"), ready.text

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from authsvc.api.deps import Now, State
 from authsvc.api.schemas import Health
+from authsvc.security.secrets import UnreadableSecret
 from authsvc.store.db import head_revision
 
 router = APIRouter(tags=["health"])
@@ -36,6 +37,8 @@ async def readyz(state: State, now: Now) -> JSONResponse:
         async with state.database.read() as db:
             ring = await state.keys.ring_at(db, now)
         checks["signing_key"] = "ok" if ring.signing_key(now) is not None else "missing"
+    except UnreadableSecret:  # a signing key written under a KEK this process lacks
+        checks["signing_key"] = "unreadable with this process's key-encryption keys"
     except Exception as exc:  # readiness reports failure, it never raises it
         checks.setdefault("database", f"unavailable: {type(exc).__name__}")
     ready = all(checks.get(name) == "ok" for name in _REQUIRED)
