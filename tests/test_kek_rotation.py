@@ -450,6 +450,22 @@ def test_kek_rotation_with_two_server_processes(shared_url: str, tmp_path: Path)
         held["client_refresh"] = granted.json()["refresh_token"]
         kids = {k["kid"] for k in httpx.get(f"{base}/.well-known/jwks.json").json()["keys"]}
 
+    # The rolling restart: one process still on A, one on B with A as previous. A signing key
+    # made meanwhile goes under A, so the process on A alone loads it at its next reload.
+    with _servers(work[:1], under_a) as (on_a,), _servers(work[1:2], rotated) as (on_b,):
+        rotated_kid = run("keys", "rotate", env=rotated)[0].split()[1].rstrip(";")
+        deadline = time.monotonic() + 30
+        while True:
+            jwks = httpx.get(f"{on_a}/.well-known/jwks.json")
+            assert jwks.status_code == 200, jwks.text
+            if rotated_kid in {k["kid"] for k in jwks.json()["keys"]}:
+                break
+            assert time.monotonic() < deadline, "the process on A never published the new key"
+            time.sleep(0.5)
+        assert httpx.get(f"{on_a}/readyz").status_code == 200
+        _holdings_work([on_a, on_b], held, client)
+    kids.add(rotated_kid)
+
     # Rotated to B with A as previous, served by two processes; then rewrapped while they run.
     with _servers(work[:2], rotated) as (one, two):
         _holdings_work([one, two], held, client)
