@@ -393,7 +393,7 @@ def _ready(base: str) -> bool:
 
 
 @pytest.mark.slow
-# Five server processes and eight CLI runs, one after another: more than the suite's default
+# Seven server processes and nine CLI runs, one after another: more than the suite's default
 # per-test limit on a busy machine.
 @pytest.mark.timeout(360)
 @pytest.mark.postgresql
