@@ -66,12 +66,16 @@ def encrypt_private_key(key: rsa.RSAPrivateKey, fernet: Encrypter) -> bytes:
 
 
 def decrypt_private_key(blob: bytes, fernet: Encrypter) -> rsa.RSAPrivateKey:
-    # The blob is authenticated by the KEK (a forged or altered one fails to decrypt), so it is
-    # byte for byte a key this server generated. Re-validating its RSA parameters costs about
-    # 0.2 s per 2048-bit key on every start and in every process that picks up a new key, and
-    # would only re-check our own output.
+    return load_private_key(fernet.decrypt(blob))
+
+
+def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    # The blob it came from is authenticated by the KEK (a forged or altered one fails to
+    # decrypt), so it is byte for byte a key this server generated. Re-validating its RSA
+    # parameters costs about 0.2 s per 2048-bit key on every start and in every process that
+    # picks up a new key, and would only re-check our own output.
     key = serialization.load_pem_private_key(
-        fernet.decrypt(blob), password=None, unsafe_skip_rsa_key_validation=True
+        pem, password=None, unsafe_skip_rsa_key_validation=True
     )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("stored signing key is not an RSA key")

@@ -17,10 +17,9 @@ from datetime import datetime
 
 import pyotp
 import segno
-from cryptography.fernet import InvalidToken
 
 from authsvc.security.opaque import OpaqueTokens
-from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets, UnreadableSecret
+from authsvc.security.secrets import KeyEncryptionKeys, ServerSecrets
 
 # RFC 6238 section 4: the defaults every authenticator app implements (SHA-1, 6 digits, 30 s).
 DIGITS = 6
@@ -47,14 +46,11 @@ class TotpSecrets:
 
     def seal(self, secret: str, under: int) -> bytes:
         """Under the ring's KEK `under` (services/secrets.py, kek_to_write)."""
-        return self.keks.encrypt(secret.encode(), under)
+        return self.keks.fernet(under).encrypt(secret.encode())
 
     def open(self, sealed: bytes) -> str:
         """Under whichever KEK of the ring sealed it."""
-        try:
-            return self.keks.decrypt(sealed).decode()
-        except InvalidToken:
-            raise UnreadableSecret("a TOTP secret") from None
+        return self.keks.read(sealed, "a TOTP secret").decode()
 
     def uri(self, secret: str, account: str) -> str:
         """The otpauth:// URI authenticator apps import (Key Uri Format)."""

@@ -83,13 +83,20 @@ class KeyEncryptionKeys:
     def __len__(self) -> int:
         return len(self._fernets)
 
-    def encrypt(self, data: bytes, under: int = 0) -> bytes:
-        """Under the current KEK, or the ring's KEK `under` (see services/secrets.py,
-        kek_to_write: during a KEK rotation, new secrets go under the one every process has)."""
-        return self._fernets[under].encrypt(data)
+    def encrypt(self, data: bytes) -> bytes:
+        return self._fernets[0].encrypt(data)
 
     def fernet(self, index: int) -> Fernet:
+        """The ring's KEK `index`, to write under (services/secrets.py, kek_to_write: during a
+        KEK rotation, new secrets go under the one every process has)."""
         return self._fernets[index]
+
+    def read(self, blob: bytes, what: str) -> bytes:
+        """`blob` decrypted, or UnreadableSecret naming `what` if no KEK of the ring reads it."""
+        try:
+            return self._ring.decrypt(blob)
+        except InvalidToken:
+            raise UnreadableSecret(what) from None
 
     def decrypt(self, blob: bytes) -> bytes:
         """Under whichever KEK of the ring it was written; InvalidToken if none."""

@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography.fernet import InvalidToken
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.security import keys as crypto
 from authsvc.security.keys import KeyRing, LoadedKey
-from authsvc.security.secrets import ServerSecrets, UnreadableSecret
+from authsvc.security.secrets import ServerSecrets
 from authsvc.services import audit
 from authsvc.services.secrets import kek_to_write
 from authsvc.store.db import MIGRATION_LOCK_ID, Database
@@ -134,10 +133,8 @@ class KeyService:
         return self._ring
 
     def _decrypt(self, row: SigningKey) -> rsa.RSAPrivateKey:
-        try:
-            return crypto.decrypt_private_key(row.private_key_encrypted, self.secrets.keks)
-        except InvalidToken:
-            raise UnreadableSecret(f"signing key {row.kid}") from None
+        pem = self.secrets.keks.read(row.private_key_encrypted, f"signing key {row.kid}")
+        return crypto.load_private_key(pem)
 
     async def _serialise(self, db: AsyncSession) -> None:
         # Several processes starting (or rotating) at once take turns on PostgreSQL; SQLite

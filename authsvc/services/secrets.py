@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.security.secrets import (
@@ -90,7 +89,7 @@ class SecretService:
                 stored = await self._create(db, now)
         keys = HmacKeys.from_named(
             {
-                name: self._decrypt(f"{SERVER_SECRET} {name}", stored[name])
+                name: self.secrets.keks.read(stored[name], f"{SERVER_SECRET} {name}")
                 for name in HmacKeys.NAMES
             }
         )
@@ -104,7 +103,7 @@ class SecretService:
         missing = sorted(set(HmacKeys.NAMES) - set(stored))
         if missing:
             values = (await self._initial_keys(db)).named()
-            made = {name: self.secrets.keks.encrypt(values[name], under) for name in missing}
+            made = {name: self.secrets.keks.fernet(under).encrypt(values[name]) for name in missing}
             await repo.add(made, now)
             stored.update(made)
         return stored
@@ -175,9 +174,3 @@ class SecretService:
             if self.secrets.keks.index_of(item.blob) is None:
                 raise UnreadableSecret(item.what)
         return found
-
-    def _decrypt(self, what: str, blob: bytes) -> bytes:
-        try:
-            return self.secrets.keks.decrypt(blob)
-        except InvalidToken:
-            raise UnreadableSecret(what) from None
