@@ -17,7 +17,7 @@ UV_VERSION := 0.9.30
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 # Our own sources are installed editable; compiled before a run for the same reason (only what
-# changed since is compiled again).
+# changed since is compiled again). The tests compile them themselves (tests/conftest.py).
 COMPILE := $(BIN)/python -m compileall -q authsvc migrations
 
 $(STAMP): pyproject.toml
@@ -59,7 +59,6 @@ serve: $(STAMP)
 # tests/conftest.py gives them (xdist would otherwise start the modules with most tests first).
 JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: $(STAMP)
-	@$(COMPILE)
 	$(BIN)/pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)

@@ -37,11 +37,12 @@ PASSWORD = "correct horse battery staple"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Compile authsvc's sources before any test starts a process (`python -m authsvc`): with
-    PYTHONDONTWRITEBYTECODE set, each process would otherwise compile every module again. Only
-    what changed is compiled (`make test` has compiled them already, a bare `pytest` not)."""
+    """Compile authsvc's sources and migrations before any test starts a process (`python -m
+    authsvc`): with PYTHONDONTWRITEBYTECODE set, each process would otherwise compile every module
+    again. Only what changed is compiled, so `make test` and a bare `pytest` both start quickly."""
     if not hasattr(config, "workerinput"):  # once, in the pytest-xdist controller
-        compileall.compile_dir(Path(__file__).resolve().parent.parent / "authsvc", quiet=1)
+        for sources in ("authsvc", "migrations"):
+            compileall.compile_dir(Path(__file__).resolve().parent.parent / sources, quiet=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
